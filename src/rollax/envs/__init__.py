@@ -1,0 +1,5 @@
+"""Jittable environments (gymnax interface) and the registry that builds them."""
+
+from rollax.envs.registry import make, register, registered_ids
+
+__all__ = ["make", "register", "registered_ids"]

@@ -1,0 +1,56 @@
+"""Environment registry: one `make` for gymnax ids, rollax's own ids and user-registered envs."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import gymnax
+from gymnax.environments.environment import Environment
+
+EnvFactory = Callable[..., tuple[Environment, Any]]
+_FACTORIES: dict[str, EnvFactory] = {}
+
+
+def register(env_id: str, factory: EnvFactory, *, overwrite: bool = False) -> None:
+    """Register `factory(**kwargs) -> (env, env_params)` under `env_id` (e.g. "rollax/MyEnv-v0")."""
+    if env_id in _FACTORIES and not overwrite:
+        raise ValueError(f"env id {env_id!r} is already registered; pass overwrite=True to replace it")
+    _FACTORIES[env_id] = factory
+
+
+def registered_ids() -> list[str]:
+    """Every id `make` accepts (gymnax's and rollax's), sorted."""
+    return sorted(set(gymnax.registered_envs) | set(_FACTORIES))
+
+
+def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
+    """Build `(env, env_params)` for `env_id`.
+
+    For gymnax ids, keyword arguments override fields of the env's params dataclass
+    (e.g. `make("CartPole-v1", max_steps_in_episode=200)`); for registered ids they go
+    to the factory.
+    """
+    if env_id in _FACTORIES:
+        return _FACTORIES[env_id](**params)
+    if env_id in gymnax.registered_envs:
+        env, env_params = gymnax.make(env_id)
+        return env, override_params(env_params, params, env_id)
+    close = difflib.get_close_matches(env_id, registered_ids(), n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else " Run `rollax envs` for the list."
+    raise ValueError(f"unknown env id {env_id!r}.{hint}")
+
+
+def override_params(env_params: Any, overrides: dict[str, Any], env_id: str = "") -> Any:
+    """Replace fields of a params dataclass, naming the valid fields when a key is unknown."""
+    if not overrides:
+        return env_params
+    valid = {f.name for f in dataclasses.fields(env_params)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown params {unknown} for env {env_id!r}; valid params: {sorted(valid)}"
+        )
+    return env_params.replace(**overrides)
