@@ -1,0 +1,192 @@
+"""The jitted rollout collector: `lax.scan` over `vmap`'d gymnax `step` and the policy.
+
+`collect` and `evaluate` are pure functions meant to run inside the caller's `jax.jit`
+(the training loop jits once around collect + update); `make_collect_fn` and
+`make_evaluate_fn` wrap them in their own `jax.jit` for use outside a training loop.
+
+Key use per step t (reproducible by a plain loop): `step_keys = split(key, num_steps)`;
+`action_key, env_key = split(step_keys[t])`; actions are sampled for the whole `[N]` batch
+with `action_key`, and env i steps with `split(env_key, N)[i]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+from gymnax.environments import spaces
+from gymnax.environments.environment import Environment
+
+from rollax.networks.distributions import log_prob, mode, sample, split_output
+from rollax.rollout.trajectory import Trajectory
+
+
+@struct.dataclass
+class RolloutState:
+    """What `collect` carries between calls: the batched env state, the current
+    observations `[N, ...]`, and the running episode's return `[N]` and length `[N]`."""
+
+    env_state: Any
+    obs: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+def action_space_kind(env: Environment, env_params: Any) -> tuple[bool, Any]:
+    """`(discrete, action_space)`; raises ValueError for spaces the collector cannot sample."""
+    action_space = env.action_space(env_params)
+    if isinstance(action_space, spaces.Discrete):
+        return True, action_space
+    if isinstance(action_space, spaces.Box):
+        return False, action_space
+    raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def init_rollout(env: Environment, env_params: Any, key: jax.Array, num_envs: int) -> RolloutState:
+    """Reset `num_envs` environments (env i with `split(key, num_envs)[i]`)."""
+    _check_positive("num_envs", num_envs)
+    reset_keys = jax.random.split(key, num_envs)
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
+    return RolloutState(
+        env_state=env_state,
+        obs=obs,
+        episode_return=jnp.zeros((num_envs,), jnp.float32),
+        episode_length=jnp.zeros((num_envs,), jnp.int32),
+    )
+
+
+def collect(
+    model: nnx.Module,
+    env: Environment,
+    env_params: Any,
+    rollout_state: RolloutState,
+    key: jax.Array,
+    num_steps: int,
+) -> tuple[RolloutState, Trajectory]:
+    """Run `num_steps` steps of the policy in every env; returns the carried state and a
+    `Trajectory` with fields `[num_steps, N, ...]`.
+
+    Continuous actions are stored unclipped (with their log-prob) and clipped to the Box
+    bounds only for the env. `bootstrap_values[t]` is V of the pre-reset next observation.
+    """
+    _check_positive("num_steps", num_steps)
+    discrete, action_space = action_space_kind(env, env_params)
+    num_envs = rollout_state.obs.shape[0]
+    graphdef, params = nnx.split(model)
+    step_batch = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def one_step(carry: RolloutState, step_key: jax.Array):
+        policy = nnx.merge(graphdef, params)
+        action_key, env_key = jax.random.split(step_key)
+        policy_output, value = split_output(policy(carry.obs), discrete)
+        actions = sample(policy_output, action_key, discrete)
+        env_actions = actions if discrete else jnp.clip(actions, action_space.low, action_space.high)
+        next_obs, env_state, rewards, terminated, truncated, info = step_batch(
+            jax.random.split(env_key, num_envs), carry.env_state, env_actions, env_params
+        )
+        rewards = rewards.astype(jnp.float32)
+        if value is None:
+            value = bootstrap_value = jnp.zeros((num_envs,), jnp.float32)
+        else:
+            _, bootstrap_value = split_output(policy(info["final_observation"]), discrete)
+        dones = jnp.logical_or(terminated, truncated)
+        episode_return = carry.episode_return + rewards
+        episode_length = carry.episode_length + 1
+        transition = Trajectory(
+            observations=carry.obs,
+            actions=actions,
+            rewards=rewards,
+            terminated=terminated,
+            truncated=truncated,
+            log_probs=log_prob(policy_output, actions, discrete),
+            values=value,
+            bootstrap_values=bootstrap_value,
+            episode_returns=jnp.where(dones, episode_return, 0.0),
+            episode_lengths=jnp.where(dones, episode_length, 0),
+        )
+        carry = RolloutState(
+            env_state=env_state,
+            obs=next_obs,
+            episode_return=jnp.where(dones, 0.0, episode_return),
+            episode_length=jnp.where(dones, 0, episode_length),
+        )
+        return carry, transition
+
+    return jax.lax.scan(one_step, rollout_state, jax.random.split(key, num_steps))
+
+
+def evaluate(
+    model: nnx.Module,
+    env: Environment,
+    env_params: Any,
+    key: jax.Array,
+    num_envs: int,
+    max_steps: int,
+) -> jax.Array:
+    """Return of one greedy-action (`mode`) episode per env, `[num_envs]`, stopping each at its
+    first termination or truncation, or after `max_steps` steps.
+
+    Keys: `reset_key, steps_key = split(key)`; env i resets with `split(reset_key, N)[i]` and
+    steps at t with `split(split(steps_key, max_steps)[t], N)[i]`.
+    """
+    _check_positive("max_steps", max_steps)
+    discrete, action_space = action_space_kind(env, env_params)
+    reset_key, steps_key = jax.random.split(key)
+    start = init_rollout(env, env_params, reset_key, num_envs)
+    graphdef, params = nnx.split(model)
+    step_batch = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def one_step(carry, step_key):
+        env_state, obs, returns, finished = carry
+        policy_output, _ = split_output(nnx.merge(graphdef, params)(obs), discrete)
+        actions = mode(policy_output, discrete)
+        if not discrete:
+            actions = jnp.clip(actions, action_space.low, action_space.high)
+        obs, env_state, rewards, terminated, truncated, _ = step_batch(
+            jax.random.split(step_key, num_envs), env_state, actions, env_params
+        )
+        returns = returns + jnp.where(finished, 0.0, rewards)
+        finished = finished | terminated | truncated
+        return (env_state, obs, returns, finished), None
+
+    carry = (start.env_state, start.obs, start.episode_return, jnp.zeros((num_envs,), bool))
+    (_, _, returns, _), _ = jax.lax.scan(one_step, carry, jax.random.split(steps_key, max_steps))
+    return returns
+
+
+def make_collect_fn(
+    env: Environment, env_params: Any, num_steps: int
+) -> Callable[[nnx.GraphDef, nnx.State, RolloutState, jax.Array], tuple[RolloutState, Trajectory]]:
+    """A `jax.jit`-compiled `collect` taking `(graphdef, state, rollout_state, key)` from
+    `nnx.split(model)`, for collecting outside a jitted training loop."""
+    _check_positive("num_steps", num_steps)
+
+    @jax.jit
+    def collect_fn(graphdef, state, rollout_state, key):
+        model = nnx.merge(graphdef, state)
+        return collect(model, env, env_params, rollout_state, key, num_steps)
+
+    return collect_fn
+
+
+def make_evaluate_fn(
+    env: Environment, env_params: Any, num_envs: int, max_steps: int
+) -> Callable[[nnx.GraphDef, nnx.State, jax.Array], jax.Array]:
+    """A `jax.jit`-compiled `evaluate` taking `(graphdef, state, key)`; returns `[num_envs]`."""
+    _check_positive("num_envs", num_envs)
+    _check_positive("max_steps", max_steps)
+
+    @jax.jit
+    def evaluate_fn(graphdef, state, key):
+        model = nnx.merge(graphdef, state)
+        return evaluate(model, env, env_params, key, num_envs, max_steps)
+
+    return evaluate_fn
