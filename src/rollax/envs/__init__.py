@@ -3,3 +3,4 @@
 from rollax.envs.registry import make, register, registered_ids
 
 __all__ = ["make", "register", "registered_ids"]
+from rollax.envs import probes  # noqa: F401  (registers rollax/Probe*-v0)
