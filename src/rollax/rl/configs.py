@@ -1,0 +1,144 @@
+"""Trainer configurations: the documented fields and defaults, plus validated extras.
+
+Each extra's default keeps the documented behaviour (e.g. PPO does one epoch over one
+minibatch unless asked for more). Invalid values raise `ValueError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+def _check_range(config, name: str, low: float, high: float, *, low_open=False, high_open=False):
+    value = getattr(config, name)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(
+            f"{type(config).__name__}.{name}={value!r} is outside the allowed range {lo}{low}, {high}{hi}"
+        )
+
+
+def _check_choice(config, name: str, choices: tuple[str, ...]):
+    value = getattr(config, name)
+    if value not in choices:
+        raise ValueError(f"{type(config).__name__}.{name}={value!r}; expected one of {choices}")
+
+
+def _check_positive_int(config, name: str):
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{type(config).__name__}.{name}={value!r} must be an integer >= 1")
+
+
+def _check_optional_positive(config, name: str):
+    value = getattr(config, name)
+    if value is not None and not value > 0:
+        raise ValueError(f"{type(config).__name__}.{name}={value!r} must be > 0 or None")
+
+
+INF = float("inf")
+
+
+class _Config:
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class REINFORCEConfig(_Config):
+    """REINFORCE: discounted returns, optional return normalisation, entropy bonus."""
+
+    gamma: float = 0.99
+    normalize_returns: bool = True
+    entropy_coeff: float = 0.01
+    max_grad_norm: float | None = None  # extra: global-norm gradient clip, off by default
+
+    def __post_init__(self):
+        _check_range(self, "gamma", 0.0, 1.0)
+        _check_range(self, "entropy_coeff", 0.0, INF)
+        _check_optional_positive(self, "max_grad_norm")
+
+
+@dataclass(frozen=True)
+class PPOConfig(_Config):
+    """PPO: GAE advantages, clipped surrogate, value loss, entropy bonus, grad clipping."""
+
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_param: float = 0.2
+    vf_coeff: float = 0.5
+    entropy_coeff: float = 0.01
+    max_grad_norm: float = 0.5
+    # extras
+    num_epochs: int = 1
+    num_minibatches: int = 1
+    normalize_advantages: bool = True
+    clip_value_loss: bool = False  # clip V around the rollout's values by clip_param
+    target_kl: float | None = None  # skip remaining updates once approx KL exceeds it
+
+    def __post_init__(self):
+        _check_range(self, "gamma", 0.0, 1.0)
+        _check_range(self, "gae_lambda", 0.0, 1.0)
+        _check_range(self, "clip_param", 0.0, INF, low_open=True)
+        _check_range(self, "vf_coeff", 0.0, INF)
+        _check_range(self, "entropy_coeff", 0.0, INF)
+        _check_range(self, "max_grad_norm", 0.0, INF, low_open=True)
+        _check_positive_int(self, "num_epochs")
+        _check_positive_int(self, "num_minibatches")
+        _check_optional_positive(self, "target_kl")
+
+
+@dataclass(frozen=True)
+class GRPOConfig(_Config):
+    """GRPO: critic-free, advantages normalised within groups of generations per prompt."""
+
+    num_generations: int = 4
+    clip_param: float = 0.2
+    beta: float = 0.01
+    entropy_coeff: float = 0.01
+    gamma: float = 0.99
+    # extras
+    epsilon_high: float | None = None  # DAPO clip-higher upper bound; None = clip_param
+    loss_type: str = "grpo"  # token aggregation: grpo | bnpo | dr_grpo | dapo
+    scale_rewards: str = "group"  # group | batch | none
+    kl_estimator: str = "k3"
+    mask_zero_std_groups: bool = False  # drop groups with equal rewards from the loss average
+    max_grad_norm: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.num_generations, int) or self.num_generations < 2:
+            raise ValueError(f"GRPOConfig.num_generations={self.num_generations!r} must be an integer >= 2")
+        _check_range(self, "clip_param", 0.0, INF, low_open=True)
+        _check_range(self, "beta", 0.0, INF)
+        _check_range(self, "entropy_coeff", 0.0, INF)
+        _check_range(self, "gamma", 0.0, 1.0)
+        _check_optional_positive(self, "epsilon_high")
+        _check_choice(self, "loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
+        _check_choice(self, "scale_rewards", ("group", "batch", "none"))
+        _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
+        _check_optional_positive(self, "max_grad_norm")
+
+
+@dataclass(frozen=True)
+class DPOConfig(_Config):
+    """DPO on preference pairs; `reference_free=True` is SimPO (no reference model)."""
+
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    reference_free: bool = False
+    # extras
+    loss_type: str = "sigmoid"  # sigmoid | ipo | hinge
+    simpo_gamma: float = 0.0  # SimPO target margin (reference-free mode)
+    length_normalize: bool = True  # SimPO averages token log-probs (reference-free mode)
+    max_grad_norm: float | None = None
+
+    def __post_init__(self):
+        _check_range(self, "beta", 0.0, INF, low_open=True)
+        _check_range(self, "label_smoothing", 0.0, 0.5)
+        _check_choice(self, "loss_type", ("sigmoid", "ipo", "hinge"))
+        _check_range(self, "simpo_gamma", 0.0, INF)
+        _check_optional_positive(self, "max_grad_norm")

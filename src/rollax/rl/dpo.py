@@ -1,0 +1,98 @@
+"""DPO on preference pairs; `reference_free=True` is SimPO (length-normalised, with a margin).
+
+The policy's log-probs must come from the model, so the batch carries the chosen and rejected
+inputs (`chosen_observations`, `chosen_actions`, `rejected_...`, optional `..._mask` for token
+models) plus `ref_chosen_log_probs`/`ref_rejected_log_probs`, or the trainer is given a
+frozen `reference_model` that computes them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rollax.rl.configs import DPOConfig
+from rollax.rl.trainer import Trainer, check_batch, evaluate_policy, gradient_step, sequence_sum
+from rollax.rl.utils import compute_dpo_loss
+
+SIDES = ("chosen", "rejected")
+
+
+def sequence_log_probs(model, batch: dict, side: str, length_normalize: bool) -> jax.Array:
+    """`[B]` log pi(y|x) of one side of the pairs (mean over tokens when length-normalised)."""
+    terms = evaluate_policy(model, batch[f"{side}_observations"], batch[f"{side}_actions"],
+                            batch.get(f"{side}_mask"))
+    total = sequence_sum(terms.log_probs, terms.mask)
+    return total / jnp.maximum(jnp.sum(terms.mask, 1), 1) if length_normalize else total
+
+
+def loss_fn(model, batch: dict, config: DPOConfig, static: dict):
+    """Preference loss on a batch of pairs; returns `(loss, metrics)`."""
+    normalize = config.reference_free and config.length_normalize
+    logps = {side: sequence_log_probs(model, batch, side, normalize) for side in SIDES}
+    if config.reference_free:
+        logratios, margin = logps, config.simpo_gamma
+    else:
+        logratios = {side: logps[side] - batch[f"ref_{side}_log_probs"] for side in SIDES}
+        margin = 0.0
+    losses = compute_dpo_loss(logratios["chosen"], logratios["rejected"], config.beta,
+                              config.label_smoothing, config.loss_type, margin)
+    chosen_reward = config.beta * jax.lax.stop_gradient(logratios["chosen"])
+    rejected_reward = config.beta * jax.lax.stop_gradient(logratios["rejected"])
+    loss = jnp.mean(losses)
+    metrics = {
+        "dpo_loss": loss,
+        "chosen_reward": jnp.mean(chosen_reward),
+        "rejected_reward": jnp.mean(rejected_reward),
+        "reward_margin": jnp.mean(chosen_reward - rejected_reward),
+        "reward_accuracy": jnp.mean((chosen_reward > rejected_reward).astype(jnp.float32)),
+        "logps_chosen": jnp.mean(logps["chosen"]),
+        "logps_rejected": jnp.mean(logps["rejected"]),
+    }
+    return loss, metrics
+
+
+def update(graphdef, state, batch, key, config: DPOConfig, static=None):
+    """Pure DPO update (one gradient step) on a batch of preference pairs."""
+    del key
+    return gradient_step(loss_fn, graphdef, state, batch, config, static or {}, config.max_grad_norm)
+
+
+class DPOTrainer(Trainer):
+    """Direct Preference Optimization trainer (SimPO with `reference_free=True`)."""
+
+    config_class = DPOConfig
+    update = staticmethod(update)
+
+    def __init__(self, model, optimizer, config: DPOConfig | None = None, reference_model=None):
+        super().__init__(model, optimizer, config)
+        self.reference_model = reference_model
+        if reference_model is not None:
+            graphdef, state = nnx.split(reference_model)
+
+            @jax.jit
+            def reference_log_probs(batch):
+                frozen = nnx.merge(graphdef, state)
+                return {f"ref_{side}_log_probs": sequence_log_probs(frozen, batch, side, False)
+                        for side in SIDES}
+
+            self._reference_log_probs = reference_log_probs
+
+    def validate(self, batch):
+        inputs = tuple(f"{side}_{part}" for side in SIDES for part in ("observations", "actions"))
+        refs = tuple(f"ref_{side}_log_probs" for side in SIDES)
+        if "chosen_log_probs" in batch or "rejected_log_probs" in batch:
+            raise ValueError(
+                "DPO computes the policy's log-probs from the model, so precomputed "
+                "'chosen_log_probs'/'rejected_log_probs' cannot be trained on; pass "
+                f"{list(inputs)} (and the reference log-probs) instead")
+        needs_refs = not self.config.reference_free and self.reference_model is None
+        arrays, static = check_batch(
+            batch, required=inputs + (refs if needs_refs else ()),
+            optional=("chosen_mask", "rejected_mask") + refs, leading_key="chosen_actions")
+        if not self.config.reference_free and self.reference_model is not None:
+            arrays = {**arrays, **self._reference_log_probs(arrays)}
+        if self.config.reference_free:
+            arrays = {k: v for k, v in arrays.items() if k not in refs}
+        return arrays, static

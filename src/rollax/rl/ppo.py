@@ -1,0 +1,102 @@
+"""PPO: GAE advantages, clipped surrogate, (optionally clipped) value loss, entropy bonus."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from rollax.rl.configs import PPOConfig
+from rollax.rl.trainer import (
+    EPISODE_KEYS,
+    Trainer,
+    check_batch,
+    episode_flags,
+    evaluate_policy,
+    flatten_batch,
+    minibatch_update,
+    sequence_sum,
+)
+from rollax.rl.utils import (
+    clipped_surrogate_terms,
+    compute_gae_advantages,
+    explained_variance,
+    masked_mean,
+    normalize_advantages,
+)
+
+
+def prepare(batch: dict, config: PPOConfig) -> dict:
+    """Time-major batch -> flat batch with advantages and value targets.
+
+    `values` holds V(s_t) for T steps (then V(s_T) comes from `bootstrap_values[-1]`, or is
+    0 when there is none: the batch ends an episode) or T+1 entries as in the GAE call.
+    """
+    rewards, values = batch["rewards"], batch["values"]
+    flags = episode_flags(batch)
+    if values.shape[0] == rewards.shape[0] + 1:
+        extended = values
+    else:
+        last = flags["bootstrap_values"]
+        last = jnp.zeros_like(values[-1:]) if last is None else last[-1:]
+        extended = jnp.concatenate([values, last])
+    advantages = compute_gae_advantages(rewards, extended, gamma=config.gamma,
+                                        gae_lambda=config.gae_lambda, **flags)
+    flat = {"observations": batch["observations"], "actions": batch["actions"],
+            "old_log_probs": batch["log_probs"], "old_values": extended[:-1],
+            "returns": advantages + extended[:-1], "rewards": rewards,
+            "raw_advantages": advantages,
+            "advantages": normalize_advantages(advantages) if config.normalize_advantages else advantages}
+    return flatten_batch(flat, rewards.ndim)
+
+
+def loss_fn(model, batch: dict, config: PPOConfig, static: dict):
+    """Clipped PPO loss on a flat (mini)batch; returns `(loss, metrics)`."""
+    terms = evaluate_policy(model, batch["observations"], batch["actions"])
+    if terms.values is None:
+        raise ValueError("PPO needs an actor-critic model returning (policy_output, value)")
+    log_probs = sequence_sum(terms.log_probs, terms.mask)
+    old_log_probs = batch["old_log_probs"]
+    surrogate, clipped = clipped_surrogate_terms(log_probs, old_log_probs, batch["advantages"],
+                                                 config.clip_param)
+    policy_loss = jnp.mean(surrogate)
+    values, returns, old_values = terms.values, batch["returns"], batch["old_values"]
+    value_error = (values - returns) ** 2
+    if config.clip_value_loss:
+        clipped_values = old_values + jnp.clip(values - old_values, -config.clip_param, config.clip_param)
+        value_error = jnp.maximum(value_error, (clipped_values - returns) ** 2)
+    value_loss = 0.5 * jnp.mean(value_error)
+    entropy = masked_mean(terms.entropy, terms.mask)
+    loss = policy_loss + config.vf_coeff * value_loss - config.entropy_coeff * entropy
+    log_ratio = log_probs - old_log_probs
+    metrics = {
+        "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+        "mean_reward": jnp.mean(batch["rewards"]),
+        "advantage_mean": jnp.mean(batch["raw_advantages"]),
+        "kl_divergence": jnp.mean(-log_ratio),  # k1 estimate of KL(old || new)
+        "approx_kl": jnp.mean(jnp.expm1(log_ratio) - log_ratio),  # k3, non-negative
+        "clip_fraction": jnp.mean(clipped.astype(jnp.float32)),
+        "explained_variance": explained_variance(values, returns),
+    }
+    return loss, metrics
+
+
+def update(graphdef, state, batch, key, config: PPOConfig, static=None):
+    """Pure PPO update: epochs x shuffled minibatches over the time-major batch."""
+    return minibatch_update(loss_fn, graphdef, state, prepare(batch, config), key, config, static or {},
+                            num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
+                            max_grad_norm=config.max_grad_norm, target_kl=config.target_kl)
+
+
+class PPOTrainer(Trainer):
+    """Proximal Policy Optimization trainer for actor-critic models."""
+
+    config_class = PPOConfig
+    update = staticmethod(update)
+
+    def validate(self, batch):
+        arrays, static = check_batch(batch, required=("observations", "actions", "rewards", "values", "log_probs"),
+                                     optional=EPISODE_KEYS, extra_leading={"values": 1})
+        size = arrays["rewards"].size
+        if size % self.config.num_minibatches:
+            raise ValueError(f"batch of {size} steps does not split into "
+                             f"num_minibatches={self.config.num_minibatches}")
+        return arrays, static

@@ -1,0 +1,229 @@
+"""What the four trainers share: batch validation, the policy adapter, and one jitted update.
+
+A trainer is a config class, a `prepare` function (advantages/returns on the time-major
+batch, then flattened to `[B, ...]`) and a `loss_fn(model, batch, config, static)`. The pure
+`update(graphdef, state, batch, key)` built from them is what both the stateful
+`train_step` and the scanned training loop run, so there is one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from rollax.networks.distributions import entropy, is_discrete_actions, log_prob, split_output
+
+ALIASES = {"states": "observations"}
+
+
+class PolicyTerms(NamedTuple):
+    """The model evaluated on a flat batch: per-token `[B, L]` terms (L = 1 unless a token model)."""
+
+    log_probs: jax.Array
+    entropy: jax.Array
+    mask: jax.Array
+    values: jax.Array | None
+
+
+def evaluate_policy(
+    model: Callable, observations: jax.Array, actions: jax.Array, mask: jax.Array | None = None
+) -> PolicyTerms:
+    """Run `model(observations)` and score `actions` with one adapter for every policy kind."""
+    discrete = is_discrete_actions(actions)
+    policy_output, values = split_output(model(observations), discrete)
+    token_log_probs = log_prob(policy_output, actions, discrete)
+    token_entropy = entropy(policy_output, discrete)
+    if token_log_probs.ndim == 1:
+        token_log_probs, token_entropy = token_log_probs[:, None], token_entropy[:, None]
+    if mask is None:
+        mask = jnp.ones(token_log_probs.shape, bool)
+    elif mask.shape != token_log_probs.shape:
+        raise ValueError(f"`mask` has shape {mask.shape}, expected {token_log_probs.shape}")
+    return PolicyTerms(token_log_probs, token_entropy, mask.astype(bool), values)
+
+
+def sequence_sum(token_values: jax.Array, mask: jax.Array) -> jax.Array:
+    """`[B, L] -> [B]`: masked sum over tokens (a sequence's log-prob)."""
+    return jnp.sum(jnp.where(mask, token_values, 0.0), axis=-1)
+
+
+def flatten_batch(batch: Mapping[str, jax.Array], batch_ndim: int) -> dict[str, jax.Array]:
+    """Merge the leading `batch_ndim` axes (`[T, N, ...] -> [T*N, ...]`)."""
+    return {k: v.reshape(-1, *v.shape[batch_ndim:]) for k, v in batch.items()}
+
+
+EPISODE_KEYS = ("dones", "terminated", "truncated", "bootstrap_values")
+
+
+def episode_flags(batch: dict) -> dict:
+    """`dones`/`truncated`/`bootstrap_values` for the return functions from any documented key mix."""
+    dones = batch.get("dones")
+    terminated, truncated = batch.get("terminated"), batch.get("truncated")
+    if dones is None and (terminated is not None or truncated is not None):
+        dones = jnp.zeros(batch["rewards"].shape, bool)
+        for flag in (terminated, truncated):
+            dones = dones if flag is None else dones | flag.astype(bool)
+    if truncated is None and terminated is not None and dones is not None:
+        truncated = dones.astype(bool) & ~terminated.astype(bool)
+    if truncated is not None and "bootstrap_values" not in batch:
+        raise ValueError("batch has truncated episodes but no 'bootstrap_values' (V of the final observation)")
+    return {"dones": dones, "truncated": truncated, "bootstrap_values": batch.get("bootstrap_values")}
+
+
+# ---------------------------------------------------------------- validation (host side)
+
+
+def check_batch(
+    batch: Mapping[str, Any],
+    *,
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    leading_key: str = "rewards",
+    extra_leading: Mapping[str, int] | None = None,
+) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+    """Check keys and leading shapes; return `(arrays, static)` with aliases resolved.
+
+    Every array must share the leading shape of `batch[leading_key]` (`extra_leading` allows
+    one more step on a key, e.g. `values` with T+1 entries). Python ints (like GRPO's
+    `group_size`) go to `static`. Unknown keys are errors: nothing is silently dropped.
+    """
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"a batch is a dict of arrays, got {type(batch).__name__}")
+    resolved: dict[str, Any] = {}
+    for key, value in batch.items():
+        name = ALIASES.get(key, key)
+        if name in resolved:
+            raise ValueError(f"batch has both {key!r} and its alias {name!r}")
+        resolved[name] = value
+    allowed = set(required) | set(optional)
+    unknown = sorted(set(resolved) - allowed)
+    if unknown:
+        raise ValueError(f"unknown batch keys {unknown}; valid keys: {sorted(allowed)}")
+    missing = [k for k in required if k not in resolved]
+    if missing:
+        raise ValueError(f"batch is missing required keys {missing}; required: {list(required)}")
+
+    static = {k: v for k, v in resolved.items() if isinstance(v, (int, np.integer)) and not isinstance(v, bool)}
+    arrays = {k: jnp.asarray(v) for k, v in resolved.items() if k not in static}
+    lead = arrays[leading_key].shape
+    if leading_key in ("rewards",) and len(lead) == 0:
+        raise ValueError("`rewards` must have at least one axis")
+    extra_leading = extra_leading or {}
+    for key, value in arrays.items():
+        allowed_leads = [lead]
+        if key in extra_leading and lead:
+            allowed_leads.append((lead[0] + extra_leading[key], *lead[1:]))
+        if not any(value.shape[: len(ld)] == ld for ld in allowed_leads):
+            raise ValueError(
+                f"batch[{key!r}] has shape {value.shape}; its leading axes must match "
+                f"batch[{leading_key!r}] {lead}"
+            )
+    if "rewards" in arrays:
+        bad = ~np.isfinite(np.asarray(arrays["rewards"]))
+        if bad.any():
+            raise ValueError(
+                f"batch['rewards'] has {int(bad.sum())} non-finite value(s) (NaN/inf), "
+                f"first at index {tuple(int(i) for i in np.argwhere(bad)[0])}"
+            )
+    return arrays, static
+
+
+# ---------------------------------------------------------------- the shared update
+
+
+def gradient_step(
+    loss_fn: Callable, graphdef: nnx.GraphDef, state: nnx.State, batch: dict, config: Any,
+    static: dict, max_grad_norm: float | None,
+) -> tuple[nnx.State, dict[str, jax.Array]]:
+    """One optimizer step on `batch`; metrics are measured at the parameters before it."""
+    model, optimizer = nnx.merge(graphdef, state)
+    grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+    (loss, metrics), grads = grad_fn(model, batch, config, static)
+    grad_norm = optax.global_norm(grads)
+    if max_grad_norm is not None:
+        scale = jnp.minimum(1.0, max_grad_norm / (grad_norm + 1e-12))
+        grads = jax.tree.map(lambda g: g * scale, grads)
+    optimizer.update(model, grads)
+    return nnx.split((model, optimizer))[1], {**metrics, "loss": loss, "grad_norm": grad_norm}
+
+
+def minibatch_update(
+    loss_fn: Callable, graphdef: nnx.GraphDef, state: nnx.State, batch: dict, key: jax.Array,
+    config: Any, static: dict, *, num_epochs: int = 1, num_minibatches: int = 1,
+    max_grad_norm: float | None = None, target_kl: float | None = None,
+) -> tuple[nnx.State, dict[str, jax.Array]]:
+    """`num_epochs` passes of shuffled minibatches over a flat batch; metrics averaged over steps.
+
+    With `target_kl`, steps after the first whose `approx_kl` exceeds it leave the state unchanged.
+    """
+    step = partial(gradient_step, loss_fn, graphdef, config=config, static=static, max_grad_norm=max_grad_norm)
+    if num_epochs == 1 and num_minibatches == 1:
+        return step(state, batch)
+    size = next(iter(batch.values())).shape[0]
+    minibatch_size = size // num_minibatches
+
+    def one_minibatch(carry, minibatch):
+        state, stopped = carry
+        new_state, metrics = step(state, minibatch)
+        if target_kl is not None:
+            new_state = jax.tree.map(lambda new, old: jnp.where(stopped, old, new), new_state, state)
+            stopped = stopped | (metrics["approx_kl"] > target_kl)
+        return (new_state, stopped), metrics
+
+    def one_epoch(carry, epoch_key):
+        order = jax.random.permutation(epoch_key, size)
+        shuffled = jax.tree.map(
+            lambda x: x[order].reshape(num_minibatches, minibatch_size, *x.shape[1:]), batch
+        )
+        return jax.lax.scan(one_minibatch, carry, shuffled)
+
+    (state, _), metrics = jax.lax.scan(
+        one_epoch, (state, jnp.array(False)), jax.random.split(key, num_epochs)
+    )
+    return state, jax.tree.map(jnp.mean, metrics)
+
+
+class Trainer:
+    """Base of the four trainers: holds model, optimizer and config; `train_step` runs the jitted update."""
+
+    config_class: type = object
+
+    def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer, config: Any = None):
+        if config is None:
+            config = self.config_class()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.model, self.optimizer, self.config = model, optimizer, config
+        self.trace_count = 0  # how often the update was traced (compiled); tests check reuse
+        self._key = jax.random.key(0)
+        self._jitted_update = jax.jit(self._traced_update, static_argnums=(0, 4))
+
+    # Subclasses define these three.
+    def validate(self, batch: Mapping[str, Any]) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def update(graphdef, state, batch, key, config, static) -> tuple[nnx.State, dict[str, jax.Array]]:
+        raise NotImplementedError
+
+    def _traced_update(self, graphdef, state, batch, key, static_items):
+        self.trace_count += 1
+        return self.update(graphdef, state, batch, key, self.config, dict(static_items))
+
+    def train_step(self, batch: Mapping[str, Any], key: jax.Array | None = None) -> dict[str, jax.Array]:
+        """Apply one update (PPO: its epochs and minibatches) and return the metrics dict."""
+        arrays, static = self.validate(batch)
+        if key is None:
+            self._key, key = jax.random.split(self._key)
+        graphdef, state = nnx.split((self.model, self.optimizer))
+        state, metrics = self._jitted_update(graphdef, state, arrays, key, tuple(sorted(static.items())))
+        nnx.update((self.model, self.optimizer), state)
+        return metrics
+
