@@ -1,0 +1,212 @@
+"""Atomic checkpoints on orbax for resuming training.
+
+A checkpoint directory holds one sub-directory per step. orbax writes each step into a
+temporary directory and renames it when complete, so a run killed mid-write leaves the
+previous steps loadable. Each step stores two items: ``state`` (the pytree, with NNX states
+as pure dicts and typed PRNG keys as their raw ``uint32`` data) and ``metadata`` (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+__all__ = [
+    "available_steps",
+    "checkpoint_manager",
+    "load_checkpoint",
+    "save_checkpoint",
+    "to_storable",
+]
+
+# Private metadata key recording which leaves were typed PRNG keys (path -> impl name).
+_KEYS_FIELD = "__rollax_prng_keys__"
+
+
+def _is_state(node: Any) -> bool:
+    return isinstance(node, nnx.State)
+
+
+def _is_typed_key(leaf: Any) -> bool:
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def to_storable(tree: Any) -> tuple[Any, dict[str, str]]:
+    """Turn ``tree`` into arrays orbax can write: NNX states become pure dicts, typed PRNG keys
+    their ``key_data``. Returns the storable tree and ``{keypath: key impl}`` of the keys."""
+    tree = jax.tree.map(
+        lambda node: nnx.to_pure_dict(node) if _is_state(node) else node, tree, is_leaf=_is_state
+    )
+    key_impls: dict[str, str] = {}
+
+    def convert(path: tuple, leaf: Any) -> Any:
+        if _is_typed_key(leaf):
+            key_impls[jax.tree_util.keystr(path)] = str(jax.random.key_impl(leaf))
+            return jax.random.key_data(leaf)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(convert, tree), key_impls
+
+
+def _from_storable_with_target(target: Any, restored: Any) -> Any:
+    """Rebuild ``target``'s structure (NNX states, typed keys) from restored arrays."""
+
+    def rebuild(template: Any, value: Any) -> Any:
+        if _is_state(template):
+            state = jax.tree.map(lambda x: x, template)  # a copy: leave the caller's state alone
+            nnx.replace_by_pure_dict(state, value)
+            return state
+        if _is_typed_key(template):
+            return jax.random.wrap_key_data(value, impl=jax.random.key_impl(template))
+        if isinstance(template, (bool, int, float)):
+            return type(template)(value)  # orbax hands Python scalars back as arrays
+        return value
+
+    return jax.tree.map(rebuild, target, restored, is_leaf=_is_state)
+
+
+def _wrap_recorded_keys(restored: Any, key_impls: Mapping[str, str]) -> Any:
+    def rewrap(path: tuple, leaf: Any) -> Any:
+        impl = key_impls.get(jax.tree_util.keystr(path))
+        return leaf if impl is None else jax.random.wrap_key_data(leaf, impl=impl)
+
+    return jax.tree_util.tree_map_with_path(rewrap, restored)
+
+
+def _check_json(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    clean = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise TypeError(f"metadata key {key!r} is not a string")
+        if key == _KEYS_FIELD:
+            raise ValueError(f"metadata key {key!r} is reserved")
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)  # JSON has no NaN/inf; keep the value readable
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"metadata[{key!r}] is not JSON-serialisable: {err}") from None
+        clean[key] = value
+    return clean
+
+
+def checkpoint_manager(
+    directory: str | Path,
+    *,
+    max_to_keep: int | None = None,
+    preservation_policy: Any = None,
+    read_only: bool = False,
+) -> ocp.CheckpointManager:
+    """An orbax manager for ``directory`` with synchronous, atomic saves of ``state`` and
+    ``metadata`` items. Read-only managers never create, clean up or delete anything."""
+    directory = Path(directory).absolute()
+    if read_only:
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    else:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if preservation_policy is not None else max_to_keep,
+            preservation_policy=preservation_policy,
+            enable_async_checkpointing=False,
+            create=True,
+            cleanup_tmp_directories=True,  # leftovers of a run killed mid-write
+        )
+    return ocp.CheckpointManager(directory, item_names=("state", "metadata"), options=options)
+
+
+def save_checkpoint(
+    directory: str | Path,
+    step: int,
+    pytree_state: Any,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    max_to_keep: int | None = 3,
+) -> Path:
+    """Write ``pytree_state`` (arrays, NNX states, typed PRNG keys) and JSON ``metadata`` as
+    step ``step`` of ``directory``, atomically; keep the newest ``max_to_keep`` steps."""
+    step = int(step)
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if max_to_keep is not None and max_to_keep < 1:
+        raise ValueError(f"max_to_keep must be >= 1 or None, got {max_to_keep}")
+    clean_metadata = _check_json(metadata or {})
+    storable, key_impls = to_storable(pytree_state)
+    clean_metadata[_KEYS_FIELD] = key_impls
+    with checkpoint_manager(directory, max_to_keep=max_to_keep) as manager:
+        if step in manager.all_steps():
+            raise ValueError(f"checkpoint step {step} already exists in {Path(directory)}")
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(storable),
+                metadata=ocp.args.JsonSave(clean_metadata),
+            ),
+        )
+        manager.wait_until_finished()
+    return Path(directory) / str(step)
+
+
+def available_steps(directory: str | Path) -> list[int]:
+    """Steps of the complete (fully written) checkpoints in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no checkpoint directory at {directory}")
+    with checkpoint_manager(directory, read_only=True) as manager:
+        return sorted(manager.all_steps())
+
+
+def load_checkpoint(
+    directory: str | Path, step: int | None = None, target: Any = None
+) -> tuple[Any, dict[str, Any]]:
+    """Read step ``step`` (default: the newest complete one) of ``directory``; returns
+    ``(pytree, metadata)``. With ``target`` the pytree takes its structure, NNX states and
+    dtypes; without it, NNX states come back as pure dicts and PRNG keys as typed keys."""
+    directory = Path(directory)
+    steps = available_steps(directory)
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    if step is None:
+        step = steps[-1]
+    elif int(step) not in steps:
+        raise FileNotFoundError(
+            f"no checkpoint for step {step} in {directory}; available steps: {steps}"
+        )
+    step = int(step)
+    step_path = directory / str(step)
+    if target is None:
+        state_args = ocp.args.StandardRestore()
+    else:
+        storable_target, _ = to_storable(target)
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), storable_target
+        )
+        state_args = ocp.args.StandardRestore(abstract)
+    try:
+        with checkpoint_manager(directory, read_only=True) as manager:
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=state_args, metadata=ocp.args.JsonRestore())
+            )
+    except Exception as err:  # orbax/tensorstore raise many types for damaged files
+        raise ValueError(
+            f"checkpoint {step_path} is corrupt or does not match the target: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    metadata = dict(restored["metadata"] or {})
+    key_impls = metadata.pop(_KEYS_FIELD, {})
+    state = restored["state"]
+    if target is None:
+        state = _wrap_recorded_keys(state, key_impls)
+    else:
+        state = _from_storable_with_target(target, state)
+    return state, metadata

@@ -1,0 +1,216 @@
+"""Host-side logger: TensorBoard event files (tensorboardX) and ``metrics.jsonl``, same records.
+
+Tags follow DESIGN.md: ``train/<metric>``, ``rollout/ep_rew_mean``, ``rollout/ep_len_mean``,
+``charts/episodic_return``, ``charts/episodic_length``, ``time/fps``, ``eval/mean_reward``; the
+step is always the number of environment steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import jax
+import numpy as np
+from numpy.typing import ArrayLike
+from tensorboardX import SummaryWriter
+
+__all__ = ["Logger", "image_grid", "to_scalar"]
+
+# Quoted so each line stays valid JSON; float("NaN") / float("-Infinity") read them back.
+_NON_FINITE_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def to_scalar(tag: str, value: Any) -> float:
+    """Bring one metric (Python number, NumPy or JAX array of size 1) to a host float."""
+    array = np.asarray(jax.device_get(value))
+    if array.size != 1:
+        raise ValueError(f"metric {tag!r} must be a scalar, got shape {array.shape}")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ValueError(f"metric {tag!r} must be numeric, got dtype {array.dtype}")
+    return float(array.reshape(()))
+
+
+def _json_number(value: float) -> float | str:
+    return value if math.isfinite(value) else _NON_FINITE_JSON[str(value)]
+
+
+def image_grid(images: ArrayLike, padding: int = 1) -> np.ndarray:
+    """Tile ``images`` ``[B, H, W]`` or ``[B, H, W, C]`` (C in 1, 3, 4; values in [0, 1]) into
+    one ``[rows*(H+p)-p, cols*(W+p)-p, 3 or 4]`` float image, ``cols = ceil(sqrt(B))``."""
+    images = np.asarray(jax.device_get(images), dtype=np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[0] < 1 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"images must have shape [B, H, W] or [B, H, W, C] with C in (1, 3, 4), "
+            f"got {np.shape(images)}"
+        )
+    if not np.all(np.isfinite(images)) or images.min() < 0.0 or images.max() > 1.0:
+        raise ValueError(
+            f"images must be finite and in [0, 1], got min {np.nanmin(images):.3g}, "
+            f"max {np.nanmax(images):.3g}"
+        )
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    count, height, width, channels = images.shape
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    grid = np.ones(
+        (rows * (height + padding) - padding, cols * (width + padding) - padding, channels),
+        dtype=np.float32,
+    )
+    for index, image in enumerate(images):
+        top, left = (index // cols) * (height + padding), (index % cols) * (width + padding)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+class Logger:
+    """Writes scalars to TensorBoard and ``metrics.jsonl`` in ``log_dir``; hyperparameters and
+    text to TensorBoard text plus ``config.json``/``config.toml``; images as PNGs too."""
+
+    def __init__(self, log_dir: str | Path, *, flush_secs: int = 30) -> None:
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl_path = self.log_dir / "metrics.jsonl"
+        self._writer = SummaryWriter(logdir=str(self.log_dir), flush_secs=flush_secs)
+        self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
+        self._reported_non_finite: set[str] = set()
+        self._closed = False
+
+    # -- scalars -----------------------------------------------------------------------------
+    def log_scalars(
+        self, metrics: Mapping[str, Any], step: int, prefix: str | None = None
+    ) -> None:
+        """Log every ``tag -> scalar`` at environment step ``step`` as one JSONL record; with
+        ``prefix`` a bare name ``m`` becomes ``prefix/m`` (names with a ``/`` are kept)."""
+        self._check_open()
+        step = self._check_step(step)
+        record: dict[str, Any] = {"step": step}
+        for name, value in metrics.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"metric names must be non-empty strings, got {name!r}")
+            tag = f"{prefix}/{name}" if prefix and "/" not in name else name
+            if tag == "step":
+                raise ValueError("'step' is reserved for the x-axis; pass it as `step`")
+            scalar = to_scalar(tag, value)
+            if not math.isfinite(scalar) and tag not in self._reported_non_finite:
+                self._reported_non_finite.add(tag)  # once per tag: no flood from a diverged run
+                warnings.warn(
+                    f"non-finite value {scalar} for {tag!r} at step {step} "
+                    f"(logged as-is; further ones for this tag are not reported)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            record[tag] = _json_number(scalar)
+            self._writer.add_scalar(tag, scalar, global_step=step)
+        self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
+
+    def log_scalar(self, tag: str, value: Any, step: int) -> None:
+        """Log one scalar (see ``log_scalars``)."""
+        self.log_scalars({tag: value}, step)
+
+    # -- text, hyperparameters ---------------------------------------------------------------
+    def log_text(self, tag: str, text: str, step: int = 0) -> None:
+        """Write ``text`` (Markdown) to TensorBoard's text tab under ``tag``."""
+        self._check_open()
+        self._writer.add_text(tag, text, global_step=self._check_step(step))
+
+    def log_hparams(self, hparams: Mapping[str, Any] | Any, toml_text: str | None = None) -> None:
+        """Save the resolved config (dict or dataclass) as ``config.json`` (and ``config.toml``
+        when its text is given) in the run dir, and write both to TensorBoard as text."""
+        self._check_open()
+        if dataclasses.is_dataclass(hparams) and not isinstance(hparams, type):
+            hparams = dataclasses.asdict(hparams)
+        if not isinstance(hparams, Mapping):
+            raise TypeError(f"hparams must be a dict or dataclass, got {type(hparams).__name__}")
+        try:
+            as_json = json.dumps(hparams, indent=2, sort_keys=True, default=_json_default)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"hyperparameters are not JSON-serialisable: {err}") from None
+        (self.log_dir / "config.json").write_text(as_json + "\n", encoding="utf-8")
+        rows = "\n".join(f"| {key} | {value} |" for key, value in _flatten(hparams).items())
+        self._writer.add_text("hparams", f"| parameter | value |\n|---|---|\n{rows}", 0)
+        if toml_text is not None:
+            (self.log_dir / "config.toml").write_text(toml_text, encoding="utf-8")
+            self._writer.add_text("config_toml", f"```toml\n{toml_text}\n```", 0)
+
+    # -- images ------------------------------------------------------------------------------
+    def log_images(self, tag: str, images: ArrayLike, step: int) -> Path:
+        """Write ``images`` ``[B, H, W]`` or ``[B, H, W, C]`` in [0, 1] as one grid to
+        TensorBoard and to ``images/<tag>_<step>.png``; returns the PNG path."""
+        import matplotlib.image
+
+        self._check_open()
+        step = self._check_step(step)
+        grid = image_grid(images)
+        self._writer.add_image(tag, grid, global_step=step, dataformats="HWC")
+        png = self.log_dir / "images" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', tag)}_{step}.png"
+        png.parent.mkdir(exist_ok=True)
+        matplotlib.image.imsave(png, grid)
+        return png
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Push buffered records to disk (call between jitted chunks and before exiting)."""
+        if not self._closed:
+            self._jsonl.flush()
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close both files; further logging raises ``RuntimeError``."""
+        if not self._closed:
+            self.flush()
+            self._jsonl.close()
+            self._writer.close()
+            self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"logger for {self.log_dir} is closed")
+
+    @staticmethod
+    def _check_step(step: Any) -> int:
+        as_int = int(np.asarray(jax.device_get(step)))
+        if as_int != step or as_int < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        return as_int
+
+
+def _json_default(value: Any) -> Any:
+    """Make config values JSON-friendly: arrays and NumPy scalars, paths, tuples."""
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        return np.asarray(value).tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} value {value!r}")
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
