@@ -1,0 +1,144 @@
+"""MLP policies: output conventions, orthogonal init scales, a NumPy forward reference, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from gymnax.environments import spaces
+
+from rollax.networks import GaussianParams, build_policy
+from rollax.networks.distributions import split_output
+
+BOX4 = spaces.Box(-1.0, 1.0, (4,), jnp.float32)
+DISCRETE2 = spaces.Discrete(2)
+BOX_ACTION3 = spaces.Box(-2.0, 2.0, (3,), jnp.float32)
+
+
+def params_of(model):
+    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def num_params(model):
+    return sum(x.size for x in jax.tree.leaves(params_of(model)))
+
+
+def test_discrete_actor_critic_shapes():
+    model = build_policy(BOX4, DISCRETE2, rngs=nnx.Rngs(0))
+    logits, value = model(jnp.ones((5, 4)))
+    assert logits.shape == (5, 2) and value.shape == (5,)
+    assert split_output(model(jnp.ones((5, 4))), discrete=True)[1].shape == (5,)
+
+
+def test_continuous_actor_critic_shapes_and_log_std():
+    model = build_policy(BOX4, BOX_ACTION3, log_std_init=-0.5, rngs=nnx.Rngs(0))
+    policy_output, value = model(jnp.ones((2, 5, 4)))
+    assert isinstance(policy_output, GaussianParams)
+    assert policy_output.mean.shape == (2, 5, 3) and policy_output.log_std.shape == (2, 5, 3)
+    np.testing.assert_allclose(policy_output.log_std, -0.5)
+    assert value.shape == (2, 5)
+    # the learned log_std is one parameter per action dimension, independent of the state
+    assert params_of(model)["log_std"].shape == (3,)
+
+
+def test_actor_only_returns_policy_output():
+    logits = build_policy(BOX4, DISCRETE2, critic=False, rngs=nnx.Rngs(0))(jnp.ones((5, 4)))
+    assert isinstance(logits, jax.Array) and logits.shape == (5, 2)
+    gaussian = build_policy(BOX4, BOX_ACTION3, critic=False, rngs=nnx.Rngs(0))(jnp.ones((4,)))
+    assert isinstance(gaussian, GaussianParams) and gaussian.mean.shape == (3,)
+
+
+def test_image_observations_are_flattened():
+    minatar_like = spaces.Box(0.0, 1.0, (10, 10, 4), jnp.bool_)
+    model = build_policy(minatar_like, spaces.Discrete(6), hidden_sizes=(16,), rngs=nnx.Rngs(0))
+    logits, value = model(jnp.zeros((2, 3, 10, 10, 4), bool))
+    assert logits.shape == (2, 3, 6) and value.shape == (2, 3)
+    assert params_of(model)["actor_torso"]["layers"][0]["kernel"].shape == (400, 16)
+
+
+def test_discrete_observations_are_one_hot():
+    model = build_policy(spaces.Discrete(5), DISCRETE2, hidden_sizes=(8,), rngs=nnx.Rngs(0))
+    logits, value = model(jnp.array([0, 3, 4]))
+    assert logits.shape == (3, 2) and value.shape == (3,)
+    kernel = params_of(model)["actor_torso"]["layers"][0]["kernel"]
+    expected_hidden = np.tanh(kernel[3])  # one-hot row selects a kernel row; bias is zero
+    head = params_of(model)["policy_head"]
+    np.testing.assert_allclose(logits[1], expected_hidden @ head["kernel"], rtol=1e-5, atol=1e-7)
+
+
+def assert_orthogonal(kernel, scale):
+    """`kernel [in, out]` is `scale` times a matrix with orthonormal rows or columns."""
+    gram = kernel.T @ kernel if kernel.shape[0] >= kernel.shape[1] else kernel @ kernel.T
+    np.testing.assert_allclose(gram, scale**2 * np.eye(len(gram)), atol=1e-5 * max(1, scale**2))
+
+
+def test_orthogonal_init_scales_and_zero_biases():
+    params = params_of(build_policy(BOX4, DISCRETE2, rngs=nnx.Rngs(0)))
+    for torso in ("actor_torso", "critic_torso"):
+        for layer in params[torso]["layers"].values():
+            assert_orthogonal(layer["kernel"], np.sqrt(2.0))
+            np.testing.assert_array_equal(layer["bias"], 0.0)
+    assert_orthogonal(params["policy_head"]["kernel"], 0.01)
+    assert_orthogonal(params["value_head"]["kernel"], 1.0)
+    np.testing.assert_array_equal(params["policy_head"]["bias"], 0.0)
+    np.testing.assert_array_equal(params["value_head"]["bias"], 0.0)
+
+
+def test_separate_and_shared_torso_parameter_counts():
+    torso = (4 * 64 + 64) + (64 * 64 + 64)
+    heads = (64 * 2 + 2) + (64 + 1)
+    assert num_params(build_policy(BOX4, DISCRETE2, rngs=nnx.Rngs(0))) == 2 * torso + heads
+    shared = build_policy(BOX4, DISCRETE2, shared_torso=True, rngs=nnx.Rngs(0))
+    assert num_params(shared) == torso + heads
+
+
+def numpy_mlp(x, layers, activation):
+    for layer in layers:
+        x = activation(x @ layer["kernel"] + layer["bias"])
+    return x
+
+
+@pytest.mark.parametrize(
+    ("activation", "numpy_activation"),
+    [("tanh", np.tanh), ("relu", lambda x: np.maximum(x, 0.0))],
+)
+@pytest.mark.parametrize("shared_torso", [False, True])
+def test_forward_matches_numpy(activation, numpy_activation, shared_torso):
+    model = build_policy(
+        BOX4, BOX_ACTION3, hidden_sizes=(8, 5), activation=activation,
+        shared_torso=shared_torso, log_std_init=0.3, rngs=nnx.Rngs(1),
+    )
+    # non-zero biases so a missing bias term would show
+    state = nnx.state(model, nnx.Param)
+    state = jax.tree.map(lambda p: p + 0.1, state)
+    nnx.update(model, state)
+    params = params_of(model)
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    actor = numpy_mlp(x, params["actor_torso"]["layers"].values(), numpy_activation)
+    critic = actor if shared_torso else numpy_mlp(
+        x, params["critic_torso"]["layers"].values(), numpy_activation
+    )
+    (mean, log_std), value = model(jnp.asarray(x))
+    head = params["policy_head"]
+    np.testing.assert_allclose(mean, actor @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(log_std, np.broadcast_to(params["log_std"], (6, 3)))
+    value_head = params["value_head"]
+    expected_value = (critic @ value_head["kernel"] + value_head["bias"])[:, 0]
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5, atol=1e-6)
+
+
+def test_unsupported_spaces_and_options_raise():
+    with pytest.raises(ValueError, match="observation space"):
+        build_policy(spaces.Dict({"a": BOX4}), DISCRETE2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="action space"):
+        build_policy(BOX4, spaces.Box(-1.0, 1.0, (2, 2)), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="activation 'swish2'"):
+        build_policy(BOX4, DISCRETE2, activation="swish2", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        build_policy(BOX4, DISCRETE2, hidden_sizes=(64, 0), rngs=nnx.Rngs(0))
+
+
+def test_observation_shape_mismatch_raises():
+    model = build_policy(BOX4, DISCRETE2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"\(5, 3\)"):
+        model(jnp.ones((5, 3)))
