@@ -1,0 +1,65 @@
+"""Registered generative-model env ids. Nothing trains at import: models load (or pretrain on
+first use, then come from the cache) when a factory is called through `rollax.make`."""
+
+from __future__ import annotations
+
+from rollax.envs.latent import LatentEnv, LatentEnvParams, one_hot_conditions, with_target
+from rollax.envs.reconstruction import ReconstructionEnv
+from rollax.envs.registry import register
+
+
+def make_vae_digit(
+    target_class: int = -1,
+    *,
+    horizon: int = 1,
+    action_bound: float = 3.0,
+    reward_on: str = "final",
+    class_weight: float = 1.0,
+    realism_weight: float = 0.1,
+) -> tuple[LatentEnv, LatentEnvParams]:
+    """`rollax/VAEDigit-v0`: observe a one-hot target class (uniform, or `target_class`), act with
+    a VAE latent; reward = class_weight * log p(target | x) + realism_weight * VAE realism."""
+    from rollax.generative import ClassAndRealismReward, load_pretrained
+
+    vae, _ = load_pretrained("vae")
+    classifier, _ = load_pretrained("classifier")
+    reward = ClassAndRealismReward(classifier, vae, class_weight, realism_weight)
+    env = LatentEnv(vae.decoder, reward, vae.latent_dim, conditions=one_hot_conditions(10),
+                    horizon=horizon, action_bound=action_bound, reward_on=reward_on,
+                    name="rollax/VAEDigit-v0")
+    return env, with_target(env, env.default_params, target_class)
+
+
+def make_vae_reconstruct(
+    *, split: str = "train", horizon: int = 1, action_bound: float = 3.0, reward_on: str = "final"
+) -> tuple[ReconstructionEnv, LatentEnvParams]:
+    """`rollax/VAEReconstruct-v0`: observe a real digit from `split`, reconstruct it via a latent."""
+    from rollax.generative import load_digits_split, load_pretrained
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    data = load_digits_split()
+    images = data.train_images if split == "train" else data.test_images
+    vae, _ = load_pretrained("vae")
+    env = ReconstructionEnv(vae, images, horizon=horizon, action_bound=action_bound,
+                            reward_on=reward_on)
+    return env, env.default_params
+
+
+def make_gan_discriminator(
+    *, horizon: int = 1, action_bound: float = 3.0, reward_on: str = "final", kind: str = "logit"
+) -> tuple[LatentEnv, LatentEnvParams]:
+    """`rollax/GANDiscriminator-v0`: act with a generator latent; reward = discriminator logit
+    (`kind="logit"`) or log D(x) (`kind="log_prob"`). Unconditioned."""
+    from rollax.generative import DiscriminatorReward, load_pretrained
+
+    gan, _ = load_pretrained("gan")
+    env = LatentEnv(gan.generator, DiscriminatorReward(gan.discriminator, kind), gan.latent_dim,
+                    horizon=horizon, action_bound=action_bound, reward_on=reward_on,
+                    name="rollax/GANDiscriminator-v0")
+    return env, env.default_params
+
+
+register("rollax/VAEDigit-v0", make_vae_digit)
+register("rollax/VAEReconstruct-v0", make_vae_reconstruct)
+register("rollax/GANDiscriminator-v0", make_gan_discriminator)

@@ -1,0 +1,267 @@
+"""A generative model as a jittable gymnax environment: the action is a latent, the reward scores
+the decoded sample.
+
+Conventions:
+- `decoder(latents [B, d]) -> samples [B, ...]` and `reward_fn(samples [B, ...], conditions
+  [B, C] | None) -> [B]`. Inside `step` one environment decodes and scores a *batch of one*
+  (`latent[None]`, `condition[None]`) and takes element 0, so the same batched functions serve
+  the env (under `vmap`) and direct evaluation.
+- Either may be an `nnx.Module` (split once: the graph stays on the env, the frozen weights go
+  into the params pytree, so `vmap`/`jit` see them as data) or a plain jittable function.
+- Conditions come from a table `[M, C]` in the params (one-hot classes, images, ...); reset picks
+  a row uniformly, or row `target_index` when it is >= 0. Unconditioned envs observe a single
+  zero and give `conditions=None` to the reward.
+- `horizon == 1`: a contextual bandit, action = latent, terminated after one step.
+  `horizon == K > 1`: action = delta added to the current latent (clipped to the box),
+  observation = concat(condition, latent); reward on the final step only (`reward_on="final"`)
+  or every step (`"step"`). Episodes end by termination; they are never truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+from gymnax.environments import environment, spaces
+
+
+@struct.dataclass
+class LatentEnvState(environment.EnvState):
+    """Condition row `[C]`, current latent `[d]`, step counter."""
+
+    condition: jax.Array
+    latent: jax.Array
+    time: int
+
+
+@struct.dataclass
+class LatentEnvParams(environment.EnvParams):
+    """Frozen model weights and the condition table; `target_index` is static (checked at trace)."""
+
+    decoder_state: Any = None
+    reward_state: Any = None
+    conditions: jax.Array = None
+    init_latent_std: float = 0.0
+    max_steps_in_episode: int = 1
+    target_index: int = struct.field(pytree_node=False, default=-1)
+
+
+class _Frozen:
+    """A module split into (graph, weights), or a plain function with no weights."""
+
+    def __init__(self, fn: Callable | nnx.Module):
+        if isinstance(fn, nnx.Module):
+            self.graphdef, self.state = nnx.split(fn)
+            self.fn = None
+        else:
+            if not callable(fn):
+                raise TypeError(f"expected an nnx.Module or a callable, got {type(fn).__name__}")
+            self.graphdef, self.state, self.fn = None, None, fn
+
+    def __call__(self, state: Any, *args: Any) -> Any:
+        if self.fn is not None:
+            return self.fn(*args)
+        return nnx.merge(self.graphdef, state)(*args)
+
+
+class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
+    """Action = latent vector in `[-action_bound, action_bound]^d`; reward = reward_fn(decoded)."""
+
+    def __init__(
+        self,
+        decoder: Callable | nnx.Module,
+        reward_fn: Callable | nnx.Module,
+        latent_dim: int,
+        *,
+        conditions: jax.Array | np.ndarray | None = None,
+        horizon: int = 1,
+        action_bound: float = 3.0,
+        reward_on: str = "final",
+        name: str = "LatentEnv-v0",
+    ):
+        super().__init__()
+        if int(latent_dim) != latent_dim or latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
+        if int(horizon) != horizon or horizon < 1:
+            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        if not action_bound > 0:
+            raise ValueError(f"action_bound must be > 0, got {action_bound!r}")
+        if reward_on not in ("final", "step"):
+            raise ValueError(f"reward_on must be 'final' or 'step', got {reward_on!r}")
+        self.latent_dim = int(latent_dim)
+        self.horizon = int(horizon)
+        self.action_bound = float(action_bound)
+        self.reward_on = reward_on
+        self._name = name
+        self.conditioned = conditions is not None
+        table = np.zeros((1, 1), np.float32) if conditions is None else np.asarray(conditions)
+        if table.ndim != 2 or table.shape[0] < 1:
+            raise ValueError(f"conditions must be a table [M, C] with M >= 1, got {table.shape}")
+        self._conditions = jnp.asarray(table, jnp.float32)
+        self._condition_bounds = (float(table.min()), float(table.max()))
+        self._decoder = _Frozen(decoder)
+        self._reward = _Frozen(reward_fn)
+        self.sample_shape = self._probe()
+
+    # --- model calls, batched: latents [B, d] -> samples [B, ...] -> rewards [B]
+    def decode(self, params: LatentEnvParams, latents: jax.Array) -> jax.Array:
+        """Decoded samples `[B, ...]` for latents `[B, d]`."""
+        return self._decoder(params.decoder_state, latents)
+
+    def reward(self, params: LatentEnvParams, samples: jax.Array,
+               conditions: jax.Array | None) -> jax.Array:
+        """Rewards `[B]` for samples `[B, ...]` and conditions `[B, C]` (None if unconditioned)."""
+        return self._reward(params.reward_state, samples, conditions if self.conditioned else None)
+
+    def _probe(self) -> tuple[int, ...]:
+        """Decode the zero latent and score it once, so shape and NaN errors surface here."""
+        params = self.default_params
+        latents = jnp.zeros((1, self.latent_dim), jnp.float32)
+        try:
+            samples = self.decode(params, latents)
+        except Exception as error:
+            raise ValueError(f"decoder failed on latents of shape {latents.shape} "
+                             f"(latent_dim={self.latent_dim}): {error}") from error
+        if not hasattr(samples, "shape") or samples.ndim < 1 or samples.shape[0] != 1:
+            raise ValueError(f"decoder must map latents [1, {self.latent_dim}] to samples [1, ...],"
+                             f" got {getattr(samples, 'shape', type(samples).__name__)}")
+        conditions = self._conditions[:1]
+        try:
+            rewards = self.reward(params, samples, conditions)
+        except Exception as error:
+            raise ValueError(f"reward_fn failed on decoded samples of shape {samples.shape} with "
+                             f"conditions {conditions.shape if self.conditioned else None}: "
+                             f"{error}") from error
+        if getattr(rewards, "shape", None) != (1,):
+            raise ValueError(f"reward_fn must return shape [B] = (1,) for samples {samples.shape}, "
+                             f"got {getattr(rewards, 'shape', type(rewards).__name__)}")
+        if not (bool(jnp.all(jnp.isfinite(samples))) and bool(jnp.all(jnp.isfinite(rewards)))):
+            raise ValueError(f"decoder/reward_fn produced non-finite values on the zero latent: "
+                             f"reward {rewards}")
+        return tuple(samples.shape[1:])
+
+    # --- gymnax interface
+    @property
+    def default_params(self) -> LatentEnvParams:
+        return LatentEnvParams(
+            decoder_state=self._decoder.state,
+            reward_state=self._reward.state,
+            conditions=self._conditions,
+            max_steps_in_episode=self.horizon,
+        )
+
+    def step_env(self, key: jax.Array, state: LatentEnvState, action: jax.Array,
+                 params: LatentEnvParams) -> tuple[jax.Array, LatentEnvState, jax.Array,
+                                                   jax.Array, dict[str, Any]]:
+        """Move (or set) the latent, decode it, score it; terminate after `horizon` steps."""
+        del key
+        action = jnp.asarray(action, jnp.float32)
+        if action.shape != (self.latent_dim,):
+            raise ValueError(f"action must have shape ({self.latent_dim},) = (latent_dim,) per "
+                             f"env, got {action.shape}")
+        base = state.latent if self.horizon > 1 else jnp.zeros_like(state.latent)
+        latent = jnp.clip(base + action, -self.action_bound, self.action_bound)
+        samples = self.decode(params, latent[None])
+        reward = self.reward(params, samples, state.condition[None])[0]
+        time = state.time + 1
+        terminated = time >= self.horizon
+        if self.reward_on == "final":
+            reward = jnp.where(terminated, reward, 0.0)
+        state = LatentEnvState(condition=state.condition, latent=latent, time=time)
+        return (jax.lax.stop_gradient(self._observe(state)), jax.lax.stop_gradient(state),
+                reward.astype(jnp.float32), terminated, {})
+
+    def reset_env(self, key: jax.Array,
+                  params: LatentEnvParams) -> tuple[jax.Array, LatentEnvState]:
+        """Pick a condition row (uniform, or `target_index`) and the starting latent."""
+        num_rows = params.conditions.shape[0]
+        if not -1 <= params.target_index < num_rows:
+            raise ValueError(f"target_index must be -1 (uniform) or in [0, {num_rows}), "
+                             f"got {params.target_index}")
+        row_key, latent_key = jax.random.split(key)
+        if params.target_index >= 0:
+            row = jnp.asarray(params.target_index)
+        else:
+            row = jax.random.randint(row_key, (), 0, num_rows)
+        latent = jnp.zeros(self.latent_dim, jnp.float32)
+        if self.horizon > 1:
+            latent = params.init_latent_std * jax.random.normal(latent_key, (self.latent_dim,))
+            latent = jnp.clip(latent, -self.action_bound, self.action_bound)
+        state = LatentEnvState(condition=params.conditions[row], latent=latent, time=0)
+        return self._observe(state), state
+
+    def _observe(self, state: LatentEnvState) -> jax.Array:
+        if self.horizon == 1:
+            return state.condition
+        return jnp.concatenate([state.condition, state.latent])
+
+    def is_truncated(self, state: LatentEnvState, params: LatentEnvParams) -> jax.Array:
+        """Never: every episode terminates after exactly `horizon` steps."""
+        return jnp.zeros((), bool)
+
+    def is_terminated(self, state: LatentEnvState, params: LatentEnvParams) -> jax.Array:
+        return state.time >= self.horizon
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def num_actions(self) -> int:
+        return self.latent_dim
+
+    def action_space(self, params: LatentEnvParams | None = None) -> spaces.Box:
+        return spaces.Box(-self.action_bound, self.action_bound, (self.latent_dim,), jnp.float32)
+
+    def observation_space(self, params: LatentEnvParams | None = None) -> spaces.Box:
+        width = self._conditions.shape[1]
+        low = np.full(width, self._condition_bounds[0], np.float32)
+        high = np.full(width, self._condition_bounds[1], np.float32)
+        if self.horizon > 1:
+            low = np.concatenate([low, np.full(self.latent_dim, -self.action_bound, np.float32)])
+            high = np.concatenate([high, np.full(self.latent_dim, self.action_bound, np.float32)])
+        return spaces.Box(jnp.asarray(low), jnp.asarray(high), low.shape, jnp.float32)
+
+
+def one_hot_conditions(num_classes: int) -> np.ndarray:
+    """The condition table for class targets: the identity `[num_classes, num_classes]`."""
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_conditions must be a positive int, got {num_classes!r}")
+    return np.eye(int(num_classes), dtype=np.float32)
+
+
+def from_model(
+    decoder: Callable | nnx.Module,
+    reward_fn: Callable | nnx.Module,
+    latent_dim: int,
+    *,
+    num_conditions: int = 0,
+    horizon: int = 1,
+    action_bound: float = 3.0,
+    reward_on: str = "final",
+    target_index: int = -1,
+) -> tuple[LatentEnv, LatentEnvParams]:
+    """Wrap a user's decoder (NNX module or function, `[B, d] -> [B, ...]`) as `(env, params)`.
+
+    `num_conditions > 0` makes the observation a one-hot target class of that many; reward_fn
+    then receives those one-hots `[B, num_conditions]` as `conditions`.
+    """
+    if num_conditions < 0:
+        raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
+    conditions = one_hot_conditions(num_conditions) if num_conditions else None
+    env = LatentEnv(decoder, reward_fn, latent_dim, conditions=conditions, horizon=horizon,
+                    action_bound=action_bound, reward_on=reward_on)
+    return env, with_target(env, env.default_params, target_index)
+
+
+def with_target(env: LatentEnv, params: LatentEnvParams, target_index: int) -> LatentEnvParams:
+    """Params that fix the condition row to `target_index` (-1: uniform), checked now."""
+    num_rows = params.conditions.shape[0]
+    if int(target_index) != target_index or not -1 <= target_index < num_rows:
+        raise ValueError(f"target_index must be -1 (uniform) or in [0, {num_rows}) for env "
+                         f"{env.name!r}, got {target_index!r}")
+    return params.replace(target_index=int(target_index))

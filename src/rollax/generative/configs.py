@@ -1,0 +1,72 @@
+"""Pretraining configs: frozen dataclasses whose fields (and a format version) key the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """MLP digit classifier trained with cross-entropy."""
+
+    hidden_dim: int = 128
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("hidden_dim", "epochs", "batch_size", "learning_rate"))
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """VAE with a standard-normal prior and Bernoulli pixels (BCE + KL loss)."""
+
+    latent_dim: int = 8
+    hidden_dim: int = 256
+    epochs: int = 150
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("latent_dim", "hidden_dim", "epochs", "batch_size", "learning_rate"))
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """GAN with the non-saturating generator loss and a standard-normal latent."""
+
+    latent_dim: int = 8
+    hidden_dim: int = 256
+    epochs: int = 600
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("latent_dim", "hidden_dim", "epochs", "batch_size", "learning_rate"))
+
+
+CONFIGS = {"classifier": ClassifierConfig, "vae": VAEConfig, "gan": GANConfig}
+
+
+def make_config(name: str, **overrides: object) -> ClassifierConfig | VAEConfig | GANConfig:
+    """Build the config for model `name` ("vae", "gan", "classifier"), naming unknown keys."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model {name!r}; valid models: {sorted(CONFIGS)}")
+    config_cls = CONFIGS[name]
+    valid = {field.name for field in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown} for {name!r}; valid keys: {sorted(valid)}")
+    return config_cls(**overrides)
+
+
+def _check_positive(config: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{type(config).__name__}.{name} must be > 0, got {value!r}")

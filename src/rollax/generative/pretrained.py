@@ -1,0 +1,141 @@
+"""Pretrain-on-first-use with a per-config cache of `.npz` weight files.
+
+Why `.npz` rather than orbax: the models are a few hundred KiB of float32 arrays; one zip file
+written to a temporary name and moved with `os.replace` is atomic on POSIX, needs no async
+machinery or directory layout, and zip's per-member CRC makes a truncated or flipped file fail
+to load (we then warn and retrain) instead of loading garbage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from rollax.generative import training
+from rollax.generative.configs import make_config
+from rollax.generative.data import load_digits_split
+from rollax.generative.models import GAN, VAE, Classifier
+
+CACHE_FORMAT_VERSION = 1  # bump when model code changes so old weights are not reused
+MODEL_NAMES = ("vae", "gan", "classifier")
+
+
+def cache_dir() -> Path:
+    """`$ROLLAX_CACHE_DIR` if set, else `~/.cache/rollax/models` (honouring `$XDG_CACHE_HOME`)."""
+    if os.environ.get("ROLLAX_CACHE_DIR"):
+        return Path(os.environ["ROLLAX_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rollax" / "models"
+
+
+def cache_path(name: str, **config: Any) -> Path:
+    """The cache file for model `name` with these config overrides (a hash of the full config)."""
+    resolved = make_config(name, **config)
+    payload = {"model": name, "format": CACHE_FORMAT_VERSION, **dataclasses.asdict(resolved)}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"{name}-{digest}.npz"
+
+
+def pretrain(name: str, force: bool = False, **config: Any) -> dict[str, Any]:
+    """Train model `name` ("vae", "gan", "classifier") unless cached (or `force`); its report."""
+    return _load_or_train(name, force, config)[1]
+
+
+def load_pretrained(name: str, **config: Any) -> tuple[nnx.Module, dict[str, Any]]:
+    """`(model, report)` for `name`, training and caching it on first use.
+
+    The report holds the quality figures measured after training (classifier test accuracy,
+    VAE test reconstruction error, GAN confident-sample share), plus `source`: "cache" or
+    "trained". Each call returns a fresh model object, so fine-tuning one copy leaves others alone.
+    """
+    return _load_or_train(name, False, config)
+
+
+def _load_or_train(name: str, force: bool, config: dict[str, Any]) -> tuple[nnx.Module, dict]:
+    resolved = make_config(name, **config)
+    path = cache_path(name, **config)
+    if path.exists() and not force:
+        model = _build(name, resolved)
+        try:
+            report = _read(path, model)
+        except Exception as error:  # noqa: BLE001  (any unreadable file is rebuilt)
+            warnings.warn(
+                f"cached {name} weights at {path} are unreadable ({type(error).__name__}: "
+                f"{error}); retraining", stacklevel=3,
+            )
+        else:
+            return model, {**report, "source": "cache", "path": str(path)}
+    start = time.perf_counter()
+    model, report = _train(name, resolved)
+    report["train_seconds"] = round(time.perf_counter() - start, 2)
+    _write(path, model, report)
+    return model, {**report, "source": "trained", "path": str(path)}
+
+
+def _build(name: str, config: Any) -> nnx.Module:
+    rngs = nnx.Rngs(config.seed)
+    if name == "classifier":
+        return Classifier(config.hidden_dim, rngs=rngs)
+    if name == "vae":
+        return VAE(config.latent_dim, config.hidden_dim, rngs=rngs)
+    return GAN(config.latent_dim, config.hidden_dim, rngs=rngs)
+
+
+def _train(name: str, config: Any) -> tuple[nnx.Module, dict[str, Any]]:
+    split = load_digits_split()
+    if name == "classifier":
+        model = training.train_classifier(split, config)
+        return model, training.classifier_report(model, split)
+    if name == "vae":
+        model = training.train_vae(split, config)
+        return model, training.vae_report(model, split)
+    model = training.train_gan(split, config)
+    judge, _ = load_pretrained("classifier")
+    return model, training.gan_report(model, judge, split)
+
+
+def _write(path: Path, model: nnx.Module, report: dict[str, Any]) -> None:
+    """Atomic write: a temporary file in the same directory, then `os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model))]
+    arrays = {f"leaf_{i}": leaf for i, leaf in enumerate(leaves)}
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, num_leaves=len(leaves), report=json.dumps(report), **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path, model: nnx.Module) -> dict[str, Any]:
+    """Load weights into `model` (checking count and shapes); the stored report."""
+    state = nnx.state(model)
+    template, treedef = jax.tree.flatten(state)
+    with np.load(path, allow_pickle=False) as file:
+        if int(file["num_leaves"]) != len(template):
+            raise ValueError(f"{int(file['num_leaves'])} arrays stored, model has {len(template)}")
+        leaves = [file[f"leaf_{i}"] for i in range(len(template))]
+        report = json.loads(str(file["report"]))
+    for i, (stored, expected) in enumerate(zip(leaves, template, strict=True)):
+        if stored.shape != expected.shape or stored.dtype != expected.dtype:
+            raise ValueError(f"array {i}: stored {stored.shape} {stored.dtype}, "
+                             f"model expects {expected.shape} {expected.dtype}")
+        if not np.all(np.isfinite(stored)):
+            raise ValueError(f"array {i} holds non-finite values")
+    nnx.update(model, jax.tree.unflatten(treedef, leaves))
+    return report
