@@ -244,7 +244,8 @@ class RollaxVectorEnv(gymnasium.vector.VectorEnv):
 
     `autoreset_mode` is NEXT_STEP (default: the call after a done returns the reset observation
     with reward 0) or SAME_STEP (reset within the call; the pre-reset observation is in
-    `info["final_obs"]` where `info["_final_obs"]`).
+    `info["final_obs"]` where `info["_final_obs"]`). `max_episode_steps` (from `make_vec`) sets
+    the env's `max_steps_in_episode` param; other keyword arguments override env params.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -258,6 +259,7 @@ class RollaxVectorEnv(gymnasium.vector.VectorEnv):
         num_envs: int = 1,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        max_episode_steps: int | None = None,
         **params: Any,
     ):
         if render_mode is not None:
@@ -265,15 +267,17 @@ class RollaxVectorEnv(gymnasium.vector.VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
-        try:
-            mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            mode = None
+        mode = autoreset_mode if isinstance(autoreset_mode, AutoresetMode) else None
+        if mode is None and isinstance(autoreset_mode, str):  # "SameStep" or "same_step"
+            mode = AutoresetMode._value2member_map_.get(autoreset_mode)
+            mode = mode or AutoresetMode.__members__.get(autoreset_mode.upper())
         if mode not in modes:
             raise ValueError(
                 f"autoreset_mode {autoreset_mode!r} is not supported; use one of "
-                f"{[m.value for m in modes]}"
+                f"{[m.name.lower() for m in modes]}"
             )
+        if max_episode_steps is not None:  # make_vec's time limit is gymnax's truncation param
+            params["max_steps_in_episode"] = max_episode_steps
         self.env_id = env_id
         self.num_envs = num_envs
         self.metadata = {**self.metadata, "autoreset_mode": mode}
