@@ -1,0 +1,5 @@
+"""`python -m rollax` runs the CLI."""
+
+from rollax.cli import main
+
+raise SystemExit(main())
