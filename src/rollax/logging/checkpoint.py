@@ -25,6 +25,7 @@ __all__ = [
     "checkpoint_manager",
     "load_checkpoint",
     "save_checkpoint",
+    "save_to_manager",
     "to_storable",
 ]
 
@@ -125,6 +126,31 @@ def checkpoint_manager(
     return ocp.CheckpointManager(directory, item_names=("state", "metadata"), options=options)
 
 
+def save_to_manager(
+    manager: ocp.CheckpointManager,
+    step: int,
+    pytree_state: Any,
+    metadata: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+) -> None:
+    """Write one step through ``manager`` (see ``checkpoint_manager``) in the layout that
+    ``load_checkpoint`` reads; ``metrics`` feed orbax's best-N preservation policy."""
+    clean_metadata = _check_json(metadata or {})
+    storable, key_impls = to_storable(pytree_state)
+    clean_metadata[_KEYS_FIELD] = key_impls
+    if step in manager.all_steps():
+        raise ValueError(f"checkpoint step {step} already exists in {manager.directory}")
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(storable),
+            metadata=ocp.args.JsonSave(clean_metadata),
+        ),
+        metrics=dict(metrics) if metrics is not None else None,
+    )
+    manager.wait_until_finished()
+
+
 def save_checkpoint(
     directory: str | Path,
     step: int,
@@ -140,20 +166,8 @@ def save_checkpoint(
         raise ValueError(f"step must be >= 0, got {step}")
     if max_to_keep is not None and max_to_keep < 1:
         raise ValueError(f"max_to_keep must be >= 1 or None, got {max_to_keep}")
-    clean_metadata = _check_json(metadata or {})
-    storable, key_impls = to_storable(pytree_state)
-    clean_metadata[_KEYS_FIELD] = key_impls
     with checkpoint_manager(directory, max_to_keep=max_to_keep) as manager:
-        if step in manager.all_steps():
-            raise ValueError(f"checkpoint step {step} already exists in {Path(directory)}")
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(storable),
-                metadata=ocp.args.JsonSave(clean_metadata),
-            ),
-        )
-        manager.wait_until_finished()
+        save_to_manager(manager, step, pytree_state, metadata)
     return Path(directory) / str(step)
 
 

@@ -1,0 +1,395 @@
+"""Training callbacks with the documented hooks (reference/002, "Using Callbacks").
+
+A trainer here is any object with ``model`` (an ``nnx.Module``), ``optimizer`` (an
+``nnx.Optimizer``) and ``config``. ``step`` is the x-axis the loop reports: environment steps
+done so far in rollax's loop (a 0-based batch index works too). Callbacks never read the
+loop's locals; a callback that wants training to stop sets ``should_stop`` and the loop checks
+``CallbackList.should_stop`` after each batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import jax
+from flax import nnx
+
+from rollax.logging.checkpoint import checkpoint_manager, load_checkpoint, save_to_manager
+from rollax.logging.logger import Logger, to_scalar
+
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "CheckpointConfig",
+    "EarlyStopping",
+    "JAXProfiler",
+    "ModelCheckpoint",
+    "ProfilingConfig",
+    "ProgressBarCallback",
+    "TensorBoardLoggerCallback",
+    "WandbLoggerCallback",
+    "WandbLoggerConfig",
+]
+
+Mode = Literal["max", "min"]
+
+
+class Callback:
+    """Base class: every hook is a no-op; ``should_stop`` asks the loop to end training."""
+
+    should_stop: bool = False
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """Called once before the first batch."""
+
+    def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
+        """Called after each update (or each jitted chunk) with its metrics."""
+
+    def on_train_end(self, trainer: Any) -> None:
+        """Called once after the last batch, also after an early stop or a shutdown signal."""
+
+
+class CallbackList(Callback):
+    """Runs each hook of ``callbacks`` in order; ``should_stop`` if any callback asks to."""
+
+    def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
+        self.callbacks = list(callbacks)
+        for callback in self.callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"{callback!r} is not a rollax.logging.Callback")
+
+    @property
+    def should_stop(self) -> bool:  # type: ignore[override]
+        return any(callback.should_stop for callback in self.callbacks)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        for callback in self.callbacks:
+            callback.on_train_begin(trainer)
+
+    def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
+        for callback in self.callbacks:
+            callback.on_train_batch_end(trainer, metrics, step)
+
+    def on_train_end(self, trainer: Any) -> None:
+        for callback in self.callbacks:
+            callback.on_train_end(trainer)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+
+
+def _monitored_value(metrics: Mapping[str, Any], monitor: str) -> float:
+    """``metrics[monitor]`` (or ``metrics["train/" + monitor]``) as a host float."""
+    for key in (monitor, f"train/{monitor}"):
+        if key in metrics:
+            return to_scalar(key, metrics[key])
+    raise ValueError(f"monitored metric {monitor!r} not in metrics; available: {sorted(metrics)}")
+
+
+def _is_better(value: float, best: float, mode: Mode, min_delta: float = 0.0) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+class TensorBoardLoggerCallback(Callback):
+    """Logs each batch's metrics as ``<prefix>/<name>`` at ``step`` through a ``Logger`` (given,
+    or created for a log dir and then closed at the end). Names with a ``/`` keep their tag."""
+
+    def __init__(self, logger_or_logdir: Logger | str | Path, prefix: str = "train") -> None:
+        self._owns_logger = not isinstance(logger_or_logdir, Logger)
+        self.logger = Logger(logger_or_logdir) if self._owns_logger else logger_or_logdir
+        self.prefix = prefix
+
+    def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
+        self.logger.log_scalars(metrics, step, prefix=self.prefix)
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self._owns_logger:
+            self.logger.close()
+        else:
+            self.logger.flush()
+
+
+class ProgressBarCallback(Callback):
+    """A tqdm bar over ``total`` steps showing the mean reward (``mean_reward`` or
+    ``rollout/ep_rew_mean``), fps and ETA. Each call advances the bar to ``step`` and by at
+    least one, so a loop passing a 0-based batch index also ends at ``total``. As in tqdm,
+    ``disable=None`` hides the bar when the output is not a terminal."""
+
+    reward_keys = ("rollout/ep_rew_mean", "mean_reward", "train/mean_reward", "eval/mean_reward")
+
+    def __init__(
+        self,
+        total: int | None = None,
+        desc: str = "train",
+        unit: str = "step",
+        leave: bool = True,
+        disable: bool | None = None,
+        file: IO[str] | None = None,
+    ) -> None:
+        self.total, self.desc, self.unit = total, desc, unit
+        self.leave, self.disable, self.file = leave, disable, file
+        self.bar: Any = None
+        self._start_time = 0.0
+
+    def on_train_begin(self, trainer: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, unit_scale=True,
+                        leave=self.leave, disable=self.disable, file=self.file, dynamic_ncols=True)
+        self._start_time = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
+        if self.bar is None:
+            self.on_train_begin(trainer)
+        position = max(int(step), self.bar.n + 1)
+        postfix = {}
+        for key in self.reward_keys:
+            if key in metrics:
+                postfix["reward"] = f"{to_scalar(key, metrics[key]):.3g}"
+                break
+        elapsed = time.perf_counter() - self._start_time
+        fps = metrics.get("time/fps", position / elapsed if elapsed > 0 else None)
+        if fps is not None:
+            postfix["fps"] = f"{to_scalar('time/fps', fps):.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(position - self.bar.n)
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Where and what ``ModelCheckpoint`` keeps: the ``save_top_k`` best steps by ``monitor``
+    (-1: all) plus the newest one when ``save_last``; saves every ``every_n_steps`` calls."""
+
+    dirpath: str | Path
+    monitor: str = "mean_reward"
+    mode: Mode = "max"
+    save_top_k: int = 1
+    save_last: bool = True
+    every_n_steps: int = 1
+
+    def __post_init__(self) -> None:
+        _check_mode(self.mode)
+        if self.save_top_k < -1:
+            raise ValueError(f"save_top_k must be >= -1, got {self.save_top_k}")
+        if self.every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {self.every_n_steps}")
+        if self.save_top_k == 0 and not self.save_last:
+            raise ValueError("save_top_k=0 with save_last=False would keep no checkpoint")
+
+
+class ModelCheckpoint(Callback):
+    """Saves ``nnx.state(trainer.model)`` and ``nnx.state(trainer.optimizer)`` with orbax
+    (atomic temp-dir-and-rename writes) and keeps the top-k steps by the monitored metric.
+    Read a step back with ``restore`` or ``load_checkpoint(dirpath, step)``."""
+
+    def __init__(self, config: CheckpointConfig) -> None:
+        from orbax.checkpoint import checkpoint_managers as policies
+
+        self.config = config
+        self.dirpath = Path(config.dirpath)
+        descending = config.mode == "min"  # BestN keeps the last n after sorting
+
+        def score(metrics: Mapping[str, float]) -> float:
+            value = metrics["score"]
+            if math.isnan(value):  # a diverged step ranks last
+                return math.inf if descending else -math.inf
+            return value
+
+        keep: list[Any] = []
+        if config.save_top_k != 0:
+            keep.append(policies.BestN(
+                get_metric_fn=score, reverse=descending,
+                n=None if config.save_top_k == -1 else config.save_top_k,
+                keep_checkpoints_without_metrics=False,
+            ))
+        if config.save_last:
+            keep.append(policies.LatestN(n=1))
+        self._policy = policies.AnyPreservationPolicy(keep)
+        self._manager: Any = None
+        self._calls = 0
+        self.best_step: int | None = None
+        self.best_score = math.nan
+        self.last_step: int | None = None
+
+    def on_train_begin(self, trainer: Any) -> None:
+        if self._manager is None:
+            self._manager = checkpoint_manager(self.dirpath, preservation_policy=self._policy)
+
+    def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
+        self._calls += 1
+        if self._calls % self.config.every_n_steps:
+            return
+        self.on_train_begin(trainer)
+        value = _monitored_value(metrics, self.config.monitor)
+        state = {"model": nnx.state(trainer.model), "optimizer": nnx.state(trainer.optimizer)}
+        metadata = {"step": int(step), self.config.monitor: value}
+        save_to_manager(self._manager, int(step), state, metadata, metrics={"score": value})
+        self.last_step = int(step)
+        if _is_better(value, self.best_score, self.config.mode):
+            self.best_step, self.best_score = int(step), value
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+
+    def restore(self, trainer: Any, step: int | None = None) -> dict[str, Any]:
+        """Load ``step`` (default: the best step, else the newest) into ``trainer.model`` and
+        ``trainer.optimizer`` in place; returns the checkpoint's metadata."""
+        step = self.best_step if step is None else step
+        target = {"model": nnx.state(trainer.model), "optimizer": nnx.state(trainer.optimizer)}
+        state, metadata = load_checkpoint(self.dirpath, step, target)
+        nnx.update(trainer.model, state["model"])
+        nnx.update(trainer.optimizer, state["optimizer"])
+        return metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfilingConfig:
+    """Trace the batches after step ``start_step`` up to and including ``end_step``."""
+
+    log_dir: str | Path
+    start_step: int = 10
+    end_step: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start_step < self.end_step:
+            raise ValueError(
+                f"need 0 <= start_step < end_step, got {self.start_step}, {self.end_step}"
+            )
+
+
+class JAXProfiler(Callback):
+    """Runs ``jax.profiler.start_trace``/``stop_trace`` around a window of steps; open the
+    trace in TensorBoard's profile plugin or Perfetto."""
+
+    def __init__(self, config: ProfilingConfig) -> None:
+        self.config = config
+        self.active = False
+
+    def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
+        if not self.active and self.config.start_step <= step < self.config.end_step:
+            Path(self.config.log_dir).mkdir(parents=True, exist_ok=True)
+            jax.profiler.start_trace(str(self.config.log_dir))
+            self.active = True
+        elif self.active and step >= self.config.end_step:
+            self._stop(metrics)
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.active:
+            self._stop({})
+
+    def _stop(self, metrics: Mapping[str, Any]) -> None:
+        jax.block_until_ready(list(metrics.values()))  # include the traced step's device work
+        jax.profiler.stop_trace()
+        self.active = False
+
+
+class EarlyStopping(Callback):
+    """Sets ``should_stop`` once ``monitor`` has not improved by more than ``min_delta`` for
+    ``patience`` consecutive batches; ``stopped_step`` records where."""
+
+    def __init__(
+        self, monitor: str = "mean_reward", mode: Mode = "max", patience: int = 3,
+        min_delta: float = 0.0,
+    ) -> None:
+        _check_mode(mode)
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        if min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.best = math.nan
+        self.wait = 0
+        self.should_stop = False
+        self.stopped_step: int | None = None
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.best, self.wait, self.should_stop, self.stopped_step = math.nan, 0, False, None
+
+    def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
+        value = _monitored_value(metrics, self.monitor)
+        if _is_better(value, self.best, self.mode, self.min_delta):
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience and not self.should_stop:
+            self.should_stop, self.stopped_step = True, int(step)
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbLoggerConfig:
+    """Weights & Biases run settings; ``mode="offline"`` by default (sync later)."""
+
+    project: str
+    name: str | None = None
+    config: Mapping[str, Any] | None = None
+    log_every_n_steps: int = 1
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    dir: str | Path | None = None
+    prefix: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be >= 1, got {self.log_every_n_steps}")
+        if self.mode not in ("online", "offline", "disabled"):
+            raise ValueError(f"mode must be online, offline or disabled, got {self.mode!r}")
+
+
+class WandbLoggerCallback(Callback):
+    """Logs each ``log_every_n_steps``-th batch's metrics to a wandb run (``wandb`` is an
+    optional extra, imported only here)."""
+
+    def __init__(self, config: WandbLoggerConfig) -> None:
+        try:
+            self._wandb = importlib.import_module("wandb")
+        except ImportError as err:
+            raise ImportError(
+                "WandbLoggerCallback needs wandb: pip install 'rollax[wandb]'"
+            ) from err
+        self.config = config
+        self.run: Any = None
+        self._calls = 0
+
+    def on_train_begin(self, trainer: Any) -> None:
+        config = self.config
+        self.run = self._wandb.init(
+            project=config.project, name=config.name, mode=config.mode,
+            config=dict(config.config or {}), dir=None if config.dir is None else str(config.dir),
+        )
+
+    def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
+        self._calls += 1
+        if self._calls % self.config.log_every_n_steps:
+            return
+        if self.run is None:
+            self.on_train_begin(trainer)
+        prefix = self.config.prefix
+        logged = {
+            (f"{prefix}/{name}" if prefix and "/" not in name else name): to_scalar(name, value)
+            for name, value in metrics.items()
+        }
+        self.run.log(logged, step=int(step))
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
