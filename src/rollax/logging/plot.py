@@ -1,0 +1,120 @@
+"""Learning curves from ``metrics.jsonl``: mean over seeds with a spread band, per experiment."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["aggregate_seeds", "load_curve", "plot_runs", "seed_dirs"]
+
+
+def seed_dirs(run_dir: str | Path) -> list[Path]:
+    """Every ``seed_*`` directory with a ``metrics.jsonl`` under ``run_dir`` (an experiment
+    dir pools all its timestamps; pass a timestamp dir to plot one run)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    found = sorted(p.parent for p in run_dir.rglob("metrics.jsonl") if p.parent.name.startswith(
+        "seed_"))
+    if not found:
+        raise FileNotFoundError(f"no seed_*/metrics.jsonl under {run_dir}")
+    return found
+
+
+def load_curve(metrics_jsonl: str | Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps [K], values [K])`` of ``metric`` in one ``metrics.jsonl``, sorted by step, with
+    non-finite values (written as "NaN"/"Infinity") dropped."""
+    steps, values = [], []
+    for line in Path(metrics_jsonl).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if metric in record:
+            value = float(record[metric])  # float("NaN") / float("Infinity") parse the strings
+            if math.isfinite(value):
+                steps.append(int(record["step"]))
+                values.append(value)
+    order = np.argsort(steps, kind="stable")
+    return np.asarray(steps, dtype=np.int64)[order], np.asarray(values, dtype=np.float64)[order]
+
+
+def _available_tags(paths: Sequence[Path]) -> list[str]:
+    tags: set[str] = set()
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines()[:50]:
+            if line.strip():
+                tags.update(json.loads(line))
+    return sorted(tags - {"step"})
+
+
+def aggregate_seeds(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], band: Literal["minmax", "std"] = "minmax"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and band ``(grid [K], mean [K], low [K], high [K])`` over seeds' ``(steps, values)``
+    on the union of their steps inside the range every seed covers (linear interpolation)."""
+    start = max(steps[0] for steps, _ in curves)
+    stop = min(steps[-1] for steps, _ in curves)
+    grid = np.unique(np.concatenate([steps for steps, _ in curves]))
+    grid = grid[(grid >= start) & (grid <= stop)]
+    stacked = np.stack([np.interp(grid, steps, values) for steps, values in curves])
+    mean = stacked.mean(axis=0)
+    if band == "minmax":
+        return grid, mean, stacked.min(axis=0), stacked.max(axis=0)
+    std = stacked.std(axis=0)
+    return grid, mean, mean - std, mean + std
+
+
+def plot_runs(
+    run_dirs: Sequence[str | Path],
+    out_png: str | Path,
+    metric: str = "rollout/ep_rew_mean",
+    band: Literal["minmax", "std"] = "minmax",
+) -> Path:
+    """Draw ``metric`` against environment steps for each run dir (one colour each): the mean
+    over its seeds and a min-max (or +-std) band (see ``aggregate_seeds``). Writes and
+    returns ``out_png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    if not run_dirs:
+        raise ValueError("run_dirs is empty")
+    if band not in ("minmax", "std"):
+        raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, run_dir in enumerate(run_dirs):
+        seeds = seed_dirs(run_dir)
+        curves = [load_curve(seed / "metrics.jsonl", metric) for seed in seeds]
+        curves = [(steps, values) for steps, values in curves if steps.size]
+        if not curves:
+            raise ValueError(
+                f"metric {metric!r} not found under {run_dir}; available: "
+                f"{_available_tags([s / 'metrics.jsonl' for s in seeds])}"
+            )
+        grid, mean, low, high = aggregate_seeds(curves, band)
+        colour = colours[index % len(colours)]
+        label = f"{Path(run_dir).name} ({len(curves)} seed{'s' * (len(curves) > 1)})"
+        axes.plot(grid, mean, color=colour, label=label, linewidth=1.8,
+                  marker="o" if grid.size == 1 else None)
+        axes.fill_between(grid, low, high, color=colour, alpha=0.25, linewidth=0)
+    axes.set_xlabel("environment steps")
+    axes.set_ylabel(metric)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    band_name = "min-max" if band == "minmax" else "±1 std"
+    axes.set_title(f"{metric}: mean over seeds, {band_name} band")
+    figure.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png)
+    plt.close(figure)
+    return out_png
