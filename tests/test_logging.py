@@ -154,6 +154,11 @@ def test_episode_stats_matches_a_python_window_over_finished_episodes():
     assert metrics["charts/episodic_return"] == pytest.approx(np.mean([r for r, _ in chunk]))
     with pytest.raises(ValueError, match="dones has shape"):
         stats.update(np.zeros(3), np.zeros(3), np.zeros(2))
+    resumed = EpisodeStats(window=5)
+    resumed.load_state_dict(json.loads(json.dumps(stats.state_dict())))
+    assert resumed.ep_rew_mean == stats.ep_rew_mean and len(resumed) == len(stats)
+    resumed.update([7.0], [3], [True])
+    assert resumed.ep_rew_mean == pytest.approx(np.mean([r for r, _ in finished[-4:]] + [7.0]))
 
 
 def test_run_dirs_are_fresh_and_never_overwritten(tmp_path):

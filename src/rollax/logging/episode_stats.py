@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -42,6 +44,24 @@ class EpisodeStats:
             self._lengths[slot] = episode_length
             self._count += 1
         return int(mask.sum())
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable contents, for checkpoint metadata on resume."""
+        return {"window": self.window, "count": self._count,
+                "returns": self._returns.tolist(), "lengths": self._lengths.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (same ``window``)."""
+        if state.get("window", self.window) != self.window:
+            raise ValueError(f"state window {state['window']} != this buffer's {self.window}")
+        returns, lengths = np.asarray(state["returns"]), np.asarray(state["lengths"])
+        if returns.shape != (self.window,) or lengths.shape != (self.window,):
+            raise ValueError(
+                f"returns/lengths have shapes {returns.shape}/{lengths.shape}, "
+                f"expected ({self.window},)"
+            )
+        self._returns[:], self._lengths[:] = returns, lengths
+        self._count = int(state["count"])
 
     def __len__(self) -> int:
         return min(self._count, self.window)
