@@ -68,7 +68,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from rollax.experiment import Program, make_plan, restore
+    from rollax.experiment import Program, make_plan
+    from rollax.logging.run_log import restore
 
     run_dir = Path(args.run_dir)
     config_path = next(iter(sorted(run_dir.glob("seed_*/config.json"))), None)

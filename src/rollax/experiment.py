@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -151,24 +152,40 @@ class Program:
         self.experiment, self.plan = experiment, plan
         total_updates = plan.iterations * plan.updates_per_iteration
         self.tx = make_optimizer(experiment["agent"]["optimizer"], total_updates)
-        model = build_model(experiment, plan, jax.random.key(0))
-        self.graphdef, _ = nnx.split((model, nnx.Optimizer(model, self.tx, wrt=nnx.Param)))
+        def abstract_model_and_optimizer():  # shapes only: nothing is computed or compiled
+            model = build_model(experiment, plan, jax.random.key(0))
+            return model, nnx.Optimizer(model, self.tx, wrt=nnx.Param)
+
+        model, optimizer = nnx.eval_shape(abstract_model_and_optimizer)
+        self.graphdef, _ = nnx.split((model, optimizer))
         self.model_graphdef, _ = nnx.split(model)
         self.run_chunk = jax.jit(jax.vmap(self._chunk), donate_argnums=0)
         self.evaluate = jax.jit(jax.vmap(self._evaluate))
+        self._init = jax.jit(jax.vmap(self._init_one))
 
-    def init(self, seeds: list[int]) -> dict:
-        """Stacked per-seed training state: model+optimizer, reference policy, rollout, key."""
-        def one(seed):
-            key = jax.random.key(seed)
-            model_key, rollout_key, key = jax.random.split(key, 3)
-            model = build_model(self.experiment, self.plan, model_key)
-            optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
-            rollout = init_rollout(self.plan.env, self.plan.env_params, rollout_key,
-                                   self.plan.num_envs)
-            return {"train": nnx.split((model, optimizer))[1], "reference": nnx.split(model)[1],
-                    "rollout": rollout, "key": key}
-        return jax.jit(jax.vmap(one))(jnp.asarray(seeds))
+    def init(self, seeds: jax.Array) -> dict:
+        """Stacked per-seed training state `[S, ...]`: model+optimizer, reference policy, rollout, key."""
+        return self._init(jnp.asarray(seeds))
+
+    def _init_one(self, seed: jax.Array) -> dict:
+        model_key, rollout_key, key = jax.random.split(jax.random.key(seed), 3)
+        model = build_model(self.experiment, self.plan, model_key)
+        optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
+        rollout = init_rollout(self.plan.env, self.plan.env_params, rollout_key, self.plan.num_envs)
+        return {"train": nnx.split((model, optimizer))[1], "reference": nnx.split(model)[1],
+                "rollout": rollout, "key": key}
+
+    def compile(self, seeds: list[int]) -> tuple[tuple[Future, Future], float]:
+        """Start compiling the chunk and the evaluation from abstract shapes in background
+        threads, so the caller can initialise meanwhile; returns the two futures and the start time."""
+        abstract = jax.eval_shape(self._init, jnp.asarray(seeds))
+        keys = jax.eval_shape(eval_keys, seeds, 0)
+        start = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollax-compile")
+        jobs = (pool.submit(lambda: self.run_chunk.lower(abstract).compile()),
+                pool.submit(lambda: self.evaluate.lower(abstract, keys).compile()))
+        pool.shutdown(wait=False)
+        return jobs, start
 
     # ---- one iteration per algorithm family
     def _iteration(self, state: dict, _):
@@ -230,6 +247,11 @@ class Program:
                         self.plan.eval_max_steps)
 
 
+def eval_keys(seeds: list[int] | jax.Array, index: int) -> jax.Array:
+    """Evaluation keys `[S]`: a fixed function of each seed and the evaluation's index."""
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), index))(jnp.asarray(seeds))
+
+
 def first_non_finite(metrics: dict[str, np.ndarray]) -> tuple[int, int, str] | None:
     """`(seed index, iteration in chunk, metric)` of the first NaN/inf in `[S, K]` metrics."""
     for name in sorted(metrics):
@@ -274,101 +296,29 @@ class TrainResult:
         return "\n".join(rows)
 
 
-class RunLog:
-    """Host-side logging of a run: one `Logger` per seed, episode statistics, checkpoints."""
+def train(
+    experiment: dict, *, progress: bool = True, resume: str | Path | None = None,
+    stop_at_step: int | None = None,
+) -> TrainResult:
+    """Run an experiment (a dict from `presets.load_experiment`) for all its seeds at once.
 
-    def __init__(self, experiment: dict, seeds: list[int], resume: str | Path | None):
-        from rollax.logging import EpisodeStats, Logger, make_run_dir, new_timestamp
-
-        self.enabled = experiment["logging"]["enabled"]
-        self.stats = [EpisodeStats() for _ in seeds]
-        self.loggers, self.run_dir = [], None
-        if not self.enabled:
-            return
-        if resume is not None:
-            self.run_dir = Path(resume)
-            seed_dirs = [self.run_dir / f"seed_{seed}" for seed in seeds]
-            missing = [str(d) for d in seed_dirs if not d.is_dir()]
-            if missing:
-                raise FileNotFoundError(f"cannot resume: missing seed directories {missing}")
-        else:
-            timestamp = new_timestamp()
-            seed_dirs = [make_run_dir(experiment["logging"]["root"], experiment=experiment["name"],
-                                      seed=seed, timestamp=timestamp) for seed in seeds]
-            self.run_dir = seed_dirs[0].parent
-        self.loggers = [Logger(d) for d in seed_dirs]
-        if resume is None:
-            for logger in self.loggers:
-                logger.log_hparams(experiment)
-
-    def chunk(self, first_iteration: int, steps_per_iteration: int, metrics: dict, episodes, fps: float):
-        """Log `[S, K]` metrics and `[S, K, ...]` episode arrays of one chunk."""
-        returns, lengths, dones = episodes
-        num_iterations = next(iter(metrics.values())).shape[1]
-        for s, stats in enumerate(self.stats):
-            for k in range(num_iterations):
-                stats.update(returns[s, k], lengths[s, k], dones[s, k])
-                if not self.enabled:
-                    continue
-                step = (first_iteration + k + 1) * steps_per_iteration
-                logger = self.loggers[s]
-                logger.log_scalars({name: values[s, k] for name, values in metrics.items()}, step,
-                                   prefix="train")
-                logger.log_scalars(stats.metrics(), step)
-            if self.enabled:
-                self.loggers[s].log_scalars({"time/fps": fps}, step)
-
-    def evaluation(self, step: int, eval_returns: np.ndarray) -> None:
-        for logger, returns in zip(self.loggers, eval_returns):
-            logger.log_scalars({"eval/mean_reward": float(np.mean(returns))}, step)
-
-    def save(self, state: dict, iteration: int, step: int) -> None:
-        """Checkpoint the stacked training state (all seeds) atomically."""
-        if not self.enabled:
-            return
-        from rollax.logging import save_checkpoint
-
-        stats = [{"returns": s._returns.tolist(), "lengths": s._lengths.tolist(), "count": s._count}
-                 for s in self.stats]
-        save_checkpoint(self.run_dir / "checkpoints", step, state,
-                        {"iteration": iteration, "env_steps": step, "episode_stats": stats},
-                        max_to_keep=2)
-
-    def flush(self) -> None:
-        for logger in self.loggers:
-            logger.flush()
-
-    def close(self) -> None:
-        for logger in self.loggers:
-            logger.close()
-
-
-def restore(run_dir: Path, state: dict, stats: list) -> int:
-    """Load the newest complete checkpoint of `run_dir` into `state`'s structure; returns the iteration."""
-    from rollax.logging import load_checkpoint
-
-    loaded, metadata = load_checkpoint(run_dir / "checkpoints", target=state)
-    for s, saved in zip(stats, metadata["episode_stats"]):
-        s._returns[:], s._lengths[:], s._count = saved["returns"], saved["lengths"], saved["count"]
-    return loaded, int(metadata["iteration"])
-
-
-def train(experiment: dict, *, progress: bool = True, resume: str | Path | None = None) -> TrainResult:
-    """Run an experiment (a dict from `presets.load_experiment`) for all its seeds at once."""
+    `resume` continues the run directory's newest checkpoint; `stop_at_step` ends early (after
+    the chunk reaching that env step) with a checkpoint, as a signal would, for later resuming.
+    """
     plan = make_plan(experiment)
     seeds = list(range(experiment["seeds"]))
-    log = RunLog(experiment, seeds, resume)
     program = Program(experiment, plan)
-    state = program.init(seeds)
+    (chunk_job, eval_job), compile_start = program.compile(seeds)
+    # imported here so that loading orbax/tensorboardX overlaps the background compile
+    from rollax.logging.run_log import RunLog, restore, write_results
+
+    state = program.init(seeds)  # runs while the chunk compiles in the background
+    log = RunLog(experiment, seeds, resume)
     iteration = 0
     if resume is not None:
         state, iteration = restore(Path(resume), state, log.stats)
-    eval_keys = lambda i: jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), i))(jnp.asarray(seeds))
-
-    start = time.perf_counter()
-    run_chunk = program.run_chunk.lower(state).compile()
-    evaluate_seeds = program.evaluate.lower(state, eval_keys(0)).compile()
-    compile_seconds = time.perf_counter() - start
+    run_chunk, evaluate_seeds = chunk_job.result(), eval_job.result()
+    compile_seconds = time.perf_counter() - compile_start
 
     from tqdm.auto import tqdm
 
@@ -379,6 +329,7 @@ def train(experiment: dict, *, progress: bool = True, resume: str | Path | None 
     train_seconds, last_save = 0.0, time.perf_counter()
     bar = tqdm(total=total_steps, initial=iteration * plan.steps_per_iteration, unit="step",
                unit_scale=True, disable=not progress, desc=experiment["name"], dynamic_ncols=True)
+    stopping = False
     try:
         with graceful_shutdown() as shutdown:
             while iteration < plan.iterations:
@@ -401,43 +352,31 @@ def train(experiment: dict, *, progress: bool = True, resume: str | Path | None 
                         f"(env step {(first_iteration + k + 1) * plan.steps_per_iteration}) for seed "
                         f"{seeds[seed]}; the logs up to there are saved")
                 if every and step // every > (step - chunk_steps) // every and iteration < plan.iterations:
-                    log.evaluation(step, np.asarray(evaluate_seeds(state, eval_keys(iteration))))
+                    log.evaluation(step, np.asarray(evaluate_seeds(state, eval_keys(seeds, iteration))))
                 returns = [s.ep_rew_mean for s in log.stats]
                 bar.set_postfix(ret=f"{np.nanmean(returns):.1f}" if not np.all(np.isnan(returns)) else "-",
                                 fps=f"{fps:,.0f}", refresh=False)
                 bar.update(chunk_steps)
                 log.flush()
-                if shutdown.requested or time.perf_counter() - last_save > 60:
+                stopping = shutdown.requested or (stop_at_step is not None and step >= stop_at_step)
+                if stopping or time.perf_counter() - last_save > 60:
                     log.save(state, iteration, step)
                     last_save = time.perf_counter()
-                if shutdown.requested:
-                    bar.write(f"stopped by signal at env step {step}; checkpoint and logs saved")
+                if stopping:
+                    bar.write(f"stopped at env step {step}; checkpoint and logs saved")
                     break
-            else:
-                eval_returns = np.asarray(evaluate_seeds(state, eval_keys(iteration)))
-                log.evaluation(iteration * plan.steps_per_iteration, eval_returns)
+            eval_returns = np.asarray(evaluate_seeds(state, eval_keys(seeds, iteration)))
+            log.evaluation(iteration * plan.steps_per_iteration, eval_returns)
+            if not stopping:
                 log.save(state, iteration, iteration * plan.steps_per_iteration)
     finally:
         bar.close()
         log.close()
     result = TrainResult(
         name=experiment["name"], run_dir=log.run_dir, seeds=seeds, eval_returns=eval_returns,
-        ep_rew_mean=[s.ep_rew_mean for s in log.stats], env_steps=plan.iterations * plan.steps_per_iteration,
+        ep_rew_mean=[s.ep_rew_mean for s in log.stats], env_steps=iteration * plan.steps_per_iteration,
         compile_seconds=compile_seconds, train_seconds=train_seconds,
         solved_threshold=experiment["env"]["solved_threshold"])
     if log.run_dir is not None:
-        _write_results(result)
+        write_results(result)
     return result
-
-
-def _write_results(result: TrainResult) -> None:
-    import json
-
-    summary = {"name": result.name, "seeds": result.seeds, "env_steps": result.env_steps,
-               "eval_mean_return": result.eval_returns.mean(axis=1).tolist(),
-               "train_ep_rew_mean": result.ep_rew_mean, "solved": result.solved,
-               "compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds}
-    path = result.run_dir / "results.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, path)
