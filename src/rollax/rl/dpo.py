@@ -90,7 +90,8 @@ class DPOTrainer(Trainer):
         needs_refs = not self.config.reference_free and self.reference_model is None
         arrays, static = check_batch(
             batch, required=inputs + (refs if needs_refs else ()),
-            optional=("chosen_mask", "rejected_mask") + refs, leading_key="chosen_actions")
+            optional=("chosen_mask", "rejected_mask") + refs, leading_key="chosen_actions",
+            leading_ndim=1)
         if not self.config.reference_free and self.reference_model is not None:
             arrays = {**arrays, **self._reference_log_probs(arrays)}
         if self.config.reference_free:

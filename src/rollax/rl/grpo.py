@@ -101,7 +101,8 @@ class GRPOTrainer(Trainer):
 
     def validate(self, batch):
         arrays, static = check_batch(batch, required=("observations", "actions", "rewards"),
-                                     optional=("log_probs", "ref_log_probs", "mask", "group_size"))
+                                     optional=("log_probs", "ref_log_probs", "mask", "group_size"),
+                                     leading_ndim=1)
         group_size = int(static.get("group_size", self.config.num_generations))
         size = arrays["rewards"].shape[0]
         if group_size < 2 or size % group_size:

@@ -72,6 +72,9 @@ def episode_flags(batch: dict) -> dict:
             dones = dones if flag is None else dones | flag.astype(bool)
     if truncated is None and terminated is not None and dones is not None:
         truncated = dones.astype(bool) & ~terminated.astype(bool)
+    elif truncated is not None and terminated is not None:
+        # A step can be both (a time limit on the terminal step): it ended, so no bootstrap.
+        truncated = truncated.astype(bool) & ~terminated.astype(bool)
     if truncated is not None and "bootstrap_values" not in batch:
         raise ValueError("batch has truncated episodes but no 'bootstrap_values' (V of the final observation)")
     return {"dones": dones, "truncated": truncated, "bootstrap_values": batch.get("bootstrap_values")}
@@ -86,11 +89,13 @@ def check_batch(
     required: tuple[str, ...],
     optional: tuple[str, ...] = (),
     leading_key: str = "rewards",
+    leading_ndim: int | None = None,
     extra_leading: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, jax.Array], dict[str, Any]]:
     """Check keys and leading shapes; return `(arrays, static)` with aliases resolved.
 
-    Every array must share the leading shape of `batch[leading_key]` (`extra_leading` allows
+    Every array must share the leading shape of `batch[leading_key]` (its first `leading_ndim`
+    axes; all of them by default; `extra_leading` allows
     one more step on a key, e.g. `values` with T+1 entries). Python ints (like GRPO's
     `group_size`) go to `static`. Unknown keys are errors: nothing is silently dropped.
     """
@@ -112,7 +117,7 @@ def check_batch(
 
     static = {k: v for k, v in resolved.items() if isinstance(v, (int, np.integer)) and not isinstance(v, bool)}
     arrays = {k: jnp.asarray(v) for k, v in resolved.items() if k not in static}
-    lead = arrays[leading_key].shape
+    lead = arrays[leading_key].shape[:leading_ndim]
     if leading_key in ("rewards",) and len(lead) == 0:
         raise ValueError("`rewards` must have at least one axis")
     extra_leading = extra_leading or {}
@@ -143,10 +148,11 @@ def gradient_step(
     static: dict, max_grad_norm: float | None,
 ) -> tuple[nnx.State, dict[str, jax.Array]]:
     """One optimizer step on `batch`; metrics are measured at the parameters before it."""
-    model, optimizer = nnx.merge(graphdef, state)
+    # copy: the optimizer updates in place, and callers (target_kl) still need the old state
+    model, optimizer = nnx.merge(graphdef, state, copy=True)
     grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
     (loss, metrics), grads = grad_fn(model, batch, config, static)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     if max_grad_norm is not None:
         scale = jnp.minimum(1.0, max_grad_norm / (grad_norm + 1e-12))
         grads = jax.tree.map(lambda g: g * scale, grads)
@@ -161,7 +167,8 @@ def minibatch_update(
 ) -> tuple[nnx.State, dict[str, jax.Array]]:
     """`num_epochs` passes of shuffled minibatches over a flat batch; metrics averaged over steps.
 
-    With `target_kl`, steps after the first whose `approx_kl` exceeds it leave the state unchanged.
+    With `target_kl`, once a step's `approx_kl` (measured before it) exceeds the target, that
+    step and every later one leave the state unchanged.
     """
     step = partial(gradient_step, loss_fn, graphdef, config=config, static=static, max_grad_norm=max_grad_norm)
     if num_epochs == 1 and num_minibatches == 1:
@@ -173,8 +180,8 @@ def minibatch_update(
         state, stopped = carry
         new_state, metrics = step(state, minibatch)
         if target_kl is not None:
-            new_state = jax.tree.map(lambda new, old: jnp.where(stopped, old, new), new_state, state)
             stopped = stopped | (metrics["approx_kl"] > target_kl)
+            new_state = jax.tree.map(lambda new, old: jnp.where(stopped, old, new), new_state, state)
         return (new_state, stopped), metrics
 
     def one_epoch(carry, epoch_key):
