@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -203,6 +204,19 @@ def test_registration_does_not_train_at_import(tmp_path):
     env = {**os.environ, "ROLLAX_CACHE_DIR": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("env_id", ["rollax/VAEDigit-v0", "rollax/GANDiscriminator-v0"])
+def test_gymnasium_env_checker_passes(shared_cache, env_id):
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(gymnasium.make(env_id).unwrapped)
+    # the only accepted advice is the [-1, 1] action-range tip: our box is the prior's +-3 sigma
+    unexpected = [str(w.message) for w in caught if "symmetric and normalized" not in str(w.message)]
+    assert not unexpected, unexpected
 
 
 # --- bad input

@@ -102,7 +102,8 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         if table.ndim != 2 or table.shape[0] < 1:
             raise ValueError(f"conditions must be a table [M, C] with M >= 1, got {table.shape}")
         self._conditions = jnp.asarray(table, jnp.float32)
-        self._condition_bounds = (float(table.min()), float(table.max()))
+        low, high = float(table.min()), float(table.max())
+        self._condition_bounds = (low, high if high > low else low + 1.0)  # no degenerate Box
         self._decoder = _Frozen(decoder)
         self._reward = _Frozen(reward_fn)
         self.sample_shape = self._probe()
