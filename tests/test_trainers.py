@@ -567,3 +567,38 @@ def test_grpo_per_token_rewards_become_discounted_sequence_rewards():
     sequence_rewards = [sum(0.5**t * token_rewards[b, t] for t in range(SEQ_LEN) if mask[b, t])
                         for b in range(BATCH)]
     assert float(metrics["mean_reward"]) == pytest.approx(np.mean(sequence_rewards), rel=1e-5)
+
+
+def test_ppo_time_major_batch_with_trajectory_keys_matches_a_gae_loop():
+    """`[T, N]` with every key `Trajectory.as_batch` yields; V(s_T) comes from bootstrap_values[-1]."""
+    model = make_model("discrete", actor_critic=True)
+    gamma, lam = 0.9, 0.8
+    trainer = make_trainer(PPOTrainer, model, PPOConfig(gamma=gamma, gae_lambda=lam))
+    rng = np.random.default_rng(0)
+    steps, envs = 3, 2
+    rewards = rng.normal(size=(steps, envs)).astype(np.float32)
+    values = rng.normal(size=(steps, envs)).astype(np.float32)
+    bootstrap = rng.normal(size=(steps, envs)).astype(np.float32)
+    terminated = np.array([[False, True], [False, False], [False, False]])
+    truncated = np.array([[True, False], [False, False], [False, True]])
+    observations = np.tile(OBSERVATION, (steps, envs, 1))
+    actions = rng.integers(0, NUM_ACTIONS, size=(steps, envs)).astype(np.int32)
+    log_probs = np_log_probs("discrete", model, observations, actions).astype(np.float32)
+    batch = {"observations": observations, "actions": actions, "rewards": rewards,
+             "dones": terminated | truncated, "terminated": terminated, "truncated": truncated,
+             "values": values, "log_probs": log_probs, "bootstrap_values": bootstrap}
+    advantages = np.zeros((steps, envs))
+    for n in range(envs):
+        following = 0.0
+        for t in reversed(range(steps)):
+            if terminated[t, n]:
+                next_value, following = 0.0, 0.0
+            elif truncated[t, n] or t == steps - 1:
+                next_value, following = bootstrap[t, n], 0.0
+            else:
+                next_value = values[t + 1, n]
+            following = rewards[t, n] + gamma * next_value - values[t, n] + gamma * lam * following
+            advantages[t, n] = following
+    metrics = trainer.train_step(batch)
+    assert float(metrics["advantage_mean"]) == pytest.approx(advantages.mean(), rel=1e-5)
+    assert float(metrics["mean_reward"]) == pytest.approx(rewards.mean(), rel=1e-5)
