@@ -14,11 +14,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from gymnax.environments import spaces
 
 from rollax.envs import make
 from rollax.networks import build_policy
@@ -27,6 +29,7 @@ from rollax.presets import algorithm_config
 from rollax.rl import dpo, grpo, ppo, reinforce
 from rollax.rl.trainer import evaluate_policy, sequence_sum
 from rollax.rollout.collector import action_space_kind, collect, evaluate, init_rollout
+from rollax.rollout.host_collector import is_host_env_id, make_host
 
 UPDATES = {"ppo": ppo.update, "reinforce": reinforce.update, "grpo": grpo.update, "dpo": dpo.update}
 CRITIC = {"ppo": True, "reinforce": False, "grpo": False, "dpo": False}
@@ -53,8 +56,10 @@ def enable_compilation_cache() -> None:
 class Plan:
     """Everything static about a run, resolved from an experiment dict."""
 
-    env: Any
+    env: Any  # None for host (Gymnasium) envs, which the host program steps itself
     env_params: Any
+    observation_space: Any  # gymnax spaces, for building networks
+    action_space: Any
     algorithm: str
     config: Any
     discrete: bool
@@ -67,6 +72,7 @@ class Plan:
     eval_episodes: int
     eval_max_steps: int
     updates_per_iteration: int
+    host_env_id: str | None = None  # "gymnasium:<id>": stepped on the host, not jitted
 
     @property
     def num_chunks(self) -> int:
@@ -82,12 +88,26 @@ def _chunk_size(iterations: int, requested: int) -> int:
 def make_plan(experiment: dict) -> Plan:
     """Build the env and check the agent fits it, before anything is compiled."""
     env_spec, agent = experiment["env"], experiment["agent"]
-    env, env_params = make(env_spec["id"], **env_spec["params"], **env_spec["kwargs"])
     algorithm = agent["algorithm"]
     config = algorithm_config(agent)
-    discrete, _ = action_space_kind(env, env_params)
     budget = experiment["budget"]
     num_envs, num_steps = budget["num_envs"], budget["num_steps"]
+    host_env_id = env_spec["id"] if is_host_env_id(env_spec["id"]) else None
+    if host_env_id is not None:
+        if algorithm not in ("ppo", "reinforce"):
+            raise ValueError(f"{algorithm} needs a jittable one-step env; Gymnasium envs train with ppo or reinforce")
+        probe = make_host(host_env_id, 1, **env_spec["kwargs"])
+        env, env_params = None, None
+        observation_space, action_space = probe.observation_space, probe.action_space
+        max_steps = gymnasium.spec(probe.gym_id).max_episode_steps or 1000
+        probe.close()
+    else:
+        env, env_params = make(env_spec["id"], **env_spec["params"], **env_spec["kwargs"])
+        observation_space, action_space = env.observation_space(env_params), env.action_space(env_params)
+        max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
+    if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
+        raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
+    discrete = isinstance(action_space, spaces.Discrete)
     group_size = 1
     if algorithm in ("grpo", "dpo"):
         group_size = config.num_generations if algorithm == "grpo" else 2
@@ -103,12 +123,12 @@ def make_plan(experiment: dict) -> Plan:
     iterations = budget["total_steps"] // steps_per_iteration
     updates = config.num_epochs * config.num_minibatches if algorithm == "ppo" else 1
     return Plan(
-        env=env, env_params=env_params, algorithm=algorithm, config=config, discrete=discrete,
+        env=env, env_params=env_params, observation_space=observation_space,
+        action_space=action_space, algorithm=algorithm, config=config, discrete=discrete,
         num_envs=num_envs, num_steps=num_steps, group_size=group_size, iterations=iterations,
         iterations_per_chunk=_chunk_size(iterations, budget["iterations_per_chunk"]),
         steps_per_iteration=steps_per_iteration, eval_episodes=experiment["eval"]["episodes"],
-        eval_max_steps=int(getattr(env_params, "max_steps_in_episode", 1000)),
-        updates_per_iteration=updates,
+        eval_max_steps=max_steps, updates_per_iteration=updates, host_env_id=host_env_id,
     )
 
 
@@ -139,7 +159,7 @@ def build_model(experiment: dict, plan: Plan, seed_key: jax.Array) -> nnx.Module
     """The agent's policy network for the env's spaces."""
     network = experiment["agent"]["network"]
     return build_policy(
-        plan.env.observation_space(plan.env_params), plan.env.action_space(plan.env_params),
+        plan.observation_space, plan.action_space,
         hidden_sizes=network["hidden_sizes"], activation=network["activation"],
         critic=CRITIC[plan.algorithm], shared_torso=network["shared_torso"],
         log_std_init=network["log_std_init"], rngs=nnx.Rngs(seed_key))
@@ -163,13 +183,19 @@ class Program:
         self.evaluate = jax.jit(jax.vmap(self._evaluate))
         self._init = jax.jit(jax.vmap(self._init_one))
 
+    def _build(self, key: jax.Array) -> nnx.Module:
+        return build_model(self.experiment, self.plan, key)
+
+    def close(self) -> None:
+        """Release host resources (nothing for jitted envs)."""
+
     def init(self, seeds: jax.Array) -> dict:
         """Stacked per-seed training state `[S, ...]`: model+optimizer, reference policy, rollout, key."""
         return self._init(jnp.asarray(seeds))
 
     def _init_one(self, seed: jax.Array) -> dict:
         model_key, rollout_key, key = jax.random.split(jax.random.key(seed), 3)
-        model = build_model(self.experiment, self.plan, model_key)
+        model = self._build(model_key)
         optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
         rollout = init_rollout(self.plan.env, self.plan.env_params, rollout_key, self.plan.num_envs)
         return {"train": nnx.split((model, optimizer))[1], "reference": nnx.split(model)[1],
@@ -307,7 +333,12 @@ def train(
     """
     plan = make_plan(experiment)
     seeds = list(range(experiment["seeds"]))
-    program = Program(experiment, plan)
+    if plan.host_env_id is not None:
+        from rollax.host_program import HostProgram
+
+        program = HostProgram(experiment, plan)
+    else:
+        program = Program(experiment, plan)
     (chunk_job, eval_job), compile_start = program.compile(seeds)
     # imported here so that loading orbax/tensorboardX overlaps the background compile
     from rollax.logging.run_log import RunLog, restore, write_results
@@ -372,6 +403,7 @@ def train(
     finally:
         bar.close()
         log.close()
+        program.close()
     result = TrainResult(
         name=experiment["name"], run_dir=log.run_dir, seeds=seeds, eval_returns=eval_returns,
         ep_rew_mean=[s.ep_rew_mean for s in log.stats], env_steps=iteration * plan.steps_per_iteration,

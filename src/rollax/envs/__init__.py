@@ -3,8 +3,10 @@
 from rollax.envs.registry import make, register, registered_ids
 
 __all__ = ["make", "register", "registered_ids"]
-from rollax.envs import probes  # noqa: F401  (registers rollax/Probe*-v0)
-from rollax.envs import generative_ids  # noqa: F401  (rollax/VAEDigit-v0 etc.; no training here)
+from rollax.envs import (
+    generative_ids,  # noqa: F401  (rollax/VAEDigit-v0 etc.; no training here)
+    probes,  # noqa: F401  (registers rollax/Probe*-v0)
+)
 from rollax.envs.gymnasium_adapter import register_gymnasium_ids
 
 register_gymnasium_ids()

@@ -19,6 +19,9 @@ def register(env_id: str, factory: EnvFactory, *, overwrite: bool = False) -> No
     if env_id in _FACTORIES and not overwrite:
         raise ValueError(f"env id {env_id!r} is already registered; pass overwrite=True to replace it")
     _FACTORIES[env_id] = factory
+    from rollax.envs.gymnasium_adapter import register_gymnasium_ids  # deferred: import cycle
+
+    register_gymnasium_ids()  # the new id is usable from gymnasium.make("rollax/...") too
 
 
 def registered_ids() -> list[str]:
@@ -33,6 +36,10 @@ def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
     (e.g. `make("CartPole-v1", max_steps_in_episode=200)`); for registered ids they go
     to the factory.
     """
+    if env_id.startswith("gymnasium:"):
+        raise ValueError(f"{env_id!r} is stepped on the host, not jitted: use "
+                         "rollax.rollout.host_collector.make_host(env_id, num_envs) (the training "
+                         "loop does this for presets)")
     if env_id in _FACTORIES:
         return _FACTORIES[env_id](**params)
     if env_id in gymnax.registered_envs:

@@ -152,7 +152,7 @@ def build_policy(
     elif isinstance(observation_space, spaces.Discrete):
         observation_shape, num_categories = (), int(observation_space.n)
     else:  # ValueError by the project's bad-input convention
-        raise ValueError(  # noqa: TRY004
+        raise ValueError(
             f"unsupported observation space {observation_space!r}; expected Box or Discrete"
         )
     if isinstance(action_space, spaces.Discrete):

@@ -74,7 +74,7 @@ def to_gymnax_space(space: gymnasium.spaces.Space, role: str) -> Any:
             np.asarray(space.low, dtype), np.asarray(space.high, dtype), space.shape, dtype
         )
     if isinstance(space, (gymnasium.spaces.Dict, gymnasium.spaces.Tuple)):
-        raise ValueError(  # noqa: TRY004  (the project reports bad input as ValueError)
+        raise ValueError(
             f"{role} space {space} is a {type(space).__name__} space; flatten it first, e.g. "
             "HostCollector(..., wrappers=[gymnasium.wrappers.FlattenObservation], "
             "vectorization_mode='sync')"
