@@ -95,7 +95,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from rollax.logging.plot import plot_runs
 
-    out = plot_runs(args.run_dirs, args.out, metric=args.metric)
+    out = args.out or Path(args.run_dirs[0]) / "learning_curves.png"
+    out = plot_runs(args.run_dirs, out, metric=args.metric, band=args.band)
     print(f"wrote {out}")
     return 0
 
@@ -139,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="PNG learning curves (mean and spread over seeds)")
     p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", default="curves.png")
+    p.add_argument("--out", help="PNG path (default: <first run dir>/learning_curves.png)")
     p.add_argument("--metric", default="rollout/ep_rew_mean")
+    p.add_argument("--band", choices=["minmax", "std"], default="minmax",
+                   help="spread over seeds: min-max or mean +- 1 std")
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("pretrain", help="pretrain (or load from cache) a generative model on digits")
