@@ -24,7 +24,7 @@ from gymnax.environments import spaces
 
 from rollax.envs import make
 from rollax.networks import build_policy
-from rollax.networks.distributions import log_prob, sample, split_output
+from rollax.networks.distributions import log_prob, mode, sample, split_output
 from rollax.presets import algorithm_config
 from rollax.rl import dpo, grpo, ppo, reinforce
 from rollax.rl.trainer import evaluate_policy, sequence_sum
@@ -33,6 +33,9 @@ from rollax.rollout.host_collector import is_host_env_id, make_host
 
 UPDATES = {"ppo": ppo.update, "reinforce": reinforce.update, "grpo": grpo.update, "dpo": dpo.update}
 CRITIC = {"ppo": True, "reinforce": False, "grpo": False, "dpo": False}
+
+
+RENDER_KEY_INDEX = 2**31 - 1  # sample pictures use the same conditions before and after training
 
 
 class TrainingDiverged(RuntimeError):
@@ -110,7 +113,9 @@ def make_plan(experiment: dict) -> Plan:
     discrete = isinstance(action_space, spaces.Discrete)
     group_size = 1
     if algorithm in ("grpo", "dpo"):
-        group_size = config.num_generations if algorithm == "grpo" else 2
+        group_size = config.num_generations if algorithm == "grpo" else budget["group_size"]
+        if group_size < 2:
+            raise ValueError(f"budget.group_size={group_size} must be >= 2 (samples ranked per prompt)")
         if num_steps != 1:
             raise ValueError(f"{algorithm} samples one-step generations: set budget.num_steps = 1")
         if num_envs % group_size:
@@ -268,9 +273,38 @@ class Program:
         return jax.lax.scan(self._iteration, state, None, length=self.plan.iterations_per_chunk)
 
     def _evaluate(self, state: dict, key: jax.Array):
+        """Greedy returns `[episodes]` and the env's own evaluation metrics (see `env_metrics`)."""
         model, _ = nnx.merge(self.graphdef, state["train"])
-        return evaluate(model, self.plan.env, self.plan.env_params, key, self.plan.eval_episodes,
-                        self.plan.eval_max_steps)
+        returns_key, metrics_key = jax.random.split(key)
+        returns = evaluate(model, self.plan.env, self.plan.env_params, returns_key,
+                           self.plan.eval_episodes, self.plan.eval_max_steps)
+        return returns, self._env_hook(model, metrics_key, "evaluation_metrics")
+
+    def _env_hook(self, model, key: jax.Array, name: str):
+        """Call the env's optional `name(params, observations, greedy_actions)` on a reset batch.
+
+        Generative envs use it for judge metrics (`evaluation_metrics -> {name: scalar}`) and
+        sample pictures (`render -> images [B, H, W]`); other envs return `{}`/`None`.
+        """
+        hook = getattr(self.plan.env, name, None)
+        if hook is None:
+            return {} if name == "evaluation_metrics" else None
+        params = self.plan.env_params
+        observations, _ = jax.vmap(self.plan.env.reset, in_axes=(0, None))(
+            jax.random.split(key, self.plan.eval_episodes), params)
+        policy_output, _ = split_output(model(observations), self.plan.discrete)
+        return hook(params, observations, mode(policy_output, self.plan.discrete))
+
+    def render(self, state: dict, keys: jax.Array):
+        """Images `[S, B, H, W]` of greedy samples per seed, or None when the env cannot render."""
+        if getattr(self.plan.env, "render", None) is None:
+            return None
+
+        def one(seed_state, key):
+            model, _ = nnx.merge(self.graphdef, seed_state["train"])
+            return self._env_hook(model, key, "render")
+
+        return jax.jit(jax.vmap(one))(state, keys)
 
 
 def eval_keys(seeds: list[int] | jax.Array, index: int) -> jax.Array:
@@ -296,6 +330,7 @@ class TrainResult:
     run_dir: Path | None
     seeds: list[int]
     eval_returns: np.ndarray
+    eval_metrics: dict[str, np.ndarray]  # the env's own evaluation metrics, `{name: [S]}`
     ep_rew_mean: list[float]
     env_steps: int
     compile_seconds: float
@@ -311,11 +346,15 @@ class TrainResult:
 
     def table(self) -> str:
         """A plain-text result table, one row per seed."""
-        rows = [f"{'seed':>4}  {'eval return':>12}  {'train ep_rew_mean':>17}  solved"]
+        names = sorted(self.eval_metrics)
+        rows = [f"{'seed':>4}  {'eval return':>12}  {'train ep_rew_mean':>17}  solved"
+                + "".join(f"  {name:>14}" for name in names)]
         solved = self.solved or [None] * len(self.seeds)
-        for seed, returns, train_mean, ok in zip(self.seeds, self.eval_returns, self.ep_rew_mean, solved):
+        for i, (seed, returns, train_mean, ok) in enumerate(
+                zip(self.seeds, self.eval_returns, self.ep_rew_mean, solved)):
             mark = "-" if ok is None else ("yes" if ok else "no")
-            rows.append(f"{seed:>4}  {returns.mean():>12.2f}  {train_mean:>17.2f}  {mark}")
+            rows.append(f"{seed:>4}  {returns.mean():>12.2f}  {train_mean:>17.2f}  {mark:>6}"
+                        + "".join(f"  {self.eval_metrics[name][i]:>14.3f}" for name in names))
         rows.append(f"{self.env_steps} env steps per seed, compile {self.compile_seconds:.1f} s, "
                     f"train {self.train_seconds:.1f} s"
                     f" ({self.env_steps * len(self.seeds) / max(self.train_seconds, 1e-9):,.0f} steps/s)")
@@ -341,13 +380,15 @@ def train(
         program = Program(experiment, plan)
     (chunk_job, eval_job), compile_start = program.compile(seeds)
     # imported here so that loading orbax/tensorboardX overlaps the background compile
-    from rollax.logging.run_log import RunLog, restore, write_results
+    from rollax.logging.run_log import RunLog
 
     state = program.init(seeds)  # runs while the chunk compiles in the background
     log = RunLog(experiment, seeds, resume)
+    if resume is None:
+        log.images("samples/before", program.render(state, eval_keys(seeds, RENDER_KEY_INDEX)), 0)
     iteration = 0
     if resume is not None:
-        state, iteration = restore(Path(resume), state, log.stats)
+        state, iteration = log.restore(state)  # rewinds metrics.jsonl to the checkpoint
     run_chunk, evaluate_seeds = chunk_job.result(), eval_job.result()
     compile_seconds = time.perf_counter() - compile_start
 
@@ -383,7 +424,8 @@ def train(
                         f"(env step {(first_iteration + k + 1) * plan.steps_per_iteration}) for seed "
                         f"{seeds[seed]}; the logs up to there are saved")
                 if every and step // every > (step - chunk_steps) // every and iteration < plan.iterations:
-                    log.evaluation(step, np.asarray(evaluate_seeds(state, eval_keys(seeds, iteration))))
+                    log.evaluation(step, *jax.device_get(evaluate_seeds(state, eval_keys(seeds, iteration))),
+                                   state=state)  # state: best-model checkpoints
                 returns = [s.ep_rew_mean for s in log.stats]
                 bar.set_postfix(ret=f"{np.nanmean(returns):.1f}" if not np.all(np.isnan(returns)) else "-",
                                 fps=f"{fps:,.0f}", refresh=False)
@@ -396,8 +438,9 @@ def train(
                 if stopping:
                     bar.write(f"stopped at env step {step}; checkpoint and logs saved")
                     break
-            eval_returns = np.asarray(evaluate_seeds(state, eval_keys(seeds, iteration)))
-            log.evaluation(iteration * plan.steps_per_iteration, eval_returns)
+            eval_returns, eval_metrics = jax.device_get(evaluate_seeds(state, eval_keys(seeds, iteration)))
+            log.evaluation(iteration * plan.steps_per_iteration, eval_returns, eval_metrics, state=state)
+            log.images("samples/after", program.render(state, eval_keys(seeds, RENDER_KEY_INDEX)), iteration * plan.steps_per_iteration)
             if not stopping:
                 log.save(state, iteration, iteration * plan.steps_per_iteration)
     finally:
@@ -406,9 +449,9 @@ def train(
         program.close()
     result = TrainResult(
         name=experiment["name"], run_dir=log.run_dir, seeds=seeds, eval_returns=eval_returns,
+        eval_metrics={k: np.asarray(v) for k, v in eval_metrics.items()},
         ep_rew_mean=[s.ep_rew_mean for s in log.stats], env_steps=iteration * plan.steps_per_iteration,
         compile_seconds=compile_seconds, train_seconds=train_seconds,
         solved_threshold=experiment["env"]["solved_threshold"])
-    if log.run_dir is not None:
-        write_results(result)
+    log.finish(result)  # results.json, learning_curves.png
     return result

@@ -76,7 +76,10 @@ class HostProgram(Program):
     def _host_evaluate(self, state: dict, keys: jax.Array) -> np.ndarray:
         episodes = self.plan.eval_episodes
         return np.stack([collector.evaluate(self._seed_model(state, i), episodes)
-                         for i, collector in enumerate(self.collectors)])
+                         for i, collector in enumerate(self.collectors)]), {}
+
+    def render(self, state: dict, keys: jax.Array) -> None:
+        return None
 
     def close(self) -> None:
         for collector in self.collectors:

@@ -27,7 +27,10 @@ SCHEMA: dict[str, Any] = {
     "env": None,
     "agent": None,
     "seeds": 1,
-    "budget": {"total_steps": None, "num_envs": 8, "num_steps": 128, "iterations_per_chunk": 0},
+    # group_size: DPO's samples per prompt, ranked into a (best, worst) pair; GRPO's is
+    # agent.config.num_generations
+    "budget": {"total_steps": None, "num_envs": 8, "num_steps": 128, "iterations_per_chunk": 0,
+               "group_size": 4},
     "eval": {"every_steps": 0, "episodes": 10},
     "logging": {"root": "runs", "enabled": True, "checkpoint": True, "plot": True, "images": True},
     "overrides": {},
