@@ -45,7 +45,7 @@ def model_params(state: dict, seed_index: int) -> nnx.State:
     """One seed's model parameters (`nnx.Param` leaves only) from the stacked training state
     (`state["train"]` = split `(model, optimizer)` with a leading seed axis `[S, ...]`)."""
     model_state = state["train"][0]
-    params = model_state.filter(nnx.Param) if isinstance(model_state, nnx.State) else model_state
+    params = nnx.filter_state(model_state, nnx.Param)
     return jax.tree.map(lambda x: np.asarray(x[seed_index]), params)
 
 
@@ -87,6 +87,7 @@ class RunLog:
         self.experiment = experiment
         self.stats = [EpisodeStats() for _ in seeds]
         self.best = [-math.inf for _ in seeds]  # best greedy eval mean per seed
+        self._last_eval_step: int | None = None
         self.loggers: list[Logger] = []
         self.run_dir: Path | None = None
         self.seed_dirs: list[Path] = []
@@ -144,8 +145,9 @@ class RunLog:
         """Log each seed's greedy eval mean `eval_returns [S, episodes]` (and the env's own
         `eval_metrics {name: [S]}` as `eval/<name>`); with `state`, save the model params of
         every seed whose mean beats its best so far to `seed_k/checkpoints/best/<step>`."""
-        if not self.enabled:
+        if not self.enabled or step == self._last_eval_step:  # a stop right after a periodic eval
             return
+        self._last_eval_step = step
         for s, (logger, returns) in enumerate(zip(self.loggers, eval_returns)):
             mean = float(np.mean(returns))
             extra = {f"eval/{name}": np.asarray(v)[s] for name, v in (eval_metrics or {}).items()}

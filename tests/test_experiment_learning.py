@@ -1,0 +1,35 @@
+"""Slow learning checks: the baseline presets through `train()` with 5 seeds (`-m slow`)."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rollax.experiment import train
+from rollax.presets import load_experiment
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+# experiment preset, threshold on each seed's mean greedy eval return, seeds that must reach it
+CASES = [
+    ("cartpole_ppo", 475.0, 4),
+    ("cartpole_reinforce", 475.0, 4),
+    ("acrobot_ppo", -100.0, 4),
+    ("pendulum_ppo", -250.0, 4),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "threshold", "required"), CASES, ids=[c[0] for c in CASES])
+def test_baseline_learns_across_five_seeds(name, threshold, required, capsys):
+    experiment = load_experiment(EXPERIMENTS / f"{name}.toml", seeds=5)
+    experiment["logging"]["enabled"] = False
+    start = time.perf_counter()
+    result = train(experiment, progress=False)
+    wall = time.perf_counter() - start
+    means = result.eval_returns.mean(axis=1)
+    with capsys.disabled():
+        print(f"\n{name}: mean {means.mean():.1f}, worst seed {means.min():.1f}, "
+              f"per seed {np.round(means, 1).tolist()}, wall {wall:.0f} s")
+    assert (means >= threshold).sum() >= required, f"{name}: per-seed means {means}"
