@@ -78,13 +78,19 @@ def _eval(args: argparse.Namespace) -> int:
     experiment = json.loads(config_path.read_text())
     experiment["eval"]["episodes"] = args.episodes
     plan = make_plan(experiment)
-    program = Program(experiment, plan)
+    if plan.host_env_id is not None:
+        from rollax.host_program import HostProgram
+
+        program = HostProgram(experiment, plan)
+    else:
+        program = Program(experiment, plan)
     seeds = list(range(experiment["seeds"]))
     state, iteration = restore(run_dir, program.init(seeds), [])
     import jax
 
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 10**6))(np.asarray(seeds))
-    returns = np.asarray(program.evaluate(state, keys))
+    returns, _ = jax.device_get(program.evaluate(state, keys))  # (returns [S, E], env metrics)
+    program.close()
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
           f"after {iteration * plan.steps_per_iteration} env steps)")
     for seed, r in zip(seeds, returns):
