@@ -18,15 +18,16 @@ def make_vae_digit(
     realism_weight: float = 0.1,
 ) -> tuple[LatentEnv, LatentEnvParams]:
     """`rollax/VAEDigit-v0`: observe a one-hot target class (uniform, or `target_class`), act with
-    a VAE latent; reward = class_weight * log p(target | x) + realism_weight * VAE realism."""
-    from rollax.generative import ClassAndRealismReward, load_pretrained
+    a VAE latent; reward = class_weight * log p(target | x) + realism_weight * VAE realism.
+    Evaluation: an independent judge's success rate and the realism against real digits."""
+    from rollax.generative import ClassAndRealismReward, load_digit_judge, load_pretrained
 
     vae, _ = load_pretrained("vae")
     classifier, _ = load_pretrained("classifier")
     reward = ClassAndRealismReward(classifier, vae, class_weight, realism_weight)
     env = LatentEnv(vae.decoder, reward, vae.latent_dim, conditions=one_hot_conditions(10),
                     horizon=horizon, action_bound=action_bound, reward_on=reward_on,
-                    name="rollax/VAEDigit-v0")
+                    name="rollax/VAEDigit-v0", evaluator=load_digit_judge())
     return env, with_target(env, env.default_params, target_class)
 
 
@@ -50,13 +51,14 @@ def make_gan_discriminator(
     *, horizon: int = 1, action_bound: float = 3.0, reward_on: str = "final", kind: str = "logit"
 ) -> tuple[LatentEnv, LatentEnvParams]:
     """`rollax/GANDiscriminator-v0`: act with a generator latent; reward = discriminator logit
-    (`kind="logit"`) or log D(x) (`kind="log_prob"`). Unconditioned."""
-    from rollax.generative import DiscriminatorReward, load_pretrained
+    (`kind="logit"`) or log D(x) (`kind="log_prob"`). Unconditioned. Evaluation adds the judge's
+    confident share and the VAE realism, which the discriminator reward does not see."""
+    from rollax.generative import DiscriminatorReward, load_digit_judge, load_pretrained
 
     gan, _ = load_pretrained("gan")
     env = LatentEnv(gan.generator, DiscriminatorReward(gan.discriminator, kind), gan.latent_dim,
                     horizon=horizon, action_bound=action_bound, reward_on=reward_on,
-                    name="rollax/GANDiscriminator-v0")
+                    name="rollax/GANDiscriminator-v0", evaluator=load_digit_judge())
     return env, env.default_params
 
 

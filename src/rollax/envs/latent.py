@@ -15,6 +15,9 @@ Conventions:
   `horizon == K > 1`: action = delta added to the current latent (clipped to the box),
   observation = concat(condition, latent); reward on the final step only (`reward_on="final"`)
   or every step (`"step"`). Episodes end by termination; they are never truncated.
+- Optional `evaluator(samples [B, ...], conditions [B, C] | None) -> {name: [B]}` (e.g. an
+  independent judge classifier): the training loop calls `evaluation_metrics` on greedy actions
+  and logs the batch means as `eval/<name>`; `render` returns the decoded samples as images.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class LatentEnvParams(environment.EnvParams):
 
     decoder_state: Any = None
     reward_state: Any = None
+    evaluator_state: Any = None
     conditions: jax.Array = None
     init_latent_std: float = 0.0
     max_steps_in_episode: int = 1
@@ -82,6 +86,7 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         action_bound: float = 3.0,
         reward_on: str = "final",
         name: str = "LatentEnv-v0",
+        evaluator: Callable | nnx.Module | None = None,
     ):
         super().__init__()
         if int(latent_dim) != latent_dim or latent_dim < 1:
@@ -106,6 +111,9 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         self._condition_bounds = (low, high if high > low else low + 1.0)  # no degenerate Box
         self._decoder = _Frozen(decoder)
         self._reward = _Frozen(reward_fn)
+        self._evaluator = None if evaluator is None else _Frozen(evaluator)
+        self._one_hot = bool(table.shape[0] == table.shape[1] and np.array_equal(
+            table, np.eye(table.shape[0])))
         self.sample_shape = self._probe()
 
     # --- model calls, batched: latents [B, d] -> samples [B, ...] -> rewards [B]
@@ -145,12 +153,63 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
                              f"reward {rewards}")
         return tuple(samples.shape[1:])
 
+    # --- evaluation hooks called by the training loop on greedy actions
+    def first_latents(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        """Latents `[B, d]` after one step from reset observations `[B, ...]` (as `step` clips)."""
+        actions = jnp.asarray(actions, jnp.float32)
+        if actions.ndim != 2 or actions.shape[1] != self.latent_dim:
+            raise ValueError(f"actions must be [B, latent_dim={self.latent_dim}], "
+                             f"got {actions.shape}")
+        base = observations[:, -self.latent_dim:] if self.horizon > 1 else 0.0
+        return jnp.clip(base + actions, -self.action_bound, self.action_bound)
+
+    def conditions_of(self, observations: jax.Array) -> jax.Array | None:
+        """Condition rows `[B, C]` of observations `[B, ...]` (None when unconditioned)."""
+        if not self.conditioned:
+            return None
+        return observations[:, : self._conditions.shape[1]]
+
+    def evaluation_metrics(self, params: LatentEnvParams, observations: jax.Array,
+                           actions: jax.Array) -> dict[str, jax.Array]:
+        """Batch means of `mean_reward` and the evaluator's metrics for one step from reset
+        observations `[B, ...]` with actions `[B, d]` (for `horizon > 1`: the first edit)."""
+        conditions = self.conditions_of(observations)
+        samples = self.decode(params, self.first_latents(observations, actions))
+        metrics = {"mean_reward": jnp.mean(self.reward(params, samples, conditions))}
+        if self._evaluator is not None:
+            values = self._evaluator(params.evaluator_state, samples, conditions)
+            metrics.update({name: jnp.mean(value) for name, value in values.items()})
+        return metrics
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """`(H, W)` of a decoded sample as a picture: `[H, W]` samples, or square flat ones."""
+        if len(self.sample_shape) == 2:
+            return self.sample_shape
+        side = round(float(np.sqrt(np.prod(self.sample_shape))))
+        return (side, side) if len(self.sample_shape) == 1 and side * side == self.sample_shape[0] \
+            else None
+
+    def render(self, params: LatentEnvParams, observations: jax.Array,
+               actions: jax.Array) -> jax.Array:
+        """Decoded greedy samples as images `[B', H, W]`. With one-hot conditions over M classes:
+        an M x M grid whose row c holds the first M samples asked for class c (blank if fewer)."""
+        if self.image_shape is None:
+            raise ValueError(f"samples of shape {self.sample_shape} are not pictures")
+        samples = self.decode(params, self.first_latents(observations, actions))
+        images = samples.reshape(samples.shape[0], *self.image_shape)
+        if not self._one_hot:
+            return images
+        return _rows_by_class(images, self.conditions_of(observations).argmax(-1),
+                              self._conditions.shape[0])
+
     # --- gymnax interface
     @property
     def default_params(self) -> LatentEnvParams:
         return LatentEnvParams(
             decoder_state=self._decoder.state,
             reward_state=self._reward.state,
+            evaluator_state=None if self._evaluator is None else self._evaluator.state,
             conditions=self._conditions,
             max_steps_in_episode=self.horizon,
         )
@@ -228,6 +287,19 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         return spaces.Box(jnp.asarray(low), jnp.asarray(high), low.shape, jnp.float32)
 
 
+def _rows_by_class(images: jax.Array, classes: jax.Array, num_classes: int) -> jax.Array:
+    """`[M * M, H, W]`: slot `c * M + j` is the j-th image of class c, zeros if there is none."""
+    count = images.shape[0]
+    order = jnp.argsort(classes * count + jnp.arange(count))  # stable: by class, then position
+    per_class = jnp.bincount(classes, length=num_classes)
+    start = jnp.cumsum(per_class) - per_class
+    slot = jnp.arange(num_classes)
+    index = start[:, None] + slot[None, :]  # [M, M] into `order`
+    valid = slot[None, :] < per_class[:, None]
+    picked = images[order[jnp.clip(index, 0, count - 1)]]
+    return jnp.where(valid[..., None, None], picked, 0.0).reshape(-1, *images.shape[1:])
+
+
 def one_hot_conditions(num_classes: int) -> np.ndarray:
     """The condition table for class targets: the identity `[num_classes, num_classes]`."""
     if int(num_classes) != num_classes or num_classes < 1:
@@ -245,17 +317,19 @@ def from_model(
     action_bound: float = 3.0,
     reward_on: str = "final",
     target_index: int = -1,
+    evaluator: Callable | nnx.Module | None = None,
 ) -> tuple[LatentEnv, LatentEnvParams]:
     """Wrap a user's decoder (NNX module or function, `[B, d] -> [B, ...]`) as `(env, params)`.
 
     `num_conditions > 0` makes the observation a one-hot target class of that many; reward_fn
-    then receives those one-hots `[B, num_conditions]` as `conditions`.
+    then receives those one-hots `[B, num_conditions]` as `conditions`. `evaluator(samples,
+    conditions) -> {name: [B]}` adds evaluation metrics (logged by the loop as `eval/<name>`).
     """
     if num_conditions < 0:
         raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
     conditions = one_hot_conditions(num_conditions) if num_conditions else None
     env = LatentEnv(decoder, reward_fn, latent_dim, conditions=conditions, horizon=horizon,
-                    action_bound=action_bound, reward_on=reward_on)
+                    action_bound=action_bound, reward_on=reward_on, evaluator=evaluator)
     return env, with_target(env, env.default_params, target_index)
 
 

@@ -3,6 +3,13 @@ cached, plus reward functions and policies for the generative-model environments
 
 from rollax.generative.configs import ClassifierConfig, GANConfig, VAEConfig, make_config
 from rollax.generative.data import DigitsSplit, load_digits_split
+from rollax.generative.judge import (
+    JUDGE_CONFIG,
+    DigitJudge,
+    load_digit_judge,
+    real_digit_realism,
+    reconstruction_metrics,
+)
 from rollax.generative.models import (
     GAN,
     VAE,
@@ -30,6 +37,7 @@ from rollax.generative.rewards import (
 
 __all__ = [
     "GAN",
+    "JUDGE_CONFIG",
     "MODEL_NAMES",
     "VAE",
     "ClassAndRealismReward",
@@ -37,6 +45,7 @@ __all__ = [
     "ClassifierConfig",
     "ClassifierReward",
     "Decoder",
+    "DigitJudge",
     "DigitsSplit",
     "Discriminator",
     "DiscriminatorReward",
@@ -48,10 +57,13 @@ __all__ = [
     "cache_dir",
     "cache_path",
     "encoder_policy",
+    "load_digit_judge",
     "load_digits_split",
     "load_pretrained",
     "make_config",
     "pretrain",
     "prior_log_density",
+    "real_digit_realism",
+    "reconstruction_metrics",
     "reconstruction_reward",
 ]
