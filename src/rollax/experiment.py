@@ -207,12 +207,16 @@ class Program:
                 "rollout": rollout, "key": key}
 
     def compile(self, seeds: list[int]) -> tuple[tuple[Future, Future], float]:
-        """Start compiling the chunk and the evaluation from abstract shapes in background
-        threads, so the caller can initialise meanwhile; returns the two futures and the start time."""
+        """Compile the chunk, then the evaluation, from abstract shapes in a background thread.
+
+        The caller initialises while the chunk compiles and trains while the evaluation
+        compiles, so on two cores the evaluation's compile costs no wall time. Returns the two
+        futures and the start time.
+        """
         abstract = jax.eval_shape(self._init, jnp.asarray(seeds))
         keys = jax.eval_shape(eval_keys, seeds, 0)
         start = time.perf_counter()
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollax-compile")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollax-compile")
         jobs = (pool.submit(lambda: self.run_chunk.lower(abstract).compile()),
                 pool.submit(lambda: self.evaluate.lower(abstract, keys).compile()))
         pool.shutdown(wait=False)
@@ -389,8 +393,8 @@ def train(
     iteration = 0
     if resume is not None:
         state, iteration = log.restore(state)  # rewinds metrics.jsonl to the checkpoint
-    run_chunk, evaluate_seeds = chunk_job.result(), eval_job.result()
-    compile_seconds = time.perf_counter() - compile_start
+    run_chunk = chunk_job.result()
+    compile_seconds = time.perf_counter() - compile_start  # what training waited for
 
     from tqdm.auto import tqdm
 
@@ -424,7 +428,7 @@ def train(
                         f"(env step {(first_iteration + k + 1) * plan.steps_per_iteration}) for seed "
                         f"{seeds[seed]}; the logs up to there are saved")
                 if every and step // every > (step - chunk_steps) // every and iteration < plan.iterations:
-                    log.evaluation(step, *jax.device_get(evaluate_seeds(state, eval_keys(seeds, iteration))),
+                    log.evaluation(step, *jax.device_get(eval_job.result()(state, eval_keys(seeds, iteration))),
                                    state=state)  # state: best-model checkpoints
                 returns = [s.ep_rew_mean for s in log.stats]
                 bar.set_postfix(ret=f"{np.nanmean(returns):.1f}" if not np.all(np.isnan(returns)) else "-",
@@ -438,7 +442,7 @@ def train(
                 if stopping:
                     bar.write(f"stopped at env step {step}; checkpoint and logs saved")
                     break
-            eval_returns, eval_metrics = jax.device_get(evaluate_seeds(state, eval_keys(seeds, iteration)))
+            eval_returns, eval_metrics = jax.device_get(eval_job.result()(state, eval_keys(seeds, iteration)))
             log.evaluation(iteration * plan.steps_per_iteration, eval_returns, eval_metrics, state=state)
             log.images("samples/after", program.render(state, eval_keys(seeds, RENDER_KEY_INDEX)), iteration * plan.steps_per_iteration)
             if not stopping:
