@@ -53,6 +53,7 @@ def test_unknown_key_in_a_preset_file_lists_the_valid_keys(tmp_path):
     ("agent.optimizer.name=lion", r"agent.optimizer.name='lion'"),
     ("agent.optimizer.learning_rate=0", r"learning_rate must be > 0"),
     ("no_equals_sign", r"must look like path.to.key=value"),
+    ("env=acrobot", r"override 'env': 'env' is a table; set one of its keys"),
 ])
 def test_bad_overrides_name_the_offending_key(override, message):
     with pytest.raises(PresetError, match=message):

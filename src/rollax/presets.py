@@ -118,6 +118,9 @@ def apply_override(config: dict, path: str, value: Any) -> None:
             raise PresetError(f"override {path!r}: unknown key {'.'.join(keys[: depth + 1])!r}; valid: {valid}")
         node = node[key]
     last = keys[-1]
+    if isinstance(node.get(last), dict) and not isinstance(value, dict) and last not in ("params", "kwargs", "config"):
+        raise PresetError(f"override {path!r}: {last!r} is a table; set one of its keys, "
+                          f"e.g. {path}.{next(iter(node[last]), 'key')}=...")
     open_tables = ("params", "kwargs", "config")
     if last not in node and not (len(keys) >= 2 and keys[-2] in open_tables):
         raise PresetError(f"override {path!r}: unknown key {last!r}; valid: {sorted(node)}")

@@ -77,11 +77,13 @@ class Logger:
     """Writes scalars to TensorBoard and ``metrics.jsonl`` in ``log_dir``; hyperparameters and
     text to TensorBoard text plus ``config.json``/``config.toml``; images as PNGs too."""
 
-    def __init__(self, log_dir: str | Path, *, flush_secs: int = 30) -> None:
+    def __init__(self, log_dir: str | Path, *, flush_secs: int = 30, purge_step: int | None = None) -> None:
+        """`purge_step` (on resume): TensorBoard hides this run's events at steps >= it."""
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.log_dir / "metrics.jsonl"
-        self._writer = SummaryWriter(logdir=str(self.log_dir), flush_secs=flush_secs)
+        self._writer = SummaryWriter(logdir=str(self.log_dir), flush_secs=flush_secs,
+                                     purge_step=purge_step)
         self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
         self._reported_non_finite: set[str] = set()
         self._closed = False

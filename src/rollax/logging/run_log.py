@@ -120,7 +120,8 @@ class RunLog:
             for s, seed_dir in enumerate(self.seed_dirs):
                 truncate_metrics(seed_dir / "metrics.jsonl", step)
                 self.best[s] = _rewind_best(seed_dir / "checkpoints" / "best", step)
-            self.loggers = [Logger(d) for d in self.seed_dirs]
+            # TensorBoard drops this run's events after the checkpoint, as metrics.jsonl does
+            self.loggers = [Logger(d, purge_step=step + 1) for d in self.seed_dirs]
         return state, iteration
 
     def chunk(self, first_iteration: int, steps_per_iteration: int, metrics: dict, episodes, fps: float):
