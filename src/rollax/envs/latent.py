@@ -54,6 +54,9 @@ class LatentEnvParams(environment.EnvParams):
     target_index: int = struct.field(pytree_node=False, default=-1)
 
 
+RENDER_LIMIT = 36  # pictures of an unconditioned env's samples (greedy ones are all alike)
+
+
 class _Frozen:
     """A module split into (graph, weights), or a plain function with no weights."""
 
@@ -199,7 +202,7 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         samples = self.decode(params, self.first_latents(observations, actions))
         images = samples.reshape(samples.shape[0], *self.image_shape)
         if not self._one_hot:
-            return images
+            return images[:RENDER_LIMIT]
         return _rows_by_class(images, self.conditions_of(observations).argmax(-1),
                               self._conditions.shape[0])
 
