@@ -17,6 +17,7 @@ CASES = [
     ("cartpole_reinforce", 475.0, 4),
     ("acrobot_ppo", -100.0, 4),
     ("pendulum_ppo", -250.0, 4),
+    ("gymnasium_cartpole_ppo", 475.0, 4),  # Gymnasium's CartPole through the host collector
 ]
 
 

@@ -46,7 +46,7 @@ def _baselines(args: argparse.Namespace) -> int:
     for experiment in experiments:
         result = train(experiment, progress=not args.quiet)
         means = result.eval_returns.mean(axis=1)
-        ok = all(result.solved)
+        ok = means.mean() >= experiment["env"]["solved_threshold"]  # solved on average over seeds
         failed += not ok
         rows.append(f"{experiment['name']:<24} {experiment['env']['id']:<14} {means.mean():>9.1f} "
                     f"{means.min():>9.1f} {experiment['env']['solved_threshold']:>9.1f} "
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table")
+    p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "
+                       "(PASS: the mean over seeds of the greedy eval return reaches the env's threshold)")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--dir", default="experiments")
     p.add_argument("--quiet", action="store_true")
