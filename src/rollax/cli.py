@@ -42,6 +42,10 @@ def _baselines(args: argparse.Namespace) -> int:
     experiments = [e for e in experiments if "baseline" in e["tags"]]
     if not experiments:
         raise ValueError(f"no experiment in {args.dir} is tagged 'baseline'")
+    for experiment in experiments:
+        if experiment["env"]["solved_threshold"] is None:
+            raise ValueError(f"experiment {experiment['name']!r} is tagged 'baseline' but its env "
+                             "preset sets no solved_threshold")
     rows, failed = [], 0
     for experiment in experiments:
         result = train(experiment, progress=not args.quiet)

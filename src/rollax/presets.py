@@ -19,26 +19,28 @@ from rollax.rl import DPOConfig, GRPOConfig, PPOConfig, REINFORCEConfig
 
 ALGORITHMS = {"ppo": PPOConfig, "reinforce": REINFORCEConfig, "grpo": GRPOConfig, "dpo": DPOConfig}
 
-# Every section's keys and defaults; None marks a required key.
+REQUIRED = object()  # marks a key a preset must set
+
+# Every section's keys and defaults.
 SCHEMA: dict[str, Any] = {
     "name": "",
     "description": "",
     "tags": [],  # "baseline" marks the classic-control validation set run by `rollax baselines`
-    "env": None,
-    "agent": None,
+    "env": REQUIRED,
+    "agent": REQUIRED,
     "seeds": 1,
     # group_size: DPO's samples per prompt, ranked into a (best, worst) pair; GRPO's is
     # agent.config.num_generations
-    "budget": {"total_steps": None, "num_envs": 8, "num_steps": 128, "iterations_per_chunk": 0,
+    "budget": {"total_steps": REQUIRED, "num_envs": 8, "num_steps": 128, "iterations_per_chunk": 0,
                "group_size": 4},
     "eval": {"every_steps": 0, "episodes": 10},
     "logging": {"root": "runs", "enabled": True, "checkpoint": True, "plot": True, "images": True},
     "overrides": {},
 }
-ENV_SCHEMA: dict[str, Any] = {"id": None, "params": {}, "kwargs": {}, "solved_threshold": None,
+ENV_SCHEMA: dict[str, Any] = {"id": REQUIRED, "params": {}, "kwargs": {}, "solved_threshold": None,
                               "description": ""}
 AGENT_SCHEMA: dict[str, Any] = {
-    "algorithm": None,
+    "algorithm": REQUIRED,
     "description": "",
     "config": {},
     "network": {"hidden_sizes": [64, 64], "activation": "tanh", "shared_torso": False,
@@ -72,7 +74,7 @@ def _apply_schema(data: dict, schema: dict, where: str) -> dict:
     out = {}
     for key, default in schema.items():
         if key not in data:
-            if default is None:
+            if default is REQUIRED:
                 raise PresetError(f"{where}: missing required key {key!r}")
             out[key] = copy.deepcopy(default)
         elif isinstance(default, dict) and default and key not in ("params", "kwargs", "config", "overrides"):
