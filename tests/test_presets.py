@@ -34,7 +34,7 @@ def test_unknown_key_in_a_preset_file_lists_the_valid_keys(tmp_path):
     path.write_text(f'env = "{ROOT / "envs" / "cartpole.toml"}"\n'
                     f'agent = "{ROOT / "agents" / "ppo_cartpole.toml"}"\nseedz = 2\n'
                     "[budget]\ntotal_steps = 1000\n")
-    with pytest.raises(PresetError, match=r"'seedz' \(did you mean 'seeds'\?\).*valid keys: \[.*'seeds'"):
+    with pytest.raises(PresetError, match=r"'seedz' \(did you mean 'seeds?'\?\).*valid keys: \[.*'seeds'"):
         load_experiment(path)
     path.write_text(path.read_text().replace("seedz = 2\n", "").replace("total_steps", "total_step"))
     with pytest.raises(PresetError, match=r"\[budget\].*'total_step'.*valid keys"):
@@ -70,3 +70,12 @@ def test_bad_seed_count_and_missing_files_are_errors(tmp_path):
                     "[budget]\ntotal_steps = 1000\n")
     with pytest.raises(PresetError, match=r"env preset 'nope' not found at "):
         load_experiment(path)
+
+
+def test_seed_sets_the_first_of_the_seeds():
+    from rollax.presets import seed_list
+
+    assert seed_list(load_experiment(CARTPOLE, ["seed=3"], seeds=2)) == [3, 4]
+    assert seed_list(load_experiment(CARTPOLE)) == [0]
+    with pytest.raises(PresetError, match="seed must be an integer >= 0, got -1"):
+        load_experiment(CARTPOLE, ["seed=-1"])

@@ -74,6 +74,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from rollax.experiment import Program, make_plan
     from rollax.logging.run_log import restore
+    from rollax.presets import seed_list
 
     run_dir = Path(args.run_dir)
     config_path = next(iter(sorted(run_dir.glob("seed_*/config.json"))), None)
@@ -88,7 +89,7 @@ def _eval(args: argparse.Namespace) -> int:
         program = HostProgram(experiment, plan)
     else:
         program = Program(experiment, plan)
-    seeds = list(range(experiment["seeds"]))
+    seeds = seed_list(experiment)
     state, iteration = restore(run_dir, program.init(seeds), [])
     import jax
 

@@ -25,7 +25,7 @@ from gymnax.environments import spaces
 from rollax.envs import make
 from rollax.networks import build_policy
 from rollax.networks.distributions import log_prob, mode, sample, split_output
-from rollax.presets import algorithm_config
+from rollax.presets import algorithm_config, seed_list
 from rollax.rl import dpo, grpo, ppo, reinforce
 from rollax.rl.trainer import evaluate_policy, sequence_sum
 from rollax.rollout.collector import action_space_kind, collect, evaluate, init_rollout
@@ -184,9 +184,9 @@ class Program:
         model, optimizer = nnx.eval_shape(abstract_model_and_optimizer)
         self.graphdef, _ = nnx.split((model, optimizer))
         self.model_graphdef, _ = nnx.split(model)
-        self.run_chunk = jax.jit(jax.vmap(self._chunk), donate_argnums=0)
-        self.evaluate = jax.jit(jax.vmap(self._evaluate))
-        self._init = jax.jit(jax.vmap(self._init_one))
+        self.run_chunk = jax.jit(over_seeds(self._chunk), donate_argnums=0)
+        self.evaluate = jax.jit(over_seeds(self._evaluate))
+        self._init = jax.jit(over_seeds(self._init_one))
 
     def _build(self, key: jax.Array) -> nnx.Module:
         return build_model(self.experiment, self.plan, key)
@@ -207,18 +207,19 @@ class Program:
                 "rollout": rollout, "key": key}
 
     def compile(self, seeds: list[int]) -> tuple[tuple[Future, Future], float]:
-        """Compile the chunk, then the evaluation, from abstract shapes in a background thread.
+        """Trace the chunk and the evaluation here, compile them in a background thread.
 
-        The caller initialises while the chunk compiles and trains while the evaluation
-        compiles, so on two cores the evaluation's compile costs no wall time. Returns the two
-        futures and the start time.
+        Tracing is Python and holds the GIL, so it runs first, on the caller's thread; XLA's
+        compile releases it, so the caller initialises and imports while the chunk compiles,
+        and trains while the evaluation compiles. Returns the two futures and the start time.
         """
-        abstract = jax.eval_shape(self._init, jnp.asarray(seeds))
-        keys = jax.eval_shape(eval_keys, seeds, 0)
         start = time.perf_counter()
+        abstract = jax.eval_shape(self._init, jnp.asarray(seeds))
+        chunk = self.run_chunk.lower(abstract)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollax-compile")
-        jobs = (pool.submit(lambda: self.run_chunk.lower(abstract).compile()),
-                pool.submit(lambda: self.evaluate.lower(abstract, keys).compile()))
+        chunk_job = pool.submit(chunk.compile)
+        evaluation = self.evaluate.lower(abstract, jax.eval_shape(eval_keys, seeds, 0))
+        jobs = (chunk_job, pool.submit(evaluation.compile))
         pool.shutdown(wait=False)
         return jobs, start
 
@@ -308,7 +309,18 @@ class Program:
             model, _ = nnx.merge(self.graphdef, seed_state["train"])
             return self._env_hook(model, key, "render")
 
-        return jax.jit(jax.vmap(one))(state, keys)
+        return jax.jit(over_seeds(one))(state, keys)
+
+
+def over_seeds(fn):
+    """`jax.vmap` over the leading seed axis of every argument; one seed calls `fn` directly,
+    since a vmap of size 1 only adds compile time."""
+    def batched(*args):
+        if jax.tree.leaves(args)[0].shape[0] == 1:
+            return jax.tree.map(lambda x: x[None], fn(*jax.tree.map(lambda x: x[0], args)))
+        return jax.vmap(fn)(*args)
+
+    return batched
 
 
 def eval_keys(seeds: list[int] | jax.Array, index: int) -> jax.Array:
@@ -375,7 +387,7 @@ def train(
     the chunk reaching that env step) with a checkpoint, as a signal would, for later resuming.
     """
     plan = make_plan(experiment)
-    seeds = list(range(experiment["seeds"]))
+    seeds = seed_list(experiment)
     if plan.host_env_id is not None:
         from rollax.host_program import HostProgram
 

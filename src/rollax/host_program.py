@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rollax.experiment import UPDATES, Plan, Program
+from rollax.experiment import UPDATES, Plan, Program, over_seeds
 from rollax.rollout.host_collector import make_host
 
 
@@ -34,7 +34,7 @@ class HostProgram(Program):
         self.collectors = []
         config, graphdef = plan.config, self.graphdef
         update = UPDATES[plan.algorithm]
-        self._update = jax.jit(jax.vmap(
+        self._update = jax.jit(over_seeds(
             lambda state, batch, key: update(graphdef, state, batch, key, config, {})))
         self.run_chunk, self.evaluate = self._host_chunk, self._host_evaluate
 

@@ -29,6 +29,7 @@ SCHEMA: dict[str, Any] = {
     "env": REQUIRED,
     "agent": REQUIRED,
     "seeds": 1,
+    "seed": 0,  # the first seed: a run trains seeds seed, seed+1, ..., seed+seeds-1
     # group_size: DPO's samples per prompt, ranked into a (best, worst) pair; GRPO's is
     # agent.config.num_generations
     "budget": {"total_steps": REQUIRED, "num_envs": 8, "num_steps": 128, "iterations_per_chunk": 0,
@@ -142,6 +143,11 @@ def algorithm_config(agent: dict) -> Any:
     return config_class(**agent["config"])
 
 
+def seed_list(experiment: dict) -> list[int]:
+    """The seeds a run trains: `seed, seed + 1, ..., seed + seeds - 1`."""
+    return list(range(experiment["seed"], experiment["seed"] + experiment["seeds"]))
+
+
 def load_experiment(path: str | Path, overrides: list[str] = (), seeds: int | None = None) -> dict:
     """Read an experiment preset with its env and agent presets; apply overrides; validate."""
     path = Path(path)
@@ -174,6 +180,8 @@ def _positive_int(value: Any, where: str) -> None:
 def validate(experiment: dict) -> None:
     """Check values that the schema cannot: counts, the optimizer, the algorithm config."""
     _positive_int(experiment["seeds"], "seeds")
+    if not isinstance(experiment["seed"], int) or experiment["seed"] < 0:
+        raise PresetError(f"seed must be an integer >= 0, got {experiment['seed']!r}")
     budget = experiment["budget"]
     for key in ("total_steps", "num_envs", "num_steps"):
         _positive_int(budget[key], f"budget.{key}")
