@@ -86,17 +86,13 @@ def collect(
     def one_step(carry: RolloutState, step_key: jax.Array):
         policy = nnx.merge(graphdef, params)
         action_key, env_key = jax.random.split(step_key)
-        policy_output, value = split_output(policy(carry.obs), discrete)
+        policy_output, _ = split_output(policy(carry.obs), discrete)  # the critic is DCE'd here
         actions = sample(policy_output, action_key, discrete)
         env_actions = actions if discrete else jnp.clip(actions, action_space.low, action_space.high)
         next_obs, env_state, rewards, terminated, truncated, info = step_batch(
             jax.random.split(env_key, num_envs), carry.env_state, env_actions, env_params
         )
         rewards = rewards.astype(jnp.float32)
-        if value is None:
-            value = bootstrap_value = jnp.zeros((num_envs,), jnp.float32)
-        else:
-            _, bootstrap_value = split_output(policy(info["final_observation"]), discrete)
         dones = jnp.logical_or(terminated, truncated)
         episode_return = carry.episode_return + rewards
         episode_length = carry.episode_length + 1
@@ -107,8 +103,8 @@ def collect(
             terminated=terminated,
             truncated=truncated,
             log_probs=log_prob(policy_output, actions, discrete),
-            values=value,
-            bootstrap_values=bootstrap_value,
+            values=rewards,  # placeholders: the critic runs once, after the scan
+            bootstrap_values=rewards,
             episode_returns=jnp.where(dones, episode_return, 0.0),
             episode_lengths=jnp.where(dones, episode_length, 0),
         )
@@ -118,9 +114,26 @@ def collect(
             episode_return=jnp.where(dones, 0.0, episode_return),
             episode_length=jnp.where(dones, 0, episode_length),
         )
-        return carry, transition
+        return carry, (transition, info["final_observation"])
 
-    return jax.lax.scan(one_step, rollout_state, jax.random.split(key, num_steps))
+    rollout_state, (trajectory, final_observations) = jax.lax.scan(
+        one_step, rollout_state, jax.random.split(key, num_steps)
+    )
+    # V(s_t) and V(true next observation) in two batched passes over [T * N] observations:
+    # much cheaper on CPU than a critic call inside every step, and the same parameters.
+    values = _critic_values(model, trajectory.observations, discrete)
+    bootstrap_values = _critic_values(model, final_observations, discrete)
+    return rollout_state, trajectory.replace(values=values, bootstrap_values=bootstrap_values)
+
+
+def _critic_values(model: nnx.Module, observations: jax.Array, discrete: bool) -> jax.Array:
+    """V of `[T, N, ...]` observations as `[T, N]` (zeros for a model without a critic)."""
+    steps, num_envs = observations.shape[:2]
+    flat = observations.reshape(steps * num_envs, *observations.shape[2:])
+    _, values = split_output(model(flat), discrete)
+    if values is None:
+        return jnp.zeros((steps, num_envs), jnp.float32)
+    return values.reshape(steps, num_envs)
 
 
 def evaluate(
