@@ -167,8 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rollax.experiment import TrainingDiverged
+
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, PermissionError) as err:
         print(f"rollax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:  # names the iteration, seed and metric; logs are saved
+        print(f"rollax {args.command}: training diverged: {err}", file=sys.stderr)
+        return 1
