@@ -50,12 +50,15 @@ def _baselines(args: argparse.Namespace) -> int:
     for experiment in experiments:
         result = train(experiment, progress=not args.quiet)
         means = result.eval_returns.mean(axis=1)
-        ok = means.mean() >= experiment["env"]["solved_threshold"]  # solved on average over seeds
+        threshold = experiment["env"]["solved_threshold"]
+        solved = int((means >= threshold).sum())
+        ok = solved >= 0.8 * len(means)  # e.g. 4 of 5 seeds, as the baseline targets are stated
         failed += not ok
         rows.append(f"{experiment['name']:<24} {experiment['env']['id']:<14} {means.mean():>9.1f} "
-                    f"{means.min():>9.1f} {experiment['env']['solved_threshold']:>9.1f} "
+                    f"{means.min():>9.1f} {threshold:>9.1f} {solved:>3}/{len(means):<3} "
                     f"{result.compile_seconds + result.train_seconds:>8.1f}  {'PASS' if ok else 'FAIL'}")
-    print(f"{'experiment':<24} {'env':<14} {'mean':>9} {'worst':>9} {'threshold':>9} {'wall s':>8}  result")
+    print(f"{'experiment':<24} {'env':<14} {'mean':>9} {'worst':>9} {'threshold':>9} {'solved':>7} "
+          f"{'wall s':>8}  result")
     print("\n".join(rows))
     return 1 if failed else 0
 
@@ -136,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "
-                       "(PASS: the mean over seeds of the greedy eval return reaches the env's threshold)")
+                       "(PASS: at least 80%% of the seeds reach the env's threshold with their greedy eval return)")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--dir", default="experiments")
     p.add_argument("--quiet", action="store_true")
