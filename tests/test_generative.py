@@ -27,15 +27,6 @@ from rollax.generative import (
 from rollax.generative import pretrained as pretrained_module
 
 
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory):
-    """One cache dir per test session (same path in every generative test file)."""
-    path = tmp_path_factory.getbasetemp() / "rollax_models"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROLLAX_CACHE_DIR", str(path))
-        yield path
-
-
 @pytest.fixture(scope="module")
 def models(shared_cache):
     return {name: load_pretrained(name) for name in ("classifier", "vae", "gan")}

@@ -26,15 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ("vae_ppo", "vae_grpo", "gan_reinforce", "vae_dpo")
 
 
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory):
-    """One cache dir per test session (same path in every generative test file)."""
-    path = tmp_path_factory.getbasetemp() / "rollax_models"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROLLAX_CACHE_DIR", str(path))
-        yield path
-
-
 @pytest.fixture(scope="module")
 def digit_env(shared_cache):
     return rollax.envs.make("rollax/VAEDigit-v0")

@@ -22,15 +22,6 @@ from rollax.generative import encoder_policy, load_digits_split, load_pretrained
 LATENT = 8
 
 
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory):
-    """One cache dir per test session (same path in every generative test file)."""
-    path = tmp_path_factory.getbasetemp() / "rollax_models"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROLLAX_CACHE_DIR", str(path))
-        yield path
-
-
 @pytest.fixture(scope="module")
 def digit_env(shared_cache):
     return rollax.envs.make("rollax/VAEDigit-v0")
