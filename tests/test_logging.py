@@ -126,8 +126,10 @@ def test_images_grid_goes_to_png_and_tensorboard(tmp_path):
     images[1] = 1.0  # second tile white, others black
     with Logger(tmp_path) as logger:
         png = logger.log_images("samples/digits", images, 7)
+    scale = 256 // (2 * 5 + 1)  # small grids are enlarged (nearest neighbour) in the PNG
     grid = matplotlib.image.imread(png)
-    assert grid.shape[:2] == (2 * 4 + 1, 2 * 5 + 1)  # 2x2 grid, 1 px padding
+    assert grid.shape[:2] == ((2 * 4 + 1) * scale, (2 * 5 + 1) * scale)  # 2x2 grid, 1 px padding
+    grid = grid[::scale, ::scale]
     assert np.all(grid[:4, :5, :3] == 0) and np.all(grid[:4, 6:11, :3] == 1)
     tags = [(v.tag, e.step) for e in read_events(tmp_path) for v in e.summary.value
             if v.HasField("image")]

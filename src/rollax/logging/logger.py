@@ -157,7 +157,8 @@ class Logger:
         self._writer.add_image(tag, grid, global_step=step, dataformats="HWC")
         png = self.log_dir / "images" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', tag)}_{step}.png"
         png.parent.mkdir(exist_ok=True)
-        matplotlib.image.imsave(png, grid)
+        scale = max(1, 256 // max(grid.shape[:2]))  # 8x8 digits: enlarge (nearest) to be seen
+        matplotlib.image.imsave(png, grid.repeat(scale, axis=0).repeat(scale, axis=1))
         return png
 
     # -- lifecycle ---------------------------------------------------------------------------
