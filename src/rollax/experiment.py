@@ -28,7 +28,7 @@ from rollax.networks.distributions import log_prob, mode, sample, split_output
 from rollax.presets import algorithm_config, seed_list
 from rollax.rl import dpo, grpo, ppo, reinforce
 from rollax.rl.trainer import evaluate_policy, sequence_sum
-from rollax.rollout.collector import action_space_kind, collect, evaluate, init_rollout
+from rollax.rollout.collector import collect, env_actions, evaluate, init_rollout
 from rollax.rollout.host_collector import is_host_env_id, make_host
 
 UPDATES = {"ppo": ppo.update, "reinforce": reinforce.update, "grpo": grpo.update, "dpo": dpo.update}
@@ -187,6 +187,7 @@ class Program:
         self.run_chunk = jax.jit(over_seeds(self._chunk), donate_argnums=0)
         self.evaluate = jax.jit(over_seeds(self._evaluate))
         self._init = jax.jit(over_seeds(self._init_one))
+        self._render = jax.jit(over_seeds(self._render_one))  # compiled once: before and after
 
     def _build(self, key: jax.Array) -> nnx.Module:
         return build_model(self.experiment, self.plan, key)
@@ -251,10 +252,9 @@ class Program:
         obs, env_state = repeat(obs), jax.tree.map(repeat, env_state)
         policy_output, _ = split_output(model(obs), plan.discrete)
         actions = sample(policy_output, action_key, plan.discrete)
-        _, action_space = action_space_kind(env, params)
-        env_actions = actions if plan.discrete else jnp.clip(actions, action_space.low, action_space.high)
         rewards = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            jax.random.split(step_key, prompts * size), env_state, env_actions, params)[2]
+            jax.random.split(step_key, prompts * size), env_state,
+            env_actions(actions, plan.action_space, plan.discrete), params)[2]
         rewards = rewards.astype(jnp.float32)
         reference = nnx.merge(self.model_graphdef, reference_state)
         if plan.algorithm == "grpo":
@@ -304,12 +304,11 @@ class Program:
         """Images `[S, B, H, W]` of greedy samples per seed, or None when the env cannot render."""
         if getattr(self.plan.env, "render", None) is None:
             return None
+        return self._render(state, keys)
 
-        def one(seed_state, key):
-            model, _ = nnx.merge(self.graphdef, seed_state["train"])
-            return self._env_hook(model, key, "render")
-
-        return jax.jit(over_seeds(one))(state, keys)
+    def _render_one(self, seed_state: dict, key: jax.Array):
+        model, _ = nnx.merge(self.graphdef, seed_state["train"])
+        return self._env_hook(model, key, "render")
 
 
 def over_seeds(fn):

@@ -45,6 +45,12 @@ def action_space_kind(env: Environment, env_params: Any) -> tuple[bool, Any]:
     raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
 
 
+def env_actions(actions: jax.Array, action_space: Any, discrete: bool) -> jax.Array:
+    """What the env is stepped with: discrete actions as they are, continuous ones clipped to
+    the Box (the trajectory keeps the unclipped sample, whose log-prob the trainers use)."""
+    return actions if discrete else jnp.clip(actions, action_space.low, action_space.high)
+
+
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -88,9 +94,9 @@ def collect(
         action_key, env_key = jax.random.split(step_key)
         policy_output, _ = split_output(policy(carry.obs), discrete)  # the critic is DCE'd here
         actions = sample(policy_output, action_key, discrete)
-        env_actions = actions if discrete else jnp.clip(actions, action_space.low, action_space.high)
         next_obs, env_state, rewards, terminated, truncated, info = step_batch(
-            jax.random.split(env_key, num_envs), carry.env_state, env_actions, env_params
+            jax.random.split(env_key, num_envs), carry.env_state,
+            env_actions(actions, action_space, discrete), env_params
         )
         rewards = rewards.astype(jnp.float32)
         dones = jnp.logical_or(terminated, truncated)
@@ -160,9 +166,7 @@ def evaluate(
     def one_step(carry, step_key):
         env_state, obs, returns, finished = carry
         policy_output, _ = split_output(nnx.merge(graphdef, params)(obs), discrete)
-        actions = mode(policy_output, discrete)
-        if not discrete:
-            actions = jnp.clip(actions, action_space.low, action_space.high)
+        actions = env_actions(mode(policy_output, discrete), action_space, discrete)
         obs, env_state, rewards, terminated, truncated, _ = step_batch(
             jax.random.split(step_key, num_envs), env_state, actions, env_params
         )
