@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import json, sys
-from rollax.experiment import enable_compilation_cache, train
+from rollax.cache import enable_compilation_cache
 from rollax.presets import load_experiment
-experiment = load_experiment(sys.argv[1], seeds=int(sys.argv[2]))
-experiment["logging"]["enabled"] = False
+from rollax.run import train
+experiment = load_experiment(sys.argv[1], ["logging.enabled=false"], seeds=int(sys.argv[2]))
 enable_compilation_cache()
 result = train(experiment, progress=False)
 print(json.dumps({"compile": result.compile_seconds, "train": result.train_seconds,

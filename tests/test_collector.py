@@ -39,12 +39,12 @@ def reference_rollout(model, env, params, reset_key, chunk_keys, num_envs, num_s
             output = model(jnp.asarray(np.stack(obs)))
             policy_output, value = output if isinstance(output, tuple) else (output, None)
             if discrete:
-                logits = np.asarray(policy_output)
-                actions = np.asarray(jax.random.categorical(action_key, policy_output, axis=-1))
+                logits = np.asarray(policy_output.logits)
+                actions = np.asarray(jax.random.categorical(action_key, policy_output.logits, axis=-1))
                 log_probs = numpy_log_softmax(logits)[np.arange(num_envs), actions]
                 env_actions = actions
             else:
-                mean, log_std = (np.asarray(x) for x in policy_output)
+                mean, log_std = np.asarray(policy_output.mean), np.asarray(policy_output.log_std)
                 noise = np.asarray(jax.random.normal(action_key, mean.shape))
                 actions = mean + np.exp(log_std) * noise
                 log_probs = np.sum(-0.5 * noise**2 - log_std - 0.5 * np.log(2 * np.pi), axis=-1)
@@ -164,8 +164,8 @@ def reference_greedy_returns(model, env, params, key, num_envs, max_steps):
         obs, state = env.reset(reset_keys[i], params)
         total = 0.0
         for t in range(max_steps):
-            policy_output = model(obs[None])[0]
-            action = int(np.argmax(policy_output[0]))
+            distribution = model(obs[None])[0]
+            action = int(np.argmax(distribution.logits[0]))
             env_key = jax.random.split(step_keys[t], num_envs)[i]
             obs, state, reward, terminated, truncated, _ = env.step(env_key, state, action, params)
             total += float(reward)

@@ -18,15 +18,12 @@ from test_logging import read_jsonl, scalar_events
 
 os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
 
-from rollax.experiment import (
-    TrainingDiverged,
-    build_model,
-    enable_compilation_cache,
-    make_plan,
-    train,
-)
+from rollax.cache import enable_compilation_cache
 from rollax.logging import available_steps, load_checkpoint
 from rollax.presets import load_experiment
+from rollax.run import TrainingDiverged, train
+from rollax.run.learner import build_model
+from rollax.run.plan import make_plan
 
 enable_compilation_cache()  # the runs below share one program shape: compile it once
 
@@ -43,7 +40,7 @@ EPISODE_TAGS = ["rollout/ep_rew_mean", "rollout/ep_len_mean", "charts/episodic_r
                 "charts/episodic_length"]
 
 
-def tiny_experiment(root: Path, *extra: str, seeds: int = 2) -> dict:
+def tiny_experiment(root: Path, *extra: str, seeds: int = 2):
     return load_experiment(ROOT / "experiments" / "cartpole_ppo.toml",
                            [*TINY, f"logging.root='{root}'", *extra], seeds=seeds)
 
@@ -102,7 +99,7 @@ def test_config_results_and_plot_are_written(full_run):
     experiment, result = full_run
     for seed in (0, 1):
         config = json.loads((result.run_dir / f"seed_{seed}" / "config.json").read_text())
-        assert config == json.loads(json.dumps(experiment))
+        assert config == json.loads(json.dumps(experiment.to_dict()))
     results = json.loads((result.run_dir / "results.json").read_text())
     assert results["seeds"] == [0, 1] and results["env_steps"] == TOTAL
     np.testing.assert_allclose(results["eval_mean_return"], result.eval_returns.mean(axis=1))
@@ -124,16 +121,16 @@ def test_best_checkpoint_holds_the_best_evaluation_and_loads_into_the_model(full
         best_step = next(s for s, v in evals if v == best_value)  # saved on strict improvement
         best_dir = seed_dir / "checkpoints" / "best"
         assert available_steps(best_dir) == [best_step]
-        model = build_model(experiment, plan, jax.random.key(123))
+        model = build_model(experiment.agent, plan, jax.random.key(123))
         params, metadata = load_checkpoint(best_dir, target=nnx.state(model, nnx.Param))
         assert metadata["eval_mean_reward"] == pytest.approx(best_value)
         nnx.update(model, params)
         if best_step == TOTAL:  # the best model is the final one: same arrays as the run's end
             final, _ = load_checkpoint(result.run_dir / "checkpoints")
-            kernel = final["train"]["0"]["policy_head"]["kernel"][seed]
+            kernel = final["train"]["model_optimizer"]["0"]["policy_head"]["kernel"][seed]
             np.testing.assert_array_equal(np.asarray(model.policy_head.kernel[...]), kernel)
-        logits, _value = model(np.zeros((3, 4), np.float32))
-        assert logits.shape == (3, 2) and np.all(np.isfinite(logits))
+        distribution, _value = model(np.zeros((3, 4), np.float32))
+        assert distribution.logits.shape == (3, 2) and np.all(np.isfinite(distribution.logits))
 
 
 def test_resume_after_a_stop_matches_an_uninterrupted_run(full_run, tmp_path):

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rollax.experiment import train
 from rollax.presets import load_experiment
+from rollax.run import train
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -24,8 +24,7 @@ CASES = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "threshold", "required"), CASES, ids=[c[0] for c in CASES])
 def test_baseline_learns_across_five_seeds(name, threshold, required, capsys):
-    experiment = load_experiment(EXPERIMENTS / f"{name}.toml", seeds=5)
-    experiment["logging"]["enabled"] = False
+    experiment = load_experiment(EXPERIMENTS / f"{name}.toml", ["logging.enabled=false"], seeds=5)
     start = time.perf_counter()
     result = train(experiment, progress=False)
     wall = time.perf_counter() - start

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import rollax.envs
-from rollax.experiment import Program, eval_keys, make_plan, train
 from rollax.generative import (
     JUDGE_CONFIG,
     VAERealismReward,
@@ -21,6 +20,9 @@ from rollax.generative import (
     real_digit_realism,
 )
 from rollax.presets import load_experiment
+from rollax.run import train
+from rollax.run.program import make_program
+from rollax.run.seeds import eval_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ("vae_ppo", "vae_grpo", "gan_reinforce", "vae_dpo")
@@ -111,7 +113,7 @@ def test_evaluation_metrics_reject_wrong_action_shape(digit_env):
         env.evaluation_metrics(params, _reset(env, params, 4), jnp.zeros((4, 5)))
 
 
-def _load(name: str, seeds: int, tmp_path: Path, *sets: str) -> dict:
+def _load(name: str, seeds: int, tmp_path: Path, *sets: str):
     return load_experiment(ROOT / "experiments" / f"{name}.toml", seeds=seeds,
                            overrides=[f"logging.root='{tmp_path}'", *sets])
 
@@ -137,7 +139,7 @@ def _before_and_after(name: str, tmp_path: Path) -> tuple[dict, dict, Path]:
     """Judge metrics `{name: [5]}` of the initial policies and of the trained ones, run dir."""
     experiment = _load(name, 5, tmp_path)
     seeds = list(range(5))
-    program = Program(experiment, make_plan(experiment))
+    _, program = make_program(experiment)
     _, before = jax.device_get(program.evaluate(program.init(seeds), eval_keys(seeds, 0)))
     result = train(experiment, progress=False)
     print(name, {k: (np.round(before[k], 3), np.round(v, 3)) for k, v in result.eval_metrics.items()})

@@ -166,7 +166,7 @@ def test_reconstruction_env_reward_and_encoder_policy(shared_cache, models):
     assert obs.shape == (64, 64)
     assert all(np.any(np.all(train == row, axis=1)) for row in np.asarray(obs[:8]))
     policy = encoder_policy(vae)
-    mean_actions, _ = policy(obs)
+    mean_actions = policy(obs).mean
     step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     reward = step(keys, state, mean_actions, params)[2]
     recon = np.asarray(vae.decoder(jnp.clip(mean_actions, -3, 3)))

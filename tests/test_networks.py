@@ -8,7 +8,7 @@ from flax import nnx
 from gymnax.environments import spaces
 
 from rollax.networks import GaussianParams, build_policy
-from rollax.networks.distributions import split_output
+from rollax.networks.distributions import Categorical, TokenCategorical, as_distribution
 
 BOX4 = spaces.Box(-1.0, 1.0, (4,), jnp.float32)
 DISCRETE2 = spaces.Discrete(2)
@@ -25,9 +25,10 @@ def num_params(model):
 
 def test_discrete_actor_critic_shapes():
     model = build_policy(BOX4, DISCRETE2, rngs=nnx.Rngs(0))
-    logits, value = model(jnp.ones((5, 4)))
-    assert logits.shape == (5, 2) and value.shape == (5,)
-    assert split_output(model(jnp.ones((5, 4))), discrete=True)[1].shape == (5,)
+    distribution, value = model(jnp.ones((5, 4)))
+    assert isinstance(distribution, Categorical)
+    assert distribution.logits.shape == (5, 2) and value.shape == (5,)
+    assert as_distribution(model(jnp.ones((5, 4))))[1].shape == (5,)
 
 
 def test_continuous_actor_critic_shapes_and_log_std():
@@ -42,8 +43,8 @@ def test_continuous_actor_critic_shapes_and_log_std():
 
 
 def test_actor_only_returns_policy_output():
-    logits = build_policy(BOX4, DISCRETE2, critic=False, rngs=nnx.Rngs(0))(jnp.ones((5, 4)))
-    assert isinstance(logits, jax.Array) and logits.shape == (5, 2)
+    categorical = build_policy(BOX4, DISCRETE2, critic=False, rngs=nnx.Rngs(0))(jnp.ones((5, 4)))
+    assert isinstance(categorical, Categorical) and categorical.logits.shape == (5, 2)
     gaussian = build_policy(BOX4, BOX_ACTION3, critic=False, rngs=nnx.Rngs(0))(jnp.ones((4,)))
     assert isinstance(gaussian, GaussianParams) and gaussian.mean.shape == (3,)
 
@@ -51,14 +52,15 @@ def test_actor_only_returns_policy_output():
 def test_image_observations_are_flattened():
     minatar_like = spaces.Box(0.0, 1.0, (10, 10, 4), jnp.bool_)
     model = build_policy(minatar_like, spaces.Discrete(6), hidden_sizes=(16,), rngs=nnx.Rngs(0))
-    logits, value = model(jnp.zeros((2, 3, 10, 10, 4), bool))
-    assert logits.shape == (2, 3, 6) and value.shape == (2, 3)
+    distribution, value = model(jnp.zeros((2, 3, 10, 10, 4), bool))
+    assert distribution.logits.shape == (2, 3, 6) and value.shape == (2, 3)
     assert params_of(model)["actor_torso"]["layers"][0]["kernel"].shape == (400, 16)
 
 
 def test_discrete_observations_are_one_hot():
     model = build_policy(spaces.Discrete(5), DISCRETE2, hidden_sizes=(8,), rngs=nnx.Rngs(0))
-    logits, value = model(jnp.array([0, 3, 4]))
+    distribution, value = model(jnp.array([0, 3, 4]))
+    logits = distribution.logits
     assert logits.shape == (3, 2) and value.shape == (3,)
     kernel = params_of(model)["actor_torso"]["layers"][0]["kernel"]
     expected_hidden = np.tanh(kernel[3])  # one-hot row selects a kernel row; bias is zero
@@ -118,7 +120,8 @@ def test_forward_matches_numpy(activation, numpy_activation, shared_torso):
     critic = actor if shared_torso else numpy_mlp(
         x, params["critic_torso"]["layers"].values(), numpy_activation
     )
-    (mean, log_std), value = model(jnp.asarray(x))
+    gaussian, value = model(jnp.asarray(x))
+    mean, log_std = gaussian.mean, gaussian.log_std
     head = params["policy_head"]
     np.testing.assert_allclose(mean, actor @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(log_std, np.broadcast_to(params["log_std"], (6, 3)))
@@ -142,3 +145,43 @@ def test_observation_shape_mismatch_raises():
     model = build_policy(BOX4, DISCRETE2, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"\(5, 3\)"):
         model(jnp.ones((5, 3)))
+
+
+def test_distributions_match_numpy_formulas():
+    """log_prob/entropy/mode of each distribution against closed forms in NumPy."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 3)).astype(np.float32)
+    actions = np.array([0, 2, 1, 2])
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    categorical = Categorical(jnp.asarray(logits))
+    np.testing.assert_allclose(categorical.log_prob(jnp.asarray(actions)),
+                               log_softmax[np.arange(4), actions], rtol=1e-5)
+    np.testing.assert_allclose(categorical.entropy(), -(np.exp(log_softmax) * log_softmax).sum(-1),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(categorical.mode(), logits.argmax(-1))
+
+    mean, log_std = rng.normal(size=(4, 2)), np.array([-0.5, 0.3])
+    x = rng.normal(size=(4, 2))
+    gaussian = GaussianParams(jnp.asarray(mean, jnp.float32), jnp.asarray(log_std, jnp.float32))
+    expected = (-0.5 * ((x - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+    np.testing.assert_allclose(gaussian.log_prob(jnp.asarray(x, jnp.float32)), expected, rtol=1e-5)
+    np.testing.assert_allclose(gaussian.entropy(), np.full(4, (log_std + 0.5 * np.log(2 * np.pi * np.e)).sum()),
+                               rtol=1e-5)
+
+    token_logits = rng.normal(size=(2, 3, 5)).astype(np.float32)
+    tokens, mask = np.array([[1, 4, 0], [2, 2, 3]]), np.array([[True, True, False], [True, False, False]])
+    token_log_softmax = token_logits - np.log(np.exp(token_logits).sum(-1, keepdims=True))
+    per_token = np.take_along_axis(token_log_softmax, tokens[..., None], -1)[..., 0]
+    token = TokenCategorical(jnp.asarray(token_logits), jnp.asarray(mask))
+    np.testing.assert_allclose(token.sequence_log_prob(jnp.asarray(tokens)),
+                               np.where(mask, per_token, 0.0).sum(-1), rtol=1e-5)
+
+
+def test_raw_outputs_are_read_by_the_hint():
+    logits, value = jnp.ones((3, 2)), jnp.zeros((3, 1))
+    distribution, v = as_distribution((logits, value), discrete=True)
+    assert isinstance(distribution, Categorical) and v.shape == (3,)
+    distribution, v = as_distribution((logits, value[:, 0] + 0.1), discrete=False)
+    assert isinstance(distribution, GaussianParams) and v is None
+    with pytest.raises(ValueError, match="pair of arrays"):
+        as_distribution((logits, value))

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from rollax.presets import ALGORITHMS, PresetError, load_experiment, parse_override
+from rollax.presets import PresetError, load_experiment, parse_override
+from rollax.rl.registry import ALGORITHMS
 
 ROOT = Path(__file__).resolve().parent.parent
 CARTPOLE = ROOT / "experiments" / "cartpole_ppo.toml"
@@ -13,18 +14,18 @@ CARTPOLE = ROOT / "experiments" / "cartpole_ppo.toml"
 def test_shipped_experiments_load_with_their_env_and_agent_presets():
     for path in sorted((ROOT / "experiments").glob("*.toml")):
         experiment = load_experiment(path)
-        assert experiment["name"] == path.stem
-        assert experiment["env"]["id"] and experiment["agent"]["algorithm"] in ALGORITHMS
+        assert experiment.name == path.stem
+        assert experiment.env.id and experiment.agent.algorithm in ALGORITHMS
 
 
 def test_overrides_reach_nested_keys_as_toml_values():
     experiment = load_experiment(CARTPOLE, ["agent.config.clip_param=0.1", "budget.num_envs=4",
                                             "agent.network.hidden_sizes=[16, 8]",
                                             "logging.root=somewhere"], seeds=3)
-    assert experiment["agent"]["config"]["clip_param"] == 0.1
-    assert experiment["budget"]["num_envs"] == 4 and experiment["seeds"] == 3
-    assert experiment["agent"]["network"]["hidden_sizes"] == [16, 8]
-    assert experiment["logging"]["root"] == "somewhere"  # a bare word is a string
+    assert experiment.agent.config.clip_param == 0.1
+    assert experiment.budget.num_envs == 4 and experiment.seeds == 3
+    assert experiment.agent.network.hidden_sizes == (16, 8)
+    assert experiment.logging.root == "somewhere"  # a bare word is a string
     assert parse_override("a.b = 1e3") == ("a.b", 1000.0)
 
 
@@ -47,7 +48,7 @@ def test_unknown_key_in_a_preset_file_lists_the_valid_keys(tmp_path):
     ("agent.config.clip_parm=0.1", r"unknown PPOConfig field\(s\) \['clip_parm'\]"),
     ("agent.config.clip_param=-1", r"clip_param"),
     ("agent.config.gamma=1.5", r"gamma"),
-    ("agent.algorithm=a2c", r"unknown algorithm 'a2c'; valid: \['dpo', 'grpo', 'ppo', 'reinforce'\]"),
+    ("agent.algorithm=a2c", r"agent.algorithm: unknown algorithm 'a2c'; valid: \['dpo', 'grpo', 'ppo', 'reinforce', 'rloo'\]"),
     ("budget.total_steps=10", r"budget.total_steps=10 is smaller than one iteration"),
     ("budget.num_envs=0", r"budget.num_envs must be an integer >= 1, got 0"),
     ("agent.optimizer.name=lion", r"agent.optimizer.name='lion'"),
@@ -73,9 +74,7 @@ def test_bad_seed_count_and_missing_files_are_errors(tmp_path):
 
 
 def test_seed_sets_the_first_of_the_seeds():
-    from rollax.presets import seed_list
-
-    assert seed_list(load_experiment(CARTPOLE, ["seed=3"], seeds=2)) == [3, 4]
-    assert seed_list(load_experiment(CARTPOLE)) == [0]
+    assert load_experiment(CARTPOLE, ["seed=3"], seeds=2).seed_list == [3, 4]
+    assert load_experiment(CARTPOLE).seed_list == [0]
     with pytest.raises(PresetError, match="seed must be an integer >= 0, got -1"):
         load_experiment(CARTPOLE, ["seed=-1"])

@@ -13,10 +13,13 @@ from flax import nnx
 
 os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
 
-from rollax.experiment import build_model, enable_compilation_cache, make_plan, train
+from rollax.cache import enable_compilation_cache
 from rollax.logging import load_checkpoint
-from rollax.networks.distributions import split_output
+from rollax.networks.distributions import as_distribution
 from rollax.presets import load_experiment
+from rollax.run import train
+from rollax.run.learner import build_model
+from rollax.run.plan import make_plan
 
 enable_compilation_cache()
 
@@ -35,11 +38,11 @@ def trained_model(tmp_path: Path, env_id: str, algorithm: str, total_steps: int,
         "eval.every_steps=0", "eval.episodes=2"])
     result = train(experiment, progress=False)
     plan = make_plan(experiment)
-    model = build_model(experiment, plan, jax.random.key(0))
+    model = build_model(experiment.agent, plan, jax.random.key(0))
     params, _ = load_checkpoint(result.run_dir / "seed_0" / "checkpoints" / "best",
                                 target=nnx.state(model, nnx.Param))
     nnx.update(model, params)
-    return model, plan.discrete
+    return model
 
 
 PPO = "{num_epochs=4, num_minibatches=2}"
@@ -55,7 +58,7 @@ VALUE_CASES = [  # env, PPO config, observations -> closed-form values
                          ids=[c[0].split("/")[1] for c in VALUE_CASES])
 def test_ppo_value_learns_the_closed_form(tmp_path, env_id, config, observations, values):
     steps = 8000 if "Truncation" in env_id else 4000
-    model, _ = trained_model(tmp_path, env_id, "ppo", steps, config)
+    model = trained_model(tmp_path, env_id, "ppo", steps, config)
     _, predicted = model(np.asarray(observations, np.float32)[:, None])
     tolerance = 0.5 if "Truncation" in env_id else 0.1
     np.testing.assert_allclose(np.asarray(predicted), values, atol=tolerance)
@@ -64,15 +67,14 @@ def test_ppo_value_learns_the_closed_form(tmp_path, env_id, config, observations
 @pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
 def test_action_probe_policy_picks_the_rewarded_action(tmp_path, algorithm):
     config = PPO if algorithm == "ppo" else "{}"
-    model, discrete = trained_model(tmp_path, "rollax/ProbeActionReward-v0", algorithm, 4000, config)
+    model = trained_model(tmp_path, "rollax/ProbeActionReward-v0", algorithm, 4000, config)
     output = model(OBS[1:])  # obs +1 -> action 1, obs -1 -> action 0
-    logits, _ = split_output(output, discrete)
-    probabilities = np.asarray(jax.nn.softmax(logits))
+    distribution, _ = as_distribution(output)
+    probabilities = np.asarray(jax.nn.softmax(distribution.logits))
     assert probabilities[0, 1] > 0.9 and probabilities[1, 0] > 0.9, probabilities
 
 
 def test_ppo_continuous_probe_mean_moves_to_the_target(tmp_path):
-    model, discrete = trained_model(tmp_path, "rollax/ProbeContinuousAction-v0", "ppo", 4000, PPO)
-    assert not discrete
-    gaussian, _ = split_output(model(OBS[:1]), discrete)
+    model = trained_model(tmp_path, "rollax/ProbeContinuousAction-v0", "ppo", 4000, PPO)
+    gaussian, _ = as_distribution(model(OBS[:1]))
     np.testing.assert_allclose(np.asarray(gaussian.mean), [[0.5]], atol=0.15)

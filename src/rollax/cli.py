@@ -1,4 +1,4 @@
-"""The `rollax` command line: train, eval, baselines, envs, plot, pretrain."""
+"""The `rollax` command line: train, eval, baselines, presets, envs, plot, pretrain."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rollax.experiment import enable_compilation_cache, train
+    from rollax.cache import enable_compilation_cache
     from rollax.presets import load_experiment
+    from rollax.run import train
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    experiment = load_experiment(args.experiment, args.set, seeds=args.seeds)
+    experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
     if args.no_log:
-        experiment["logging"]["enabled"] = False
+        experiment = experiment.replace(logging={"enabled": False})
     if args.resume:
-        _check_resume(Path(args.resume), experiment)
+        run_dir = Path(args.resume)
+        if not (run_dir / "checkpoints").is_dir():
+            raise FileNotFoundError(f"--resume {run_dir}: no checkpoints/ folder there")
+        experiment = experiment.replace(logging={"root": str(run_dir.parent.parent)})
     enable_compilation_cache()
     result = train(experiment, progress=not args.quiet, resume=args.resume)
     print(result.table())
@@ -26,41 +30,36 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_resume(run_dir: Path, experiment: dict) -> None:
-    if not (run_dir / "checkpoints").is_dir():
-        raise FileNotFoundError(f"--resume {run_dir}: no checkpoints/ folder there")
-    experiment["logging"]["root"] = str(run_dir.parent.parent)
-
-
 def _baselines(args: argparse.Namespace) -> int:
-    from rollax.experiment import enable_compilation_cache, train
-    from rollax.presets import load_experiment
+    from rollax.cache import enable_compilation_cache
+    from rollax.presets import baseline_experiments, load_experiment, shipped_dir
+    from rollax.run.baselines import baseline_table, run_baselines
 
     enable_compilation_cache()
-    paths = sorted(Path(args.dir).glob("*.toml"))
-    experiments = [load_experiment(p, seeds=args.seeds) for p in paths]
-    experiments = [e for e in experiments if "baseline" in e["tags"]]
-    if not experiments:
-        raise ValueError(f"no experiment in {args.dir} is tagged 'baseline'")
-    for experiment in experiments:
-        if experiment["env"]["solved_threshold"] is None:
-            raise ValueError(f"experiment {experiment['name']!r} is tagged 'baseline' but its env "
-                             "preset sets no solved_threshold")
-    rows, failed = [], 0
-    for experiment in experiments:
-        result = train(experiment, progress=not args.quiet)
-        means = result.eval_returns.mean(axis=1)
-        threshold = experiment["env"]["solved_threshold"]
-        solved = int((means >= threshold).sum())
-        ok = solved >= 0.8 * len(means)  # e.g. 4 of 5 seeds, as the baseline targets are stated
-        failed += not ok
-        rows.append(f"{experiment['name']:<24} {experiment['env']['id']:<14} {means.mean():>9.1f} "
-                    f"{means.min():>9.1f} {threshold:>9.1f} {solved:>3}/{len(means):<3} "
-                    f"{result.compile_seconds + result.train_seconds:>8.1f}  {'PASS' if ok else 'FAIL'}")
-    print(f"{'experiment':<24} {'env':<14} {'mean':>9} {'worst':>9} {'threshold':>9} {'solved':>7} "
-          f"{'wall s':>8}  result")
-    print("\n".join(rows))
-    return 1 if failed else 0
+    paths = baseline_experiments(args.dir or ())
+    if not paths:
+        where = args.dir or ["./experiments", str(shipped_dir("experiments"))]
+        raise ValueError(f"no experiment in {', '.join(map(str, where))} is tagged 'baseline'")
+    rows = run_baselines([load_experiment(p, seeds=args.seeds) for p in paths], progress=not args.quiet)
+    print(baseline_table(rows))
+    return 0 if all(row.passed for row in rows) else 1
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from rollax.presets import KINDS, describe, preset_files, search_dirs, shipped_dir
+
+    for folder in args.dir:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--dir {folder}: no such folder")
+    for number, kind in enumerate(KINDS):
+        shipped = shipped_dir(kind).resolve()
+        user = [str(f) for f in search_dirs(kind, args.dir) if f.resolve() != shipped]
+        print(("\n" if number else "") + f"{kind}  (shipped: {shipped}"
+              + (f"; user: {', '.join(user)})" if user else ")"))
+        for name, path in preset_files(kind, args.dir).items():
+            source = "shipped" if path.resolve().parent == shipped else "user"
+            print(f"  {name:<24} {source:<8} {describe(path)}")
+    return 0
 
 
 def _envs(args: argparse.Namespace) -> int:
@@ -71,37 +70,12 @@ def _envs(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
+    from rollax.run.evaluation import evaluate_run
 
-    import numpy as np
-
-    from rollax.experiment import Program, make_plan
-    from rollax.logging.run_log import restore
-    from rollax.presets import seed_list
-
-    run_dir = Path(args.run_dir)
-    config_path = next(iter(sorted(run_dir.glob("seed_*/config.json"))), None)
-    if config_path is None:
-        raise FileNotFoundError(f"{run_dir} has no seed_*/config.json: is it a run directory?")
-    experiment = json.loads(config_path.read_text())
-    experiment["eval"]["episodes"] = args.episodes
-    plan = make_plan(experiment)
-    if plan.host_env_id is not None:
-        from rollax.host_program import HostProgram
-
-        program = HostProgram(experiment, plan)
-    else:
-        program = Program(experiment, plan)
-    seeds = seed_list(experiment)
-    state, iteration = restore(run_dir, program.init(seeds), [])
-    import jax
-
-    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 10**6))(np.asarray(seeds))
-    returns, _ = jax.device_get(program.evaluate(state, keys))  # (returns [S, E], env metrics)
-    program.close()
+    experiment, returns, step = evaluate_run(args.run_dir, args.episodes)
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
-          f"after {iteration * plan.steps_per_iteration} env steps)")
-    for seed, r in zip(seeds, returns):
+          f"after {step} env steps)")
+    for seed, r in zip(experiment.seed_list, returns):
         print(f"{seed:>4}  {r.mean():>12.2f}  {r.std():>8.2f}")
     return 0
 
@@ -129,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an experiment preset")
-    p.add_argument("experiment", help="experiments/NAME.toml, or NAME")
+    p.add_argument("experiment", help="a path to an experiment .toml file, or a NAME looked up in "
+                   "the --dir folders, then ./experiments/, then the shipped presets (rollax presets)")
+    p.add_argument("--dir", action="append", default=[], metavar="FOLDER",
+                   help="a folder of experiment presets searched first for NAME (repeatable)")
     p.add_argument("--seeds", type=int, help="number of seeds, trained together in one program")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="override a preset value, e.g. agent.config.clip_param=0.1")
@@ -141,9 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "
                        "(PASS: at least 80%% of the seeds reach the env's threshold with their greedy eval return)")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--dir", default="experiments")
+    p.add_argument("--dir", action="append", metavar="FOLDER",
+                   help="a folder of experiment presets (repeatable; default: ./experiments/ if it "
+                   "exists, then the shipped presets)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_baselines)
+
+    p = sub.add_parser("presets", help="list the env, agent and experiment presets (shipped and "
+                       "user ones) with their descriptions")
+    p.add_argument("--dir", action="append", default=[], metavar="FOLDER",
+                   help="a folder of experiment presets (its sibling envs/ and agents/ folders too); "
+                   "repeatable; ./experiments/, ./envs/, ./agents/ are always searched")
+    p.set_defaults(func=_presets)
 
     p = sub.add_parser("eval", help="greedy evaluation of a run's newest checkpoint")
     p.add_argument("run_dir")
@@ -170,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rollax.experiment import TrainingDiverged
+    from rollax.run import TrainingDiverged
 
     try:
         return args.func(args)

@@ -7,6 +7,6 @@ from rollax.envs import (
     generative_ids,  # noqa: F401  (rollax/VAEDigit-v0 etc.; no training here)
     probes,  # noqa: F401  (registers rollax/Probe*-v0)
 )
-from rollax.envs.gymnasium_adapter import register_gymnasium_ids
+from rollax.envs.registry import register_gymnasium_ids
 
 register_gymnasium_ids()

@@ -21,40 +21,11 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 from gymnax.environments import spaces as gymnax_spaces
 
-from rollax.envs.registry import make, registered_ids
-
-GYMNASIUM_NAMESPACE = "rollax/"
-_ENTRY_POINT = "rollax.envs.gymnasium_adapter:RollaxGymnasiumEnv"
-_VECTOR_ENTRY_POINT = "rollax.envs.gymnasium_adapter:RollaxVectorEnv"
-
-
-def gymnasium_id(env_id: str) -> str:
-    """The Gymnasium id of a rollax id: `CartPole-v1` -> `rollax/CartPole-v1`,
-    `Catch-bsuite` -> `rollax/Catch-bsuite-v0`, `rollax/Foo-v0` unchanged."""
-    gym_id = env_id if env_id.startswith(GYMNASIUM_NAMESPACE) else GYMNASIUM_NAMESPACE + env_id
-    _, _, version = gymnasium.envs.registration.parse_env_id(gym_id)
-    return gym_id if version is not None else gym_id + "-v0"
-
-
-def register_gymnasium_ids() -> list[str]:
-    """Register every id in `rollax.envs.registered_ids()` with Gymnasium (idempotent).
-
-    Call again after `rollax.envs.register(...)` to expose later ids; returns the new ids.
-    """
-    added = []
-    for env_id in registered_ids():
-        gym_id = gymnasium_id(env_id)
-        if gym_id in gymnasium.registry:
-            continue
-        gymnasium.register(
-            id=gym_id,
-            entry_point=_ENTRY_POINT,
-            vector_entry_point=_VECTOR_ENTRY_POINT,
-            kwargs={"env_id": env_id},
-            disable_env_checker=False,
-        )
-        added.append(gym_id)
-    return added
+from rollax.envs.registry import (  # noqa: F401  (the id helpers are public here too)
+    gymnasium_id,
+    make,
+    register_gymnasium_ids,
+)
 
 
 def to_gymnasium_space(space: Any) -> gymnasium.spaces.Space:

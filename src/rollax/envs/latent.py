@@ -172,6 +172,14 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
             return None
         return observations[:, : self._conditions.shape[1]]
 
+    def task_ids(self, params: LatentEnvParams, observations: jax.Array) -> jax.Array:
+        """Per observation `[..., obs]`, the index of its condition row `[...]` (0 when
+        unconditioned): the task key of per-task baselines such as REINFORCE's EMA one."""
+        if not self.conditioned:
+            return jnp.zeros(observations.shape[:-1], jnp.int32)
+        rows = observations[..., None, : self._conditions.shape[1]]
+        return jnp.argmin(jnp.sum((rows - self._conditions) ** 2, axis=-1), axis=-1).astype(jnp.int32)
+
     def evaluation_metrics(self, params: LatentEnvParams, observations: jax.Array,
                            actions: jax.Array) -> dict[str, jax.Array]:
         """Batch means of `mean_reward` and the evaluator's metrics for one step from reset

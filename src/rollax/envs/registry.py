@@ -7,6 +7,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+import gymnasium
 import gymnax
 from gymnax.environments.environment import Environment
 
@@ -19,8 +20,6 @@ def register(env_id: str, factory: EnvFactory, *, overwrite: bool = False) -> No
     if env_id in _FACTORIES and not overwrite:
         raise ValueError(f"env id {env_id!r} is already registered; pass overwrite=True to replace it")
     _FACTORIES[env_id] = factory
-    from rollax.envs.gymnasium_adapter import register_gymnasium_ids  # deferred: import cycle
-
     register_gymnasium_ids()  # the new id is usable from gymnasium.make("rollax/...") too
 
 
@@ -61,3 +60,38 @@ def override_params(env_params: Any, overrides: dict[str, Any], env_id: str = ""
             f"unknown params {unknown} for env {env_id!r}; valid params: {sorted(valid)}"
         )
     return env_params.replace(**overrides)
+
+
+GYMNASIUM_NAMESPACE = "rollax/"
+# named as strings: Gymnasium imports the adapter when an env is made
+_ENTRY_POINT = "rollax.envs.gymnasium_adapter:RollaxGymnasiumEnv"
+_VECTOR_ENTRY_POINT = "rollax.envs.gymnasium_adapter:RollaxVectorEnv"
+
+
+def gymnasium_id(env_id: str) -> str:
+    """The Gymnasium id of a rollax id: `CartPole-v1` -> `rollax/CartPole-v1`,
+    `Catch-bsuite` -> `rollax/Catch-bsuite-v0`, `rollax/Foo-v0` unchanged."""
+    gym_id = env_id if env_id.startswith(GYMNASIUM_NAMESPACE) else GYMNASIUM_NAMESPACE + env_id
+    _, _, version = gymnasium.envs.registration.parse_env_id(gym_id)
+    return gym_id if version is not None else gym_id + "-v0"
+
+
+def register_gymnasium_ids() -> list[str]:
+    """Register every id in `rollax.envs.registered_ids()` with Gymnasium (idempotent).
+
+    Call again after `rollax.envs.register(...)` to expose later ids; returns the new ids.
+    """
+    added = []
+    for env_id in registered_ids():
+        gym_id = gymnasium_id(env_id)
+        if gym_id in gymnasium.registry:
+            continue
+        gymnasium.register(
+            id=gym_id,
+            entry_point=_ENTRY_POINT,
+            vector_entry_point=_VECTOR_ENTRY_POINT,
+            kwargs={"env_id": env_id},
+            disable_env_checker=False,
+        )
+        added.append(gym_id)
+    return added

@@ -7,12 +7,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rollax.generative.models import VAE
+from rollax.networks.distributions import DiagGaussian
 
 
 class EncoderPolicy(nnx.Module):
     """Gaussian policy over latents whose mean is a copy of the VAE encoder's mean head.
 
-    Images `[B, 64]` -> `(mean [B, d], log_std [d])`, or `((mean, log_std), value [B])` with
+    Images `[B, 64]` -> `DiagGaussian(mean [B, d], log_std [d])`, or `(DiagGaussian, value [B])` with
     `with_value=True` (a fresh value head on the encoder's hidden layer, for PPO). The copy is
     independent: fine-tuning the policy leaves the VAE unchanged.
     """
@@ -30,7 +31,7 @@ class EncoderPolicy(nnx.Module):
 
     def __call__(self, images: jax.Array):
         hidden = nnx.relu(self.hidden(images))
-        policy = (self.mean(hidden), self.log_std[...])
+        policy = DiagGaussian(self.mean(hidden), self.log_std[...])
         if self.with_value:
             return policy, self.value(hidden)[..., 0]
         return policy

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from rollax.cache import models_dir
 from rollax.generative import training
 from rollax.generative.configs import make_config
 from rollax.generative.data import load_digits_split
@@ -32,11 +33,9 @@ MODEL_NAMES = ("vae", "gan", "classifier")
 
 
 def cache_dir() -> Path:
-    """`$ROLLAX_CACHE_DIR` if set, else `~/.cache/rollax/models` (honouring `$XDG_CACHE_HOME`)."""
-    if os.environ.get("ROLLAX_CACHE_DIR"):
-        return Path(os.environ["ROLLAX_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rollax" / "models"
+    """Where weights are cached: `rollax.cache.models_dir()`, i.e. `$ROLLAX_CACHE_DIR/models`
+    (default `~/.cache/rollax/models`, honouring `$XDG_CACHE_HOME`)."""
+    return models_dir()
 
 
 def cache_path(name: str, **config: Any) -> Path:

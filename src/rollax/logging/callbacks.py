@@ -1,10 +1,22 @@
 """Training callbacks with the documented hooks (reference/002, "Using Callbacks").
 
-A trainer here is any object with ``model`` (an ``nnx.Module``), ``optimizer`` (an
-``nnx.Optimizer``) and ``config``. ``step`` is the x-axis the loop reports: environment steps
-done so far in rollax's loop (a 0-based batch index works too). Callbacks never read the
-loop's locals; a callback that wants training to stop sets ``should_stop`` and the loop checks
-``CallbackList.should_stop`` after each batch.
+The same objects serve a user's own loop around `trainer.train_step` and rollax's training
+loop (`rollax.train`):
+
+- `on_train_begin(trainer)`, `on_train_batch_end(trainer, metrics, step)`,
+  `on_train_end(trainer)`: the documented hooks. A trainer here is any object with ``model``,
+  ``optimizer`` and ``config``; in rollax's loop it is the `RunContext` (experiment, seeds,
+  stacked per-seed ``state``, ``step``, run directory, episode statistics).
+- `on_chunk_end(run, chunk)`: the loop's hook after each jitted chunk, with every seed's
+  per-iteration metrics (`Chunk`). By default it calls `on_train_batch_end` with the chunk's
+  summary (scalars averaged over seeds), so a callback written for `train_step` loops works
+  in the loop unchanged.
+- `on_evaluation(run, evaluation)`: after each greedy evaluation (`Evaluation`).
+
+``step`` is the x-axis: environment steps done so far (a 0-based batch index works too).
+Callbacks never read the loop's locals; one that wants training to stop sets ``should_stop``,
+which the loop checks after each chunk. Where to add your own: subclass `Callback`, override
+the hooks you need, pass it to `rollax.train(experiment, callbacks=[...])`.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import jax
+import numpy as np
 from flax import nnx
 
 from rollax.logging.checkpoint import checkpoint_manager, load_checkpoint, save_to_manager
@@ -27,7 +40,9 @@ __all__ = [
     "Callback",
     "CallbackList",
     "CheckpointConfig",
+    "Chunk",
     "EarlyStopping",
+    "Evaluation",
     "JAXProfiler",
     "ModelCheckpoint",
     "ProfilingConfig",
@@ -38,6 +53,43 @@ __all__ = [
 ]
 
 Mode = Literal["max", "min"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """One jitted chunk of K iterations for S seeds.
+
+    `metrics` are the trainer's `{name: [S, K]}`; `episodes` the `(returns, lengths, dones)`
+    arrays `[S, K, ...]` of finished episodes; `rollout[s][k]` seed s's episode statistics
+    after iteration k (`rollout/ep_rew_mean`, ...); `step` the env step after the chunk; `summary`
+    the scalars a plain callback sees (seed means of the last iteration's trainer metrics as
+    `train/<name>`, `rollout/ep_rew_mean`, `time/fps`, and `eval/mean_reward` when the chunk
+    ended with an evaluation).
+    """
+
+    first_iteration: int
+    steps_per_iteration: int
+    metrics: Mapping[str, np.ndarray]
+    episodes: tuple
+    rollout: list[list[dict[str, float]]]
+    fps: float
+    step: int
+    summary: Mapping[str, float]
+
+    def iteration_step(self, k: int) -> int:
+        """The env step after the chunk's k-th iteration."""
+        return (self.first_iteration + k + 1) * self.steps_per_iteration
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Greedy evaluation of every seed: `returns [S, episodes]`, the env's own metrics
+    `{name: [S]}`; `final` for the one after training."""
+
+    step: int
+    returns: np.ndarray
+    metrics: Mapping[str, np.ndarray]
+    final: bool = False
 
 
 class Callback:
@@ -51,8 +103,16 @@ class Callback:
     def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
         """Called after each update (or each jitted chunk) with its metrics."""
 
+    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
+        """rollax's loop, after each jitted chunk: by default `on_train_batch_end` on its summary."""
+        self.on_train_batch_end(run, chunk.summary, chunk.step)
+
+    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+        """rollax's loop, after each greedy evaluation."""
+
     def on_train_end(self, trainer: Any) -> None:
-        """Called once after the last batch, also after an early stop or a shutdown signal."""
+        """Called once after the last batch, also after an early stop, a shutdown signal or an
+        error (in the loop, `run.outcome` says which)."""
 
 
 class CallbackList(Callback):
@@ -76,9 +136,25 @@ class CallbackList(Callback):
         for callback in self.callbacks:
             callback.on_train_batch_end(trainer, metrics, step)
 
-    def on_train_end(self, trainer: Any) -> None:
+    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
         for callback in self.callbacks:
-            callback.on_train_end(trainer)
+            callback.on_chunk_end(run, chunk)
+
+    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+        for callback in self.callbacks:
+            callback.on_evaluation(run, evaluation)
+
+    def on_train_end(self, trainer: Any) -> None:
+        """Every callback's hook runs, even when an earlier one raises (the first error is
+        raised after), so a failing callback cannot keep logs unflushed."""
+        errors = []
+        for callback in self.callbacks:
+            try:
+                callback.on_train_end(trainer)
+            except Exception as err:  # noqa: BLE001 (re-raised below)
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
 
 def _check_mode(mode: str) -> None:
@@ -137,8 +213,9 @@ class ProgressBarCallback(Callback):
         leave: bool = True,
         disable: bool | None = None,
         file: IO[str] | None = None,
+        initial: int = 0,
     ) -> None:
-        self.total, self.desc, self.unit = total, desc, unit
+        self.total, self.desc, self.unit, self.initial = total, desc, unit, initial
         self.leave, self.disable, self.file = leave, disable, file
         self.bar: Any = None
         self._start_time = 0.0
@@ -146,8 +223,9 @@ class ProgressBarCallback(Callback):
     def on_train_begin(self, trainer: Any) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, unit_scale=True,
-                        leave=self.leave, disable=self.disable, file=self.file, dynamic_ncols=True)
+        self.bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, unit=self.unit,
+                        unit_scale=True, leave=self.leave, disable=self.disable, file=self.file,
+                        dynamic_ncols=True)
         self._start_time = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:

@@ -1,8 +1,8 @@
 """MLP actor-critic policies built from an environment's gymnax spaces (Flax NNX).
 
-Outputs follow the shared conventions of `distributions.py`: discrete actions -> logits
-`[..., A]`; continuous -> `GaussianParams(mean [..., A], log_std [..., A])` with a
-state-independent learned `log_std`; with a critic -> `(policy_output, value [...])`.
+The policy returns a distribution (`distributions.py`): `Categorical(logits [..., A])` for
+discrete actions; `DiagGaussian(mean [..., A], log_std [..., A])` with a state-independent
+learned `log_std` for continuous ones; with a critic, `(distribution, value [...])`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 from gymnax.environments import spaces
 
-from rollax.networks.distributions import GaussianParams
+from rollax.networks.distributions import Categorical, DiagGaussian
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -119,15 +119,16 @@ class MLPPolicy(nnx.Module):
     def __call__(self, observations: jax.Array) -> Any:
         x = self.flatten(observations)
         actor_features = self.actor_torso(x)
-        policy_out = self.policy_head(actor_features)
-        if not self.discrete:
-            log_std = jnp.broadcast_to(self.log_std[...], policy_out.shape)
-            policy_out = GaussianParams(policy_out, log_std)
+        head = self.policy_head(actor_features)
+        if self.discrete:
+            distribution = Categorical(head)
+        else:
+            distribution = DiagGaussian(head, jnp.broadcast_to(self.log_std[...], head.shape))
         if not self.critic:
-            return policy_out
+            return distribution
         critic_features = actor_features if self.shared_torso else self.critic_torso(x)
         value = self.value_head(critic_features)[..., 0]
-        return policy_out, value
+        return distribution, value
 
 
 def build_policy(
@@ -141,8 +142,8 @@ def build_policy(
     log_std_init: float = 0.0,
     rngs: nnx.Rngs,
 ) -> nnx.Module:
-    """Build an MLP policy for gymnax spaces: `model(obs [..., *obs_shape])` returns logits
-    `[..., A]` or `GaussianParams`, paired with a value `[...]` when `critic` is true."""
+    """Build an MLP policy for gymnax spaces: `model(obs [..., *obs_shape])` returns a
+    `Categorical` or `DiagGaussian`, paired with a value `[...]` when `critic` is true."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; valid: {sorted(ACTIVATIONS)}")
     if any(int(size) <= 0 for size in hidden_sizes):

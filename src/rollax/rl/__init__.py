@@ -1,6 +1,6 @@
 """The algorithms: configs, trainers, reward functions and the shared math in `utils`."""
 
-from rollax.rl.configs import DPOConfig, GRPOConfig, PPOConfig, REINFORCEConfig
+from rollax.rl.configs import DPOConfig, GRPOConfig, PPOConfig, REINFORCEConfig, RLOOConfig
 from rollax.rl.dpo import DPOTrainer
 from rollax.rl.grpo import GRPOTrainer
 from rollax.rl.ppo import PPOTrainer
@@ -13,9 +13,10 @@ from rollax.rl.rewards import (
     ScaledReward,
     ThresholdReward,
 )
+from rollax.rl.rloo import RLOOTrainer
 
 __all__ = [
     "ClippedReward", "CompositeReward", "ConstantReward", "DPOConfig", "DPOTrainer", "GRPOConfig",
     "GRPOTrainer", "PPOConfig", "PPOTrainer", "REINFORCEConfig", "REINFORCETrainer",
-    "RewardFunction", "ScaledReward", "ThresholdReward",
+    "RLOOConfig", "RLOOTrainer", "RewardFunction", "ScaledReward", "ThresholdReward",
 ]

@@ -56,11 +56,18 @@ class REINFORCEConfig(_Config):
     normalize_returns: bool = True
     entropy_coeff: float = 0.01
     max_grad_norm: float | None = None  # extra: global-norm gradient clip, off by default
+    # extra: moving baseline subtracted from the returns, one per task key (batch `task_ids`)
+    baseline: str = "none"  # none | ema
+    ema_decay: float = 0.95  # b <- decay * b + (1 - decay) * mean(returns of the key)
+    num_baseline_keys: int = 1  # task keys (e.g. condition classes), ids in [0, num_baseline_keys)
 
     def __post_init__(self):
         _check_range(self, "gamma", 0.0, 1.0)
         _check_range(self, "entropy_coeff", 0.0, INF)
         _check_optional_positive(self, "max_grad_norm")
+        _check_choice(self, "baseline", ("none", "ema"))
+        _check_range(self, "ema_decay", 0.0, 1.0, high_open=True)
+        _check_positive_int(self, "num_baseline_keys")
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,32 @@ class GRPOConfig(_Config):
         _check_choice(self, "loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
         _check_choice(self, "scale_rewards", ("group", "batch", "none"))
         _check_choice(self, "kl_estimator", ("k1", "k2", "k3"))
+        _check_optional_positive(self, "max_grad_norm")
+
+
+@dataclass(frozen=True)
+class RLOOConfig(_Config):
+    """RLOO: each generation's baseline is the mean reward of the other G-1 in its group.
+
+    With `beta > 0` the reward is KL-shaped, r - beta * (log pi - log pi_ref) on sequence
+    log-probs (k1, no gradient through it). The clipped ratio applies only when the batch
+    carries the sampling policy's `log_probs`.
+    """
+
+    num_generations: int = 4
+    beta: float = 0.0
+    normalize_advantages: bool = False
+    clip_param: float = 0.2
+    entropy_coeff: float = 0.0
+    max_grad_norm: float | None = None
+
+    def __post_init__(self):
+        if (not isinstance(self.num_generations, int) or isinstance(self.num_generations, bool)
+                or self.num_generations < 2):
+            raise ValueError(f"RLOOConfig.num_generations={self.num_generations!r} must be an integer >= 2")
+        _check_range(self, "beta", 0.0, INF)
+        _check_range(self, "clip_param", 0.0, INF, low_open=True)
+        _check_range(self, "entropy_coeff", 0.0, INF)
         _check_optional_positive(self, "max_grad_norm")
 
 

@@ -13,7 +13,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rollax.rl.configs import DPOConfig
-from rollax.rl.trainer import Trainer, check_batch, evaluate_policy, gradient_step, sequence_sum
+from rollax.rl.registry import AlgorithmSpec, GroupSamples, register_algorithm
+from rollax.rl.trainer import (
+    Trainer,
+    TrainState,
+    check_batch,
+    evaluate_policy,
+    gradient_step,
+    sequence_sum,
+)
 from rollax.rl.utils import compute_dpo_loss
 
 SIDES = ("chosen", "rejected")
@@ -53,10 +61,27 @@ def loss_fn(model, batch: dict, config: DPOConfig, static: dict):
     return loss, metrics
 
 
-def update(graphdef, state, batch, key, config: DPOConfig, static=None):
+def update(graphdef, state: TrainState, batch, key, config: DPOConfig, static=None):
     """Pure DPO update (one gradient step) on a batch of preference pairs."""
     del key
-    return gradient_step(loss_fn, graphdef, state, batch, config, static or {}, config.max_grad_norm)
+    model_optimizer, metrics = gradient_step(loss_fn, graphdef, state.model_optimizer, batch, config,
+                                             static or {}, config.max_grad_norm)
+    return state._replace(model_optimizer=model_optimizer), metrics
+
+
+def group_batch(samples: GroupSamples, config: DPOConfig) -> dict:
+    """The loop's DPO batch: per prompt, its best generation (chosen) and worst (rejected)."""
+    size = samples.group_size
+    prompts = samples.rewards.shape[0] // size
+    grouped = samples.rewards.reshape(prompts, size)
+    first = jnp.arange(prompts) * size
+    pairs = {"chosen": first + jnp.argmax(grouped, 1), "rejected": first + jnp.argmin(grouped, 1)}
+    batch = {}
+    for side, index in pairs.items():
+        observations, actions = samples.observations[index], samples.actions[index]
+        batch[f"{side}_observations"], batch[f"{side}_actions"] = observations, actions
+        batch[f"ref_{side}_log_probs"] = samples.reference_log_probs(observations, actions)
+    return batch
 
 
 class DPOTrainer(Trainer):
@@ -97,3 +122,9 @@ class DPOTrainer(Trainer):
         if self.config.reference_free:
             arrays = {k: v for k, v in arrays.items() if k not in refs}
         return arrays, static
+
+
+register_algorithm(AlgorithmSpec(
+    name="dpo", config_class=DPOConfig, trainer_class=DPOTrainer, update=update,
+    batch_source="groups", group_size=lambda config, budget: budget.group_size,
+    group_batch=group_batch))

@@ -12,7 +12,15 @@ import jax
 import jax.numpy as jnp
 
 from rollax.rl.configs import GRPOConfig
-from rollax.rl.trainer import Trainer, check_batch, evaluate_policy, gradient_step, sequence_sum
+from rollax.rl.registry import AlgorithmSpec, GroupSamples, register_algorithm
+from rollax.rl.trainer import (
+    Trainer,
+    TrainState,
+    check_batch,
+    evaluate_policy,
+    gradient_step,
+    sequence_sum,
+)
 from rollax.rl.utils import clipped_surrogate_terms, compute_group_advantages, estimate_kl
 
 
@@ -84,13 +92,25 @@ def loss_fn(model, batch: dict, config: GRPOConfig, static: dict):
     return aggregate(token_loss, mask, config.loss_type), metrics
 
 
-def update(graphdef, state, batch, key, config: GRPOConfig, static=None):
+def update(graphdef, state: TrainState, batch, key, config: GRPOConfig, static=None):
     """Pure GRPO update (one gradient step) on a flat grouped batch."""
     del key
     static = static or {}
     group_size = static.get("group_size", config.num_generations)
-    return gradient_step(loss_fn, graphdef, state, prepare(batch, config, group_size), config,
-                         static, config.max_grad_norm)
+    model_optimizer, metrics = gradient_step(loss_fn, graphdef, state.model_optimizer,
+                                             prepare(batch, config, group_size), config, static,
+                                             config.max_grad_norm)
+    return state._replace(model_optimizer=model_optimizer), metrics
+
+
+def group_batch(samples: GroupSamples, config: GRPOConfig) -> dict:
+    """The loop's GRPO batch: every generation with its sampling log-prob (and the reference's
+    when the KL term is on)."""
+    batch = {"observations": samples.observations, "actions": samples.actions,
+             "rewards": samples.rewards, "log_probs": samples.log_probs}
+    if config.beta > 0:
+        batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
+    return batch
 
 
 class GRPOTrainer(Trainer):
@@ -111,3 +131,9 @@ class GRPOTrainer(Trainer):
         if "group_size" in static:
             static["group_size"] = group_size
         return arrays, static
+
+
+register_algorithm(AlgorithmSpec(
+    name="grpo", config_class=GRPOConfig, trainer_class=GRPOTrainer, update=update,
+    batch_source="groups", group_size=lambda config, budget: config.num_generations,
+    group_batch=group_batch))

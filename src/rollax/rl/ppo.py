@@ -5,9 +5,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from rollax.rl.configs import PPOConfig
+from rollax.rl.registry import AlgorithmSpec, register_algorithm
 from rollax.rl.trainer import (
     EPISODE_KEYS,
     Trainer,
+    TrainState,
     check_batch,
     episode_flags,
     evaluate_policy,
@@ -79,11 +81,21 @@ def loss_fn(model, batch: dict, config: PPOConfig, static: dict):
     return loss, metrics
 
 
-def update(graphdef, state, batch, key, config: PPOConfig, static=None):
+def update(graphdef, state: TrainState, batch, key, config: PPOConfig, static=None):
     """Pure PPO update: epochs x shuffled minibatches over the time-major batch."""
-    return minibatch_update(loss_fn, graphdef, state, prepare(batch, config), key, config, static or {},
-                            num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
-                            max_grad_norm=config.max_grad_norm, target_kl=config.target_kl)
+    model_optimizer, metrics = minibatch_update(
+        loss_fn, graphdef, state.model_optimizer, prepare(batch, config), key, config, static or {},
+        num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
+        max_grad_norm=config.max_grad_norm, target_kl=config.target_kl)
+    return state._replace(model_optimizer=model_optimizer), metrics
+
+
+def check_plan(config: PPOConfig, budget) -> None:
+    """Every iteration's `num_envs * num_steps` steps split into equal minibatches."""
+    steps = budget.num_envs * budget.num_steps
+    if steps % config.num_minibatches:
+        raise ValueError(f"budget.num_envs * budget.num_steps = {steps} does not split into "
+                         f"agent.config.num_minibatches={config.num_minibatches}")
 
 
 class PPOTrainer(Trainer):
@@ -100,3 +112,9 @@ class PPOTrainer(Trainer):
             raise ValueError(f"batch of {size} steps does not split into "
                              f"num_minibatches={self.config.num_minibatches}")
         return arrays, static
+
+
+register_algorithm(AlgorithmSpec(
+    name="ppo", config_class=PPOConfig, trainer_class=PPOTrainer, update=update, needs_critic=True,
+    updates_per_iteration=lambda config: config.num_epochs * config.num_minibatches,
+    check=check_plan))

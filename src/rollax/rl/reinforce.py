@@ -1,13 +1,30 @@
-"""REINFORCE: -E[log pi(a|s) G] - c_H H(pi), with discounted (optionally normalised) returns."""
+"""REINFORCE: -E[log pi(a|s) A] - c_H H(pi), with A the discounted return, optionally minus a
+moving baseline, optionally normalised.
+
+`baseline="ema"` keeps one exponential moving average of the returns per task key (the
+batch's integer `task_ids`, e.g. the condition class; absent = key 0) as algorithm state, as
+in rolling advantage estimation (reference/004). Per update, in this order:
+
+1. returns `G` from the rewards (discounted, reset at episode ends);
+2. advantage `A = G - b[task_id]` with the baseline *before* this batch;
+3. `normalize_returns` normalises `A` over the batch (so the default config, without a
+   baseline, normalises the returns exactly as before);
+4. each key present in the batch moves `b <- decay * b + (1 - decay) * mean(G of that key)`;
+   the first batch of a key sets `b` to that mean (no bias towards the initial 0). `count`
+   holds how many batches have updated each key.
+"""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from rollax.rl.configs import REINFORCEConfig
+from rollax.rl.registry import AlgorithmSpec, register_algorithm
 from rollax.rl.trainer import (
     EPISODE_KEYS,
     Trainer,
+    TrainState,
     check_batch,
     episode_flags,
     evaluate_policy,
@@ -18,17 +35,46 @@ from rollax.rl.trainer import (
 from rollax.rl.utils import compute_discounted_returns, masked_mean, normalize_advantages
 
 
-def prepare(batch: dict, config: REINFORCEConfig) -> dict:
-    """Time-major batch -> flat batch with (normalised) returns."""
+def init_state(config: REINFORCEConfig):
+    """The EMA baselines `{"baseline": [K] float32, "count": [K] int32}`, or `()` without one."""
+    if config.baseline != "ema":
+        return ()
+    keys = config.num_baseline_keys
+    return {"baseline": jnp.zeros((keys,), jnp.float32), "count": jnp.zeros((keys,), jnp.int32)}
+
+
+def update_baseline(baseline_state: dict, returns: jax.Array, task_ids: jax.Array, decay: float) -> dict:
+    """Move each present key's baseline towards the mean of its returns in this batch."""
+    baseline, count = baseline_state["baseline"], baseline_state["count"]
+    ids, values = task_ids.reshape(-1), returns.reshape(-1).astype(baseline.dtype)
+    totals = jnp.zeros_like(baseline).at[ids].add(values)
+    hits = jnp.zeros_like(baseline).at[ids].add(1.0)
+    present = hits > 0
+    batch_mean = totals / jnp.maximum(hits, 1.0)
+    moved = jnp.where(count > 0, decay * baseline + (1.0 - decay) * batch_mean, batch_mean)
+    return {"baseline": jnp.where(present, moved, baseline),
+            "count": count + present.astype(count.dtype)}
+
+
+def prepare(batch: dict, config: REINFORCEConfig, baseline_state=()) -> tuple[dict, object, dict]:
+    """Time-major batch -> `(flat batch with advantages, new baseline state, baseline metrics)`."""
     rewards = batch["rewards"]
     returns = compute_discounted_returns(rewards, config.gamma, **episode_flags(batch))
+    advantages, extra_metrics = returns, {}
+    if config.baseline == "ema":
+        task_ids = batch.get("task_ids")
+        task_ids = jnp.zeros(returns.shape, jnp.int32) if task_ids is None else task_ids.astype(jnp.int32)
+        subtracted = baseline_state["baseline"][task_ids]
+        advantages = returns - subtracted.astype(returns.dtype)
+        extra_metrics = {"baseline_mean": jnp.mean(subtracted)}
+        baseline_state = update_baseline(baseline_state, returns, task_ids, config.ema_decay)
     if config.normalize_returns:
-        returns = normalize_advantages(returns)
+        advantages = normalize_advantages(advantages)
     flat = {"observations": batch["observations"], "actions": batch["actions"],
-            "returns": returns, "rewards": rewards}
+            "returns": advantages, "rewards": rewards}
     if "mask" in batch:
         flat["mask"] = batch["mask"]
-    return flatten_batch(flat, rewards.ndim)
+    return flatten_batch(flat, rewards.ndim), baseline_state, extra_metrics
 
 
 def loss_fn(model, batch: dict, config: REINFORCEConfig, static: dict):
@@ -43,11 +89,13 @@ def loss_fn(model, batch: dict, config: REINFORCEConfig, static: dict):
     return loss, metrics
 
 
-def update(graphdef, state, batch, key, config: REINFORCEConfig, static=None):
+def update(graphdef, state: TrainState, batch, key, config: REINFORCEConfig, static=None):
     """Pure REINFORCE update of `(model, optimizer)` state on a time-major batch."""
     del key
-    return gradient_step(loss_fn, graphdef, state, prepare(batch, config), config, static or {},
-                         config.max_grad_norm)
+    flat, algorithm_state, extra_metrics = prepare(batch, config, state.algorithm)
+    model_optimizer, metrics = gradient_step(loss_fn, graphdef, state.model_optimizer, flat, config,
+                                             static or {}, config.max_grad_norm)
+    return TrainState(model_optimizer, algorithm_state), {**metrics, **extra_metrics}
 
 
 class REINFORCETrainer(Trainer):
@@ -55,8 +103,27 @@ class REINFORCETrainer(Trainer):
 
     config_class = REINFORCEConfig
     update = staticmethod(update)
+    init_state = staticmethod(init_state)
 
     def validate(self, batch):
-        return check_batch(batch, required=("observations", "actions", "rewards"),
-                           optional=(*EPISODE_KEYS, "mask"))
+        arrays, static = check_batch(batch, required=("observations", "actions", "rewards"),
+                                     optional=(*EPISODE_KEYS, "mask", "task_ids"))
+        if "task_ids" in arrays:
+            task_ids = arrays["task_ids"]
+            if task_ids.shape != arrays["rewards"].shape:
+                raise ValueError(f"batch['task_ids'] has shape {task_ids.shape}; expected the rewards' "
+                                 f"{arrays['rewards'].shape}")
+            if not jnp.issubdtype(task_ids.dtype, jnp.integer):
+                raise ValueError(f"batch['task_ids'] must hold integers, got {task_ids.dtype}")
+            keys = self.config.num_baseline_keys
+            low, high = (int(task_ids.min()), int(task_ids.max())) if task_ids.size else (0, 0)
+            if self.config.baseline == "ema" and (low < 0 or high >= keys):
+                raise ValueError(f"batch['task_ids'] must lie in [0, num_baseline_keys={keys}), got "
+                                 f"[{low}, {high}]")
+        return arrays, static
+
+
+register_algorithm(AlgorithmSpec(
+    name="reinforce", config_class=REINFORCEConfig, trainer_class=REINFORCETrainer, update=update,
+    init_state=init_state))
 

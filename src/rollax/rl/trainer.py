@@ -18,9 +18,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rollax.networks.distributions import entropy, is_discrete_actions, log_prob, split_output
+from rollax.networks.distributions import as_distribution, is_discrete_actions
 
 ALIASES = {"states": "observations"}
+
+
+class TrainState(NamedTuple):
+    """What an algorithm's pure `update` carries: the split `(model, optimizer)` state and the
+    algorithm's own state (`()` for most; REINFORCE's EMA baselines), checkpointed together."""
+
+    model_optimizer: nnx.State
+    algorithm: Any = ()
 
 
 class PolicyTerms(NamedTuple):
@@ -36,10 +44,9 @@ def evaluate_policy(
     model: Callable, observations: jax.Array, actions: jax.Array, mask: jax.Array | None = None
 ) -> PolicyTerms:
     """Run `model(observations)` and score `actions` with one adapter for every policy kind."""
-    discrete = is_discrete_actions(actions)
-    policy_output, values = split_output(model(observations), discrete)
-    token_log_probs = log_prob(policy_output, actions, discrete)
-    token_entropy = entropy(policy_output, discrete)
+    distribution, values = as_distribution(model(observations), is_discrete_actions(actions))
+    token_log_probs = distribution.log_prob(actions)
+    token_entropy = distribution.entropy()
     if token_log_probs.ndim == 1:
         token_log_probs, token_entropy = token_log_probs[:, None], token_entropy[:, None]
     if mask is None:
@@ -208,16 +215,22 @@ class Trainer:
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.model, self.optimizer, self.config = model, optimizer, config
+        self.algorithm_state = self.init_state(config)
         self.trace_count = 0  # how often the update was traced (compiled); tests check reuse
         self._key = jax.random.key(0)
         self._jitted_update = jax.jit(self._traced_update, static_argnums=(0, 4))
+
+    @staticmethod
+    def init_state(config: Any) -> Any:
+        """The algorithm's own training state (none by default)."""
+        return ()
 
     # Subclasses define these three.
     def validate(self, batch: Mapping[str, Any]) -> tuple[dict[str, jax.Array], dict[str, Any]]:
         raise NotImplementedError
 
     @staticmethod
-    def update(graphdef, state, batch, key, config, static) -> tuple[nnx.State, dict[str, jax.Array]]:
+    def update(graphdef, state, batch, key, config, static) -> tuple[TrainState, dict[str, jax.Array]]:
         raise NotImplementedError
 
     def _traced_update(self, graphdef, state, batch, key, static_items):
@@ -229,8 +242,10 @@ class Trainer:
         arrays, static = self.validate(batch)
         if key is None:
             self._key, key = jax.random.split(self._key)
-        graphdef, state = nnx.split((self.model, self.optimizer))
+        graphdef, model_optimizer = nnx.split((self.model, self.optimizer))
+        state = TrainState(model_optimizer, self.algorithm_state)
         state, metrics = self._jitted_update(graphdef, state, arrays, key, tuple(sorted(static.items())))
-        nnx.update((self.model, self.optimizer), state)
+        nnx.update((self.model, self.optimizer), state.model_optimizer)
+        self.algorithm_state = state.algorithm
         return metrics
 

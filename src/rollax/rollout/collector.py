@@ -20,7 +20,7 @@ from flax import nnx, struct
 from gymnax.environments import spaces
 from gymnax.environments.environment import Environment
 
-from rollax.networks.distributions import log_prob, mode, sample, split_output
+from rollax.networks.distributions import Distribution, as_distribution
 from rollax.rollout.trajectory import Trajectory
 
 
@@ -35,20 +35,27 @@ class RolloutState:
     episode_length: jax.Array
 
 
-def action_space_kind(env: Environment, env_params: Any) -> tuple[bool, Any]:
-    """`(discrete, action_space)`; raises ValueError for spaces the collector cannot sample."""
+def checked_action_space(env: Environment, env_params: Any) -> Any:
+    """The env's action space; ValueError for spaces the collector cannot sample."""
     action_space = env.action_space(env_params)
-    if isinstance(action_space, spaces.Discrete):
-        return True, action_space
-    if isinstance(action_space, spaces.Box):
-        return False, action_space
-    raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
+    if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
+        raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
+    return action_space
 
 
-def env_actions(actions: jax.Array, action_space: Any, discrete: bool) -> jax.Array:
+def policy_distribution(model: Any, observations: jax.Array, action_space: Any
+                        ) -> tuple[Distribution, jax.Array | None]:
+    """`(distribution, value or None)` of `model(observations)`; the action space reads a model
+    that returns a raw `(array, array)` pair (see `as_distribution`)."""
+    return as_distribution(model(observations), isinstance(action_space, spaces.Discrete))
+
+
+def env_actions(actions: jax.Array, action_space: Any) -> jax.Array:
     """What the env is stepped with: discrete actions as they are, continuous ones clipped to
     the Box (the trajectory keeps the unclipped sample, whose log-prob the trainers use)."""
-    return actions if discrete else jnp.clip(actions, action_space.low, action_space.high)
+    if isinstance(action_space, spaces.Box):
+        return jnp.clip(actions, action_space.low, action_space.high)
+    return actions
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -84,7 +91,7 @@ def collect(
     bounds only for the env. `bootstrap_values[t]` is V of the pre-reset next observation.
     """
     _check_positive("num_steps", num_steps)
-    discrete, action_space = action_space_kind(env, env_params)
+    action_space = checked_action_space(env, env_params)
     num_envs = rollout_state.obs.shape[0]
     graphdef, params = nnx.split(model)
     step_batch = jax.vmap(env.step, in_axes=(0, 0, 0, None))
@@ -92,11 +99,11 @@ def collect(
     def one_step(carry: RolloutState, step_key: jax.Array):
         policy = nnx.merge(graphdef, params)
         action_key, env_key = jax.random.split(step_key)
-        policy_output, _ = split_output(policy(carry.obs), discrete)  # the critic is DCE'd here
-        actions = sample(policy_output, action_key, discrete)
+        distribution, _ = policy_distribution(policy, carry.obs, action_space)  # critic DCE'd
+        actions = distribution.sample(action_key)
         next_obs, env_state, rewards, terminated, truncated, info = step_batch(
             jax.random.split(env_key, num_envs), carry.env_state,
-            env_actions(actions, action_space, discrete), env_params
+            env_actions(actions, action_space), env_params
         )
         rewards = rewards.astype(jnp.float32)
         dones = jnp.logical_or(terminated, truncated)
@@ -108,7 +115,7 @@ def collect(
             rewards=rewards,
             terminated=terminated,
             truncated=truncated,
-            log_probs=log_prob(policy_output, actions, discrete),
+            log_probs=distribution.log_prob(actions),
             values=rewards,  # placeholders: the critic runs once, after the scan
             bootstrap_values=rewards,
             episode_returns=jnp.where(dones, episode_return, 0.0),
@@ -127,16 +134,16 @@ def collect(
     )
     # V(s_t) and V(true next observation) in two batched passes over [T * N] observations:
     # much cheaper on CPU than a critic call inside every step, and the same parameters.
-    values = _critic_values(model, trajectory.observations, discrete)
-    bootstrap_values = _critic_values(model, final_observations, discrete)
+    values = _critic_values(model, trajectory.observations, action_space)
+    bootstrap_values = _critic_values(model, final_observations, action_space)
     return rollout_state, trajectory.replace(values=values, bootstrap_values=bootstrap_values)
 
 
-def _critic_values(model: nnx.Module, observations: jax.Array, discrete: bool) -> jax.Array:
+def _critic_values(model: nnx.Module, observations: jax.Array, action_space: Any) -> jax.Array:
     """V of `[T, N, ...]` observations as `[T, N]` (zeros for a model without a critic)."""
     steps, num_envs = observations.shape[:2]
     flat = observations.reshape(steps * num_envs, *observations.shape[2:])
-    _, values = split_output(model(flat), discrete)
+    _, values = policy_distribution(model, flat, action_space)
     if values is None:
         return jnp.zeros((steps, num_envs), jnp.float32)
     return values.reshape(steps, num_envs)
@@ -157,7 +164,7 @@ def evaluate(
     steps at t with `split(split(steps_key, max_steps)[t], N)[i]`.
     """
     _check_positive("max_steps", max_steps)
-    discrete, action_space = action_space_kind(env, env_params)
+    action_space = checked_action_space(env, env_params)
     reset_key, steps_key = jax.random.split(key)
     start = init_rollout(env, env_params, reset_key, num_envs)
     graphdef, params = nnx.split(model)
@@ -165,8 +172,8 @@ def evaluate(
 
     def one_step(carry, step_key):
         env_state, obs, returns, finished = carry
-        policy_output, _ = split_output(nnx.merge(graphdef, params)(obs), discrete)
-        actions = env_actions(mode(policy_output, discrete), action_space, discrete)
+        distribution, _ = policy_distribution(nnx.merge(graphdef, params), obs, action_space)
+        actions = env_actions(distribution.mode(), action_space)
         obs, env_state, rewards, terminated, truncated, _ = step_batch(
             jax.random.split(step_key, num_envs), env_state, actions, env_params
         )

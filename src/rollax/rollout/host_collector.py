@@ -28,7 +28,7 @@ from flax import nnx
 from gymnasium.vector import AutoresetMode
 from gymnax.environments import spaces as gymnax_spaces
 
-from rollax.networks.distributions import log_prob, mode, sample, split_output
+from rollax.networks.distributions import as_distribution
 from rollax.rollout.trajectory import Trajectory
 
 GYMNASIUM_PREFIX = "gymnasium:"
@@ -85,24 +85,24 @@ def to_gymnax_space(space: gymnasium.spaces.Space, role: str) -> Any:
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _policy_step(graphdef, state, obs, key, discrete):
     """Sample actions for obs `[N, ...]`: `(actions, log_probs [N], values [N])`."""
-    policy_output, value = split_output(nnx.merge(graphdef, state)(obs), discrete)
-    actions = sample(policy_output, key, discrete)
+    distribution, value = as_distribution(nnx.merge(graphdef, state)(obs), discrete)
+    actions = distribution.sample(key)
     if value is None:
         value = jnp.zeros(obs.shape[:1], jnp.float32)
-    return actions, log_prob(policy_output, actions, discrete), value.astype(jnp.float32)
+    return actions, distribution.log_prob(actions), value.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _values(graphdef, state, obs, discrete):
     """V(obs) for obs `[B, ...]` (zeros for a policy without a value head): `[B]`."""
-    _, value = split_output(nnx.merge(graphdef, state)(obs), discrete)
+    _, value = as_distribution(nnx.merge(graphdef, state)(obs), discrete)
     return jnp.zeros(obs.shape[:1], jnp.float32) if value is None else value.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _greedy_actions(graphdef, state, obs, discrete):
-    policy_output, _ = split_output(nnx.merge(graphdef, state)(obs), discrete)
-    return mode(policy_output, discrete)
+    distribution, _ = as_distribution(nnx.merge(graphdef, state)(obs), discrete)
+    return distribution.mode()
 
 
 class HostCollector:

@@ -1,0 +1,255 @@
+"""The callbacks that make up a run directory, attached by `rollax.train` (chosen by the
+preset's `[logging]` table; see `rollax.run.callbacks.default_callbacks`):
+
+- `MetricsLogger`: per seed, every scalar to `metrics.jsonl` and TensorBoard, the config.
+- `SampleImages`: the env's sample pictures before and after training.
+- `BestCheckpoint`: per seed, the model params at its best greedy evaluation.
+- `ResumeCheckpoint`: the stacked training state of all seeds, for `--resume`.
+- `ResultWriter`: `results.json` and `learning_curves.png` after a run that ended normally.
+
+Layout of a run directory::
+
+    <root>/<experiment>/<timestamp>/
+        checkpoints/<step>/          stacked training state of all seeds (for --resume)
+        seed_<k>/metrics.jsonl       every scalar, one JSON record per (step, group of tags)
+        seed_<k>/events.out.*        the same scalars for TensorBoard
+        seed_<k>/config.json         the resolved experiment
+        seed_<k>/checkpoints/best/<step>/   that seed's model params at its best greedy eval
+        results.json  learning_curves.png
+
+Every chunk's records are flushed before the chunk's checkpoint, so a killed run loses at
+most the chunk in flight. Resuming rewinds the run directory to the checkpoint: each seed's
+`metrics.jsonl` keeps only records with `step <= checkpoint step` (rewritten atomically),
+TensorBoard purges later events, and best-model checkpoints newer than it are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from rollax.logging.callbacks import Callback, Chunk, Evaluation
+from rollax.logging.checkpoint import available_steps, load_checkpoint, save_checkpoint
+from rollax.logging.logger import Logger
+
+__all__ = ["BestCheckpoint", "MetricsLogger", "ResultWriter", "ResumeCheckpoint", "SampleImages",
+           "model_params", "restore", "truncate_metrics", "write_results"]
+
+
+class MetricsLogger(Callback):
+    """One `Logger` per seed: trainer metrics as `train/<name>` at every iteration's env step,
+    episode statistics (SB3 and CleanRL names), `time/fps`, evaluations as `eval/<name>`."""
+
+    def __init__(self) -> None:
+        self.loggers: list[Logger] = []
+
+    def on_train_begin(self, run: Any) -> None:
+        if run.resume_step is None:
+            self.loggers = [Logger(d) for d in run.seed_dirs]
+            for logger in self.loggers:
+                logger.log_hparams(run.experiment.to_dict())
+            return
+        for seed_dir in run.seed_dirs:
+            truncate_metrics(seed_dir / "metrics.jsonl", run.resume_step)
+        # TensorBoard drops this run's events after the checkpoint, as metrics.jsonl does
+        self.loggers = [Logger(d, purge_step=run.resume_step + 1) for d in run.seed_dirs]
+
+    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
+        num_iterations = next(iter(chunk.metrics.values())).shape[1]
+        for s, logger in enumerate(self.loggers):
+            for k in range(num_iterations):
+                step = chunk.iteration_step(k)
+                logger.log_scalars({name: values[s, k] for name, values in chunk.metrics.items()},
+                                   step, prefix="train")
+                logger.log_scalars(chunk.rollout[s][k], step)
+            logger.log_scalars({"time/fps": chunk.fps}, chunk.step)
+            logger.flush()
+
+    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+        for s, (logger, returns) in enumerate(zip(self.loggers, evaluation.returns)):
+            extra = {f"eval/{name}": np.asarray(v)[s] for name, v in evaluation.metrics.items()}
+            logger.log_scalars({"eval/mean_reward": float(np.mean(returns)), **extra}, evaluation.step)
+            logger.flush()
+
+    def on_train_end(self, run: Any) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
+class SampleImages(Callback):
+    """A grid of the env's greedy samples per seed (`samples/before`, `samples/after`), for
+    envs with a `render` hook; the same conditions before and after."""
+
+    def __init__(self, metrics: MetricsLogger) -> None:
+        self.metrics = metrics
+
+    def _draw(self, run: Any, tag: str) -> None:
+        images = run.render_samples()
+        if images is None:
+            return
+        for logger, seed_images in zip(self.metrics.loggers, np.asarray(images)):
+            logger.log_images(tag, np.clip(seed_images, 0.0, 1.0), run.step)
+
+    def on_train_begin(self, run: Any) -> None:
+        if run.resume_step is None:
+            self._draw(run, "samples/before")
+
+    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+        if evaluation.final:
+            self._draw(run, "samples/after")
+
+
+class BestCheckpoint(Callback):
+    """Per seed, the model params of its best greedy evaluation so far, in
+    `seed_<k>/checkpoints/best/<step>` (one kept)."""
+
+    def __init__(self) -> None:
+        self.best: list[float] = []
+        self._last_step: int | None = None
+
+    def on_train_begin(self, run: Any) -> None:
+        self.best = [-math.inf] * len(run.seeds)
+        if run.resume_step is not None:
+            self.best = [_rewind_best(d / "checkpoints" / "best", run.resume_step) for d in run.seed_dirs]
+
+    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+        if evaluation.step == self._last_step:  # a stop right after a periodic evaluation
+            return
+        self._last_step = evaluation.step
+        for s, returns in enumerate(evaluation.returns):
+            mean = float(np.mean(returns))
+            if mean > self.best[s]:
+                self.best[s] = mean
+                save_checkpoint(run.seed_dirs[s] / "checkpoints" / "best", evaluation.step,
+                                model_params(run.state, s),
+                                {"env_steps": evaluation.step, "eval_mean_reward": mean}, max_to_keep=1)
+
+
+class ResumeCheckpoint(Callback):
+    """The stacked training state of all seeds in `checkpoints/<step>` (two kept): every
+    `every_seconds` of training, when the run is stopped (signal or early stop), and at its
+    end. `rollax train --resume RUN_DIR` continues from the newest."""
+
+    def __init__(self, every_seconds: float = 60.0) -> None:
+        self.every_seconds = every_seconds
+        self._last_save = time.perf_counter()
+        self._saved_step: int | None = None
+
+    def on_train_begin(self, run: Any) -> None:
+        self._last_save = time.perf_counter()
+
+    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
+        if run.outcome == "failed":  # a diverged chunk is logged, never checkpointed
+            return
+        if run.stopping or time.perf_counter() - self._last_save > self.every_seconds:
+            self._save(run)
+
+    def on_train_end(self, run: Any) -> None:
+        if run.outcome in ("finished", "stopped"):  # no-op when this step is already saved
+            self._save(run)
+
+    def _save(self, run: Any) -> None:
+        if run.step == self._saved_step:
+            return
+        stats = [s.state_dict() for s in run.episode_stats]
+        save_checkpoint(run.run_dir / "checkpoints", run.step, run.state,
+                        {"iteration": run.iteration, "env_steps": run.step, "episode_stats": stats},
+                        max_to_keep=2)
+        self._saved_step, self._last_save = run.step, time.perf_counter()
+
+
+class ResultWriter(Callback):
+    """After a run that ended normally: `results.json`, and `learning_curves.png` when `plot`
+    (a plot that cannot be drawn warns instead of failing the run)."""
+
+    def __init__(self, plot: bool = True) -> None:
+        self.plot = plot
+
+    def on_train_end(self, run: Any) -> None:
+        if run.result is None:
+            return
+        write_results(run.result)
+        if self.plot:
+            from rollax.logging.plot import plot_runs
+
+            try:
+                plot_runs([run.run_dir], run.run_dir / "learning_curves.png")
+            except (ValueError, FileNotFoundError) as err:
+                warnings.warn(f"no learning-curve plot for {run.run_dir}: {err}", RuntimeWarning,
+                              stacklevel=2)
+
+
+def model_params(state: dict, seed_index: int) -> nnx.State:
+    """One seed's model parameters (`nnx.Param` leaves only) from the stacked training state
+    (`state["train"].model_optimizer` = split `(model, optimizer)`, leading seed axis)."""
+    model_state = state["train"].model_optimizer[0]
+    params = nnx.filter_state(model_state, nnx.Param)
+    return jax.tree.map(lambda x: np.asarray(x[seed_index]), params)
+
+
+def truncate_metrics(path: Path, max_step: int) -> int:
+    """Keep the records of `metrics.jsonl` at `path` with `step <= max_step` (atomic rewrite;
+    a torn last line from a killed run is dropped too). Returns the number of records removed."""
+    if not path.exists():
+        return 0
+    kept, removed = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            removed += 1
+            continue
+        if int(record["step"]) <= max_step:
+            kept.append(line)
+        else:
+            removed += 1
+    if removed:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return removed
+
+
+def restore(run_dir: Path, state: dict, stats: list) -> tuple[dict, int, int]:
+    """Load the newest complete checkpoint of `run_dir` into `state`'s structure (and the
+    episode statistics into `stats`); returns `(state, iteration, env step)`. Writes nothing."""
+    loaded, metadata = load_checkpoint(Path(run_dir) / "checkpoints", target=state)
+    for s, saved in zip(stats, metadata["episode_stats"]):
+        s.load_state_dict(saved)
+    return loaded, int(metadata["iteration"]), int(metadata["env_steps"])
+
+
+def _rewind_best(best_dir: Path, max_step: int) -> float:
+    """Remove best-model checkpoints newer than `max_step`; the best eval mean that remains."""
+    if not best_dir.is_dir():
+        return -math.inf
+    for step in available_steps(best_dir):
+        if step > max_step:
+            shutil.rmtree(best_dir / str(step))
+    remaining = available_steps(best_dir)
+    if not remaining:
+        return -math.inf
+    _, metadata = load_checkpoint(best_dir, remaining[-1])
+    return float(metadata["eval_mean_reward"])
+
+
+def write_results(result) -> None:
+    """`results.json` in the run directory (atomic): per-seed evaluation, timings."""
+    summary = {"name": result.name, "seeds": result.seeds, "env_steps": result.env_steps,
+               "eval_mean_return": result.eval_returns.mean(axis=1).tolist(),
+               "train_ep_rew_mean": result.ep_rew_mean, "solved": result.solved,
+               "compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds}
+    path = result.run_dir / "results.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, path)

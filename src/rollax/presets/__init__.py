@@ -1,0 +1,316 @@
+"""Experiment presets: TOML files under `envs/`, `agents/`, `experiments/` -> a typed `Experiment`.
+
+The shipped presets live in this package (`rollax/presets/{envs,agents,experiments}/*.toml`, package
+data of the wheel). An experiment is a path to a `.toml` file or a NAME, looked up in the user's
+folders (`--dir`), then `./experiments/`, then the shipped ones. It names an env preset and an agent
+preset (file stems looked up in the `envs/` and `agents/` folders beside its own folder, then the
+shipped ones; or inline tables), a budget, seeds, evaluation and logging.
+Every section has a fixed set of keys: an unknown key is an error that lists the valid ones.
+Overrides use dotted paths (`agent.config.clip_param=0.1`), from `[overrides]` or `--set`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import importlib.resources
+import os
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rollax.rl.registry import get_algorithm
+from rollax.run.experiment import Experiment
+
+REQUIRED = object()  # marks a key a preset must set
+
+# Every section's keys and defaults.
+SCHEMA: dict[str, Any] = {
+    "name": "",
+    "description": "",
+    "tags": [],  # "baseline" marks the classic-control validation set run by `rollax baselines`
+    "env": REQUIRED,
+    "agent": REQUIRED,
+    "seeds": 1,
+    "seed": 0,  # the first seed: a run trains seeds seed, seed+1, ..., seed+seeds-1
+    # group_size: DPO's samples per prompt, ranked into a (best, worst) pair; GRPO's and
+    # RLOO's is agent.config.num_generations
+    "budget": {"total_steps": REQUIRED, "num_envs": 8, "num_steps": 128, "iterations_per_chunk": 0,
+               "group_size": 4},
+    "eval": {"every_steps": 0, "episodes": 10},
+    # early_stopping / profiler / wandb: keyword arguments of EarlyStopping / ProfilingConfig /
+    # WandbLoggerConfig; an empty table leaves that callback off
+    "logging": {"root": "runs", "enabled": True, "checkpoint": True, "checkpoint_every_seconds": 60.0,
+                "plot": True, "images": True, "progress": True, "early_stopping": {}, "profiler": {},
+                "wandb": {}},
+    "overrides": {},
+}
+ENV_SCHEMA: dict[str, Any] = {"id": REQUIRED, "params": {}, "kwargs": {}, "solved_threshold": None,
+                              "description": ""}
+AGENT_SCHEMA: dict[str, Any] = {
+    "algorithm": REQUIRED,
+    "description": "",
+    "config": {},
+    "network": {"hidden_sizes": [64, 64], "activation": "tanh", "shared_torso": False,
+                "log_std_init": 0.0},
+    "optimizer": {"name": "adam", "learning_rate": 3e-4, "eps": 1e-5, "anneal_lr": False},
+}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+# tables whose keys are free (passed on to a factory or config class), not a fixed schema
+OPEN_TABLES = ("params", "kwargs", "config", "overrides", "early_stopping", "profiler", "wandb")
+
+
+class PresetError(ValueError):
+    """A preset file or override is invalid; the message names the file and key."""
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise PresetError(f"preset file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise PresetError(f"{path}: invalid TOML: {err}") from None
+
+
+def _apply_schema(data: dict, schema: dict, where: str) -> dict:
+    """Fill defaults, reject unknown keys (listing valid ones) and missing required ones."""
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, schema, n=1) for k in unknown}
+        hint = "; ".join(f"{k!r} (did you mean {h[0]!r}?)" if h else repr(k) for k, h in hints.items())
+        raise PresetError(f"{where}: unknown key(s) {hint}; valid keys: {sorted(schema)}")
+    out = {}
+    for key, default in schema.items():
+        if key not in data:
+            if default is REQUIRED:
+                raise PresetError(f"{where}: missing required key {key!r}")
+            out[key] = copy.deepcopy(default)
+        elif isinstance(default, dict) and default and key not in OPEN_TABLES:
+            if not isinstance(data[key], dict):
+                raise PresetError(f"{where}: {key!r} must be a table, got {data[key]!r}")
+            out[key] = _apply_schema(data[key], default, f"{where} [{key}]")
+        else:
+            out[key] = data[key]
+    return out
+
+
+KINDS = ("envs", "agents", "experiments")
+
+PathLike = str | os.PathLike
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise PresetError(f"unknown preset kind {kind!r}; valid: {list(KINDS)}")
+
+
+def shipped_dir(kind: str) -> Path:
+    """The folder of the presets of `kind` ("envs", "agents", "experiments") shipped with rollax."""
+    _check_kind(kind)
+    return Path(os.fspath(importlib.resources.files(__name__))) / kind
+
+
+def search_dirs(kind: str, dirs: Iterable[PathLike] = ()) -> list[Path]:
+    """Where presets of `kind` are looked up, first match wins.
+
+    `dirs` are experiment folders (as `--dir`): for experiments they are searched themselves, for
+    env and agent presets their sibling `envs/` / `agents/` folders. Then `./<kind>/` of the current
+    directory, then the shipped presets. Folders that do not exist are left out.
+    """
+    _check_kind(kind)
+    user = [Path(d) if kind == "experiments" else Path(d).parent / kind for d in dirs]
+    candidates = [*user, Path(kind), shipped_dir(kind)]
+    out, seen = [], set()
+    for folder in candidates:
+        key = folder.resolve()
+        if folder.is_dir() and key not in seen:
+            seen.add(key)
+            out.append(folder)
+    return out
+
+
+def preset_files(kind: str, dirs: Iterable[PathLike] = ()) -> dict[str, Path]:
+    """`{name: path}` for every preset of `kind` in `search_dirs(kind, dirs)`, first match wins."""
+    found: dict[str, Path] = {}
+    for folder in search_dirs(kind, dirs):
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return dict(sorted(found.items()))
+
+
+def preset_names(kind: str, dirs: Iterable[PathLike] = ()) -> list[str]:
+    """The names of the presets of `kind` (user folders, `./<kind>/`, shipped), sorted."""
+    return list(preset_files(kind, dirs))
+
+
+def find_experiment(name_or_path: PathLike, dirs: Iterable[PathLike] = ()) -> Path:
+    """The experiment file for a path to a `.toml` file, or a NAME looked up in `dirs`, then
+    `./experiments/`, then the shipped experiments."""
+    dirs = tuple(dirs)
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.suffix == ".toml" or len(path.parts) > 1:  # a path, not a name
+        raise PresetError(f"preset file not found: {path}; known experiments: "
+                          f"{preset_names('experiments', dirs)}")
+    folders = search_dirs("experiments", dirs)
+    for folder in folders:
+        candidate = folder / f"{path}.toml"
+        if candidate.is_file():
+            return candidate
+    raise PresetError(f"experiment {str(path)!r} not found in {[str(f) for f in folders]}; "
+                      f"known experiments: {preset_names('experiments', dirs)}")
+
+
+def baseline_experiments(dirs: Iterable[PathLike] = ()) -> list[Path]:
+    """The experiment files tagged "baseline" in `dirs`; without `dirs`, in `./experiments/` (if it
+    exists) and the shipped experiments (a name in `./experiments/` hides the shipped one)."""
+    dirs = [Path(d) for d in dirs]
+    for folder in dirs:
+        if not folder.is_dir():
+            raise PresetError(f"experiment folder not found: {folder}")
+    folders = dirs or [f for f in (Path("experiments"), shipped_dir("experiments")) if f.is_dir()]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return [path for _, path in sorted(found.items())
+            if "baseline" in _read_toml(path).get("tags", [])]
+
+
+def describe(path: PathLike) -> str:
+    """A preset file's `description` ("" if it has none or cannot be read)."""
+    try:
+        return str(_read_toml(Path(path)).get("description", ""))
+    except PresetError:
+        return ""
+
+
+def _find_preset(value: Any, folders: list[Path], kind: str) -> tuple[dict, str]:
+    """An env or agent preset: an inline table, a path to a `.toml` file, or a name looked up in
+    `folders` (first match wins)."""
+    if isinstance(value, dict):
+        return value, f"inline {kind}"
+    if not isinstance(value, str):
+        raise PresetError(f"{kind} must be a preset name, a path or a table, got {value!r}")
+    path = Path(value)
+    if path.suffix == ".toml":
+        if not path.exists():
+            raise PresetError(f"{kind} preset {value!r} not found at {path}")
+        return _read_toml(path), str(path)
+    folders = [f for f in folders if f.is_dir()]
+    for folder in folders:
+        if (folder / f"{value}.toml").is_file():
+            path = folder / f"{value}.toml"
+            return _read_toml(path), str(path)
+    known = sorted({p.stem for folder in folders for p in folder.glob("*.toml")})
+    raise PresetError(f"{kind} preset {value!r} not found at "
+                      f"{' or '.join(str(f / f'{value}.toml') for f in folders) or 'no folder'}; "
+                      f"known {kind}s: {known}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`"agent.config.clip_param=0.1"` -> `("agent.config.clip_param", 0.1)`; values are TOML literals."""
+    if "=" not in text:
+        raise PresetError(f"override {text!r} must look like path.to.key=value")
+    path, raw = (part.strip() for part in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string
+    return path, value
+
+
+def apply_override(config: dict, path: str, value: Any) -> None:
+    """Set `config[a][b][c] = value` for `path = "a.b.c"`, rejecting unknown keys."""
+    keys = path.split(".")
+    node = config
+    for depth, key in enumerate(keys[:-1]):
+        if not isinstance(node, dict) or key not in node:
+            valid = sorted(node) if isinstance(node, dict) else []
+            raise PresetError(f"override {path!r}: unknown key {'.'.join(keys[: depth + 1])!r}; valid: {valid}")
+        node = node[key]
+    last = keys[-1]
+    if isinstance(node.get(last), dict) and not isinstance(value, dict) and last not in OPEN_TABLES:
+        raise PresetError(f"override {path!r}: {last!r} is a table; set one of its keys, "
+                          f"e.g. {path}.{next(iter(node[last]), 'key')}=...")
+    if last not in node and not (len(keys) >= 2 and keys[-2] in OPEN_TABLES):
+        raise PresetError(f"override {path!r}: unknown key {last!r}; valid: {sorted(node)}")
+    node[last] = value
+
+
+def algorithm_config(agent: dict) -> Any:
+    """The trainer config dataclass for an agent preset (any registered algorithm), validated."""
+    config_class = get_algorithm(agent["algorithm"]).config_class
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(agent["config"]) - fields)
+    if unknown:
+        raise PresetError(f"agent config: unknown {config_class.__name__} field(s) {unknown}; valid: {sorted(fields)}")
+    return config_class(**agent["config"])
+
+
+def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds: int | None = None,
+                    dirs: Iterable[PathLike] = ()) -> Experiment:
+    """Read an experiment preset with its env and agent presets; apply overrides; validate.
+
+    `path_or_name`: a path to a `.toml` file, or a NAME found by `find_experiment(name, dirs)`.
+    """
+    path = find_experiment(path_or_name, dirs)
+    raw = _read_toml(path)
+    root = path.resolve().parent.parent
+    experiment = _apply_schema(raw, SCHEMA, str(path))
+    env_raw, env_where = _find_preset(experiment["env"], [root / "envs", shipped_dir("envs")], "env")
+    agent_raw, agent_where = _find_preset(experiment["agent"],
+                                          [root / "agents", shipped_dir("agents")], "agent")
+    experiment["env"] = _apply_schema(env_raw, ENV_SCHEMA, env_where)
+    experiment["agent"] = _apply_schema(agent_raw, AGENT_SCHEMA, agent_where)
+    experiment["name"] = experiment["name"] or path.stem
+    for key, value in experiment.pop("overrides").items():
+        apply_override(experiment, key, value)
+    for text in overrides:
+        apply_override(experiment, *parse_override(text))
+    if seeds is not None:
+        experiment["seeds"] = seeds
+    validate(experiment)
+    return Experiment.from_dict(experiment)
+
+
+def _positive_int(value: Any, where: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PresetError(f"{where} must be an integer >= 1, got {value!r}")
+
+
+def validate(experiment: dict) -> None:
+    """Check values that the schema cannot: counts, the optimizer, the algorithm config."""
+    _positive_int(experiment["seeds"], "seeds")
+    if not isinstance(experiment["seed"], int) or experiment["seed"] < 0:
+        raise PresetError(f"seed must be an integer >= 0, got {experiment['seed']!r}")
+    budget = experiment["budget"]
+    for key in ("total_steps", "num_envs", "num_steps"):
+        _positive_int(budget[key], f"budget.{key}")
+    per_iteration = budget["num_envs"] * budget["num_steps"]
+    if budget["total_steps"] < per_iteration:
+        raise PresetError(
+            f"budget.total_steps={budget['total_steps']} is smaller than one iteration "
+            f"(num_envs * num_steps = {per_iteration})")
+    optimizer = experiment["agent"]["optimizer"]
+    if optimizer["name"] not in OPTIMIZERS:
+        raise PresetError(f"agent.optimizer.name={optimizer['name']!r}; valid: {list(OPTIMIZERS)}")
+    if not optimizer["learning_rate"] > 0:
+        raise PresetError(f"agent.optimizer.learning_rate must be > 0, got {optimizer['learning_rate']!r}")
+    _positive_int(experiment["eval"]["episodes"], "eval.episodes")
+    if not experiment["logging"]["checkpoint_every_seconds"] > 0:
+        raise PresetError("logging.checkpoint_every_seconds must be > 0, got "
+                          f"{experiment['logging']['checkpoint_every_seconds']!r}")
+    try:
+        get_algorithm(experiment["agent"]["algorithm"])
+    except ValueError as err:
+        raise PresetError(f"agent.algorithm: {err}") from None
+    try:
+        algorithm_config(experiment["agent"])
+    except (TypeError, ValueError) as err:
+        raise PresetError(f"agent.config: {err}") from None

@@ -1,0 +1,135 @@
+"""RLOO: REINFORCE with a leave-one-out baseline over G generations per prompt (TRL's formulas).
+
+Rows are contiguous groups of `group_size` generations per prompt (`[p0g0, p0g1, ..., p1g0, ...]`).
+Each generation's advantage is its reward minus the mean reward of the other G-1 generations of
+its group: `A_i = r_i - (sum_j r_j - r_i) / (G - 1)`. Everything is per sequence: token models
+give `[B, L]` log-probs that are summed under `mask`, per-token `[B, L]` rewards are summed
+(gamma = 1), and `log_probs`/`ref_log_probs` are sequence log-probs `[B]`.
+
+With `beta > 0` the reward is KL-shaped before the baseline, `r_i - beta * (logp_i - ref_logp_i)`
+(k1, constant for the gradient). `logp_i` is the sampling policy's `log_probs` when the batch has
+them (the KL of the rollout, as TRL), else the current policy's log-prob (the same policy for an
+on-policy step). With `log_probs` the loss is PPO's clipped surrogate on the sequence ratio;
+without them the ratio is 1 and the loss is `-mean(logp * A)`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rollax.rl.configs import RLOOConfig
+from rollax.rl.registry import AlgorithmSpec, GroupSamples, register_algorithm
+from rollax.rl.trainer import (
+    Trainer,
+    TrainState,
+    check_batch,
+    evaluate_policy,
+    gradient_step,
+    sequence_sum,
+)
+from rollax.rl.utils import clipped_surrogate_terms, masked_mean, normalize_advantages
+
+
+def sequence_rewards(rewards: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """`[B]` rewards pass through; per-token `[B, L]` rewards are summed over valid tokens."""
+    if rewards.ndim == 1:
+        return rewards
+    return jnp.sum(rewards if mask is None else jnp.where(mask, rewards, 0.0), axis=1)
+
+
+def rloo_advantages(rewards: jax.Array, group_size: int) -> jax.Array:
+    """Leave-one-out advantages `[B]`: each reward minus the mean of the rest of its group."""
+    grouped = rewards.reshape(-1, group_size)
+    others = (jnp.sum(grouped, axis=1, keepdims=True) - grouped) / (group_size - 1)
+    return (grouped - others).reshape(-1)
+
+
+def loss_fn(model, batch: dict, config: RLOOConfig, static: dict):
+    """RLOO loss on a flat grouped batch; returns `(loss, metrics)`."""
+    group_size = static.get("group_size", config.num_generations)
+    terms = evaluate_policy(model, batch["observations"], batch["actions"], batch.get("mask"))
+    log_probs = sequence_sum(terms.log_probs, terms.mask)
+    entropy = masked_mean(terms.entropy, terms.mask)
+
+    rewards = sequence_rewards(batch["rewards"], batch.get("mask")).astype(log_probs.dtype)
+    old = batch.get("log_probs")
+    sampling_log_probs = jax.lax.stop_gradient(log_probs) if old is None else old
+    if "ref_log_probs" in batch:
+        kl = sampling_log_probs - batch["ref_log_probs"]
+    else:
+        kl = jnp.zeros_like(rewards)
+    shaped = rewards - config.beta * kl
+    advantages = jax.lax.stop_gradient(rloo_advantages(shaped, group_size))
+    advantage_mean = jnp.mean(advantages)
+    if config.normalize_advantages:
+        advantages = normalize_advantages(advantages)
+
+    if old is None:  # on-policy single step: ratio 1, gradient of log pi * A
+        policy_loss = -jnp.mean(log_probs * advantages)
+        clip_ratio = jnp.zeros((), log_probs.dtype)
+    else:
+        surrogate, clipped = clipped_surrogate_terms(log_probs, old, advantages, config.clip_param)
+        policy_loss = jnp.mean(surrogate)
+        clip_ratio = jnp.mean(clipped.astype(log_probs.dtype))
+    loss = policy_loss - config.entropy_coeff * entropy
+    metrics = {
+        "policy_loss": policy_loss,
+        "mean_reward": jnp.mean(rewards),
+        "reward_std": jnp.std(rewards),
+        "advantage_mean": advantage_mean,
+        "kl_penalty": jnp.mean(kl),
+        "entropy": entropy,
+        "clip_ratio": clip_ratio,
+    }
+    return loss, metrics
+
+
+def update(graphdef, state: TrainState, batch, key, config: RLOOConfig, static=None):
+    """Pure RLOO update (one gradient step) on a flat grouped batch."""
+    del key
+    model_optimizer, metrics = gradient_step(loss_fn, graphdef, state.model_optimizer, batch, config,
+                                             static or {}, config.max_grad_norm)
+    return state._replace(model_optimizer=model_optimizer), metrics
+
+
+def group_batch(samples: GroupSamples, config: RLOOConfig) -> dict:
+    """The loop's RLOO batch: every generation with its sampling log-prob (and the reference's
+    when the KL shaping is on)."""
+    batch = {"observations": samples.observations, "actions": samples.actions,
+             "rewards": samples.rewards, "log_probs": samples.log_probs}
+    if config.beta > 0:
+        batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
+    return batch
+
+
+class RLOOTrainer(Trainer):
+    """REINFORCE Leave-One-Out trainer (no value network)."""
+
+    config_class = RLOOConfig
+    update = staticmethod(update)
+
+    def validate(self, batch):
+        arrays, static = check_batch(batch, required=("observations", "actions", "rewards"),
+                                     optional=("log_probs", "ref_log_probs", "mask", "group_size"),
+                                     leading_ndim=1)
+        for key in ("log_probs", "ref_log_probs"):
+            if key in arrays and arrays[key].ndim != 1:
+                raise ValueError(f"batch[{key!r}] has shape {arrays[key].shape}; RLOO takes sequence "
+                                 "log-probs [B]")
+        if arrays["rewards"].ndim > 2:
+            raise ValueError(f"batch['rewards'] has shape {arrays['rewards'].shape}; expected [B] or [B, L]")
+        group_size = int(static.get("group_size", self.config.num_generations))
+        size = arrays["rewards"].shape[0]
+        if group_size < 2 or size % group_size:
+            raise ValueError(f"group_size={group_size} must be >= 2 and divide the batch size {size} "
+                             "(rows are contiguous groups of generations per prompt)")
+        if "group_size" in static:
+            static["group_size"] = group_size
+        return arrays, static
+
+
+register_algorithm(AlgorithmSpec(
+    name="rloo", config_class=RLOOConfig, trainer_class=RLOOTrainer, update=update,
+    batch_source="groups", group_size=lambda config, budget: config.num_generations,
+    group_batch=group_batch))

@@ -1,0 +1,79 @@
+"""The run as callbacks see it: what is being trained, where it is written, how far it got."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from rollax.logging.checkpoint import available_steps
+from rollax.logging.episode_stats import EpisodeStats
+from rollax.logging.run_dir import make_run_dir, new_timestamp
+from rollax.run.experiment import Experiment
+from rollax.run.plan import Plan
+from rollax.run.result import TrainResult
+from rollax.run.seeds import eval_keys
+
+RENDER_KEY_INDEX = 2**31 - 1  # sample pictures use the same conditions before and after training
+
+
+@dataclasses.dataclass
+class RunContext:
+    """Passed to every callback hook in `rollax.train`.
+
+    `state` is the stacked per-seed training state (`state["train"]` is a `TrainState` with a
+    leading seed axis); `resume_step` the checkpoint step a resumed run started from (None for
+    a fresh run); `outcome` is "running", then "finished", "stopped" (signal, early stop,
+    `stop_at_step`) or "failed"; `result` is set once a run has finished or stopped.
+    """
+
+    experiment: Experiment
+    plan: Plan
+    program: Any
+    seeds: list[int]
+    run_dir: Path | None
+    seed_dirs: list[Path]
+    episode_stats: list[EpisodeStats]
+    resume_step: int | None = None
+    state: Any = None
+    iteration: int = 0
+    stopping: bool = False
+    outcome: Literal["running", "finished", "stopped", "failed"] = "running"
+    result: TrainResult | None = None
+
+    @property
+    def step(self) -> int:
+        """Env steps per seed done so far."""
+        return self.iteration * self.plan.steps_per_iteration
+
+    @property
+    def total_steps(self) -> int:
+        return self.plan.total_steps
+
+    def render_samples(self):
+        """The env's sample pictures `[S, B, H, W]` for the current state, or None."""
+        return self.program.render(self.state, eval_keys(self.seeds, RENDER_KEY_INDEX))
+
+
+def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Path | None) -> RunContext:
+    """A fresh run's directories (an unwritable root fails here, before training), or a resumed
+    one's, checked but untouched until its checkpoint has been read."""
+    seeds = experiment.seed_list
+    stats = [EpisodeStats() for _ in seeds]
+    if resume is not None:
+        run_dir = Path(resume)
+        checkpoints = run_dir / "checkpoints"
+        if not available_steps(checkpoints):  # raises FileNotFoundError naming the path
+            raise FileNotFoundError(f"cannot resume: no complete checkpoint in {checkpoints}")
+        seed_dirs = [run_dir / f"seed_{seed}" for seed in seeds]
+        missing = [str(d) for d in seed_dirs if not d.is_dir()]
+        if missing and experiment.logging.enabled:
+            raise FileNotFoundError(f"cannot resume: missing seed directories {missing}")
+        run_dir = run_dir if experiment.logging.enabled else None
+        return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)
+    if not experiment.logging.enabled:
+        return RunContext(experiment, plan, program, seeds, None, [], stats)
+    timestamp = new_timestamp()
+    seed_dirs = [make_run_dir(experiment.logging.root, experiment=experiment.name, seed=seed,
+                              timestamp=timestamp) for seed in seeds]
+    return RunContext(experiment, plan, program, seeds, seed_dirs[0].parent, seed_dirs, stats)

@@ -1,0 +1,41 @@
+"""Greedy evaluation of a saved run: its experiment, newest checkpoint, fresh episodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from rollax.logging.run_callbacks import restore
+from rollax.run.experiment import Experiment
+from rollax.run.program import make_program
+
+EVAL_KEY_INDEX = 10**6  # keys apart from the ones evaluations during training used
+
+
+def read_experiment(run_dir: str | Path) -> Experiment:
+    """The experiment a run directory was trained with (its first seed's `config.json`)."""
+    config_path = next(iter(sorted(Path(run_dir).glob("seed_*/config.json"))), None)
+    if config_path is None:
+        raise FileNotFoundError(f"{run_dir} has no seed_*/config.json: is it a run directory?")
+    return Experiment.from_dict(json.loads(config_path.read_text()))
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 10) -> tuple[Experiment, np.ndarray, int]:
+    """`(experiment, greedy returns [seeds, episodes], env steps trained)` of the run's newest
+    checkpoint."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    experiment = read_experiment(run_dir)
+    experiment = experiment.replace(eval={"episodes": episodes})
+    _, program = make_program(experiment)
+    try:
+        seeds = experiment.seed_list
+        state, _, step = restore(Path(run_dir), program.init(seeds), [])
+        keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), EVAL_KEY_INDEX))(np.asarray(seeds))
+        returns, _ = jax.device_get(program.evaluate(state, keys))
+    finally:
+        program.close()
+    return experiment, np.asarray(returns), step

@@ -1,0 +1,80 @@
+"""The program of a run on a Gymnasium env: env stepping on the host, the update jitted.
+
+Same interface as `JittedProgram`. Each seed owns a `HostCollector` (its own vector env,
+seeded with the seed); a chunk is a Python loop of K iterations, each collecting every seed's
+trajectory on the host and running one `vmap`ped jitted update. The collectors' env state is
+not checkpointed: a resumed Gymnasium run restarts its episodes.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rollax.rollout.host_collector import make_host
+from rollax.run.learner import Learner
+from rollax.run.seeds import over_seeds
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+class HostProgram:
+    """`init`, `compile`, `run_chunk`, `evaluate`, `render` for `gymnasium:<id>` envs."""
+
+    def __init__(self, learner: Learner, env_kwargs: dict):
+        self.learner, self.plan = learner, learner.plan
+        self.env_kwargs = dict(env_kwargs)
+        self.collectors = []
+        self._update = jax.jit(over_seeds(learner.update))
+        self._init = jax.jit(over_seeds(self._init_one))
+
+    def _init_one(self, seed: jax.Array) -> dict:
+        model_key, key = jax.random.split(jax.random.key(seed))
+        return {"train": self.learner.init(model_key)[0], "key": key}
+
+    def init(self, seeds: list[int]) -> dict:
+        self.close()
+        self.collectors = [make_host(self.plan.host_env_id, self.plan.num_envs, seed=int(s),
+                                     **self.env_kwargs) for s in seeds]
+        return self._init(jnp.asarray(seeds))
+
+    def compile(self, seeds: list[int]):
+        """Nothing to compile ahead: the update compiles on first use."""
+        return (_done(self.run_chunk), _done(self.evaluate)), time.perf_counter()
+
+    def _seed_model(self, state: dict, index: int):
+        return self.learner.model(jax.tree.map(lambda x: x[index], state["train"]))
+
+    def run_chunk(self, state: dict):
+        outputs = []
+        for _ in range(self.plan.iterations_per_chunk):
+            keys = jax.vmap(lambda k: jax.random.split(k, 3))(state["key"])
+            trajectories = [collector.collect(self._seed_model(state, i), keys[i, 1], self.plan.num_steps)
+                            for i, collector in enumerate(self.collectors)]
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *trajectories)
+            train, metrics = self._update(state["train"], stacked.as_batch(), keys[:, 2])
+            state = {"train": train, "key": keys[:, 0]}
+            outputs.append((metrics, (stacked.episode_returns, stacked.episode_lengths, stacked.dones)))
+        # [K] list of [S, ...] -> [S, K, ...], as the jitted chunk returns
+        return state, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outputs)
+
+    def evaluate(self, state: dict, keys: jax.Array):
+        episodes = self.plan.eval_episodes
+        return np.stack([collector.evaluate(self._seed_model(state, i), episodes)
+                         for i, collector in enumerate(self.collectors)]), {}
+
+    def render(self, state: dict, keys: jax.Array) -> None:
+        return None
+
+    def close(self) -> None:
+        for collector in self.collectors:
+            collector.close()
+        self.collectors = []

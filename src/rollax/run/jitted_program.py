@@ -1,0 +1,112 @@
+"""The compiled program of a run on a jittable env: K iterations (collect + update) per jitted
+chunk, `vmap`ped over seeds, plus the greedy evaluation and the env's picture hook."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import jax
+import jax.numpy as jnp
+
+from rollax.rollout.collector import collect, evaluate, init_rollout, policy_distribution
+from rollax.rollout.groups import sample_groups
+from rollax.run.learner import Learner
+from rollax.run.seeds import eval_keys, over_seeds
+
+
+class JittedProgram:
+    """`init`, `compile`, `run_chunk`, `evaluate`, `render` for a jittable env."""
+
+    def __init__(self, learner: Learner):
+        self.learner, self.plan = learner, learner.plan
+        self.run_chunk = jax.jit(over_seeds(self._chunk), donate_argnums=0)
+        self.evaluate = jax.jit(over_seeds(self._evaluate))
+        self._init = jax.jit(over_seeds(self._init_one))
+        self._render = jax.jit(over_seeds(self._render_one))  # compiled once: before and after
+
+    def close(self) -> None:
+        """Nothing to release for jitted envs."""
+
+    def init(self, seeds: list[int]) -> dict:
+        """Stacked per-seed state `[S, ...]`: training state, reference policy, rollout, key."""
+        return self._init(jnp.asarray(seeds))
+
+    def _init_one(self, seed: jax.Array) -> dict:
+        model_key, rollout_key, key = jax.random.split(jax.random.key(seed), 3)
+        train, reference = self.learner.init(model_key)
+        rollout = init_rollout(self.plan.env, self.plan.env_params, rollout_key, self.plan.num_envs)
+        return {"train": train, "reference": reference, "rollout": rollout, "key": key}
+
+    def compile(self, seeds: list[int]) -> tuple[tuple[Future, Future], float]:
+        """Trace the chunk and the evaluation here, compile them in a background thread.
+
+        Tracing holds the GIL, so it runs first, on the caller's thread; XLA's compile releases
+        it, so the caller initialises while the chunk compiles and trains while the evaluation
+        compiles. Returns the two futures and the start time.
+        """
+        start = time.perf_counter()
+        abstract = jax.eval_shape(self._init, jnp.asarray(seeds))
+        chunk = self.run_chunk.lower(abstract)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollax-compile")
+        chunk_job = pool.submit(chunk.compile)
+        evaluation = self.evaluate.lower(abstract, jax.eval_shape(eval_keys, seeds, 0))
+        jobs = (chunk_job, pool.submit(evaluation.compile))
+        pool.shutdown(wait=False)
+        return jobs, start
+
+    def _iteration(self, state: dict, _):
+        key, collect_key, update_key = jax.random.split(state["key"], 3)
+        model = self.learner.model(state["train"])
+        if self.plan.algorithm.batch_source == "rollout":
+            rollout, trajectory = collect(model, self.plan.env, self.plan.env_params, state["rollout"],
+                                          collect_key, self.plan.num_steps)
+            batch = trajectory.as_batch()
+            if hasattr(self.plan.env, "task_ids"):  # e.g. the condition class, for per-task baselines
+                batch["task_ids"] = self.plan.env.task_ids(self.plan.env_params, trajectory.observations)
+            episodes = (trajectory.episode_returns, trajectory.episode_lengths, trajectory.dones)
+        else:
+            rollout = state["rollout"]
+            samples = sample_groups(model, self.learner.reference(state["reference"]), self.plan.env,
+                                    self.plan.env_params, collect_key,
+                                    self.plan.num_envs // self.plan.group_size, self.plan.group_size)
+            batch = self.plan.algorithm.group_batch(samples, self.plan.config)
+            rewards = samples.rewards
+            episodes = (rewards, jnp.ones_like(rewards, jnp.int32), jnp.ones_like(rewards, bool))
+        train, metrics = self.learner.update(state["train"], batch, update_key)
+        return {**state, "train": train, "rollout": rollout, "key": key}, (metrics, episodes)
+
+    def _chunk(self, state: dict):
+        return jax.lax.scan(self._iteration, state, None, length=self.plan.iterations_per_chunk)
+
+    def _evaluate(self, state: dict, key: jax.Array):
+        """Greedy returns `[episodes]` and the env's own evaluation metrics (see `_env_hook`)."""
+        model = self.learner.model(state["train"])
+        returns_key, metrics_key = jax.random.split(key)
+        returns = evaluate(model, self.plan.env, self.plan.env_params, returns_key,
+                           self.plan.eval_episodes, self.plan.eval_max_steps)
+        return returns, self._env_hook(model, metrics_key, "evaluation_metrics")
+
+    def _env_hook(self, model, key: jax.Array, name: str):
+        """Call the env's optional `name(params, observations, greedy_actions)` on a reset batch.
+
+        Generative envs use it for judge metrics (`evaluation_metrics -> {name: scalar}`) and
+        sample pictures (`render -> images [B, H, W]`); other envs return `{}`/`None`.
+        """
+        env, params = self.plan.env, self.plan.env_params
+        hook = getattr(env, name, None)
+        if hook is None:
+            return {} if name == "evaluation_metrics" else None
+        observations, _ = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(key, self.plan.eval_episodes), params)
+        distribution, _ = policy_distribution(model, observations, self.plan.action_space)
+        return hook(params, observations, distribution.mode())
+
+    def render(self, state: dict, keys: jax.Array):
+        """Images `[S, B, H, W]` of greedy samples per seed, or None when the env cannot render."""
+        if getattr(self.plan.env, "render", None) is None:
+            return None
+        return self._render(state, keys)
+
+    def _render_one(self, seed_state: dict, key: jax.Array):
+        return self._env_hook(self.learner.model(seed_state["train"]), key, "render")

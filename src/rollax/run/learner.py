@@ -1,0 +1,73 @@
+"""The learning half of a run, shared by the jitted and the host program: the agent's model
+and optimizer, the per-seed training state, and the algorithm's pure update."""
+
+from __future__ import annotations
+
+import jax
+import optax
+from flax import nnx
+
+from rollax.networks import build_policy
+from rollax.rl.trainer import TrainState
+from rollax.run.experiment import AgentSpec, OptimizerSpec
+from rollax.run.plan import Plan
+
+
+def make_optimizer(spec: OptimizerSpec, total_updates: int) -> optax.GradientTransformation:
+    """The agent's optimizer; `anneal_lr` decays the rate linearly to 0 over the run."""
+    lr = spec.learning_rate
+    if spec.anneal_lr:
+        lr = optax.linear_schedule(lr, 0.0, max(total_updates, 1))
+    if spec.name == "sgd":
+        return optax.sgd(lr)
+    if spec.name == "rmsprop":
+        return optax.rmsprop(lr, eps=spec.eps)
+    return getattr(optax, spec.name)(lr, eps=spec.eps)
+
+
+def build_model(agent: AgentSpec, plan: Plan, key: jax.Array) -> nnx.Module:
+    """The agent's policy network for the env's spaces."""
+    network = agent.network
+    return build_policy(
+        plan.observation_space, plan.action_space, hidden_sizes=network.hidden_sizes,
+        activation=network.activation, critic=plan.algorithm.needs_critic,
+        shared_torso=network.shared_torso, log_std_init=network.log_std_init, rngs=nnx.Rngs(key))
+
+
+class Learner:
+    """Builds one seed's training state and applies the algorithm's update to it.
+
+    `graphdef` describes `(model, optimizer)`, `model_graphdef` the model alone (for the frozen
+    reference policy of "groups" algorithms and for evaluation).
+    """
+
+    def __init__(self, agent: AgentSpec, plan: Plan):
+        self.agent, self.plan = agent, plan
+        self.tx = make_optimizer(agent.optimizer, plan.iterations * plan.updates_per_iteration)
+
+        def abstract_model_and_optimizer():  # shapes only: nothing is computed or compiled
+            model = build_model(agent, plan, jax.random.key(0))
+            return model, nnx.Optimizer(model, self.tx, wrt=nnx.Param)
+
+        model, optimizer = nnx.eval_shape(abstract_model_and_optimizer)
+        self.graphdef, _ = nnx.split((model, optimizer))
+        self.model_graphdef, _ = nnx.split(model)
+
+    def init(self, key: jax.Array) -> tuple[TrainState, nnx.State]:
+        """`(training state, the model's initial state)`; the latter is the frozen reference."""
+        model = build_model(self.agent, self.plan, key)
+        optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
+        state = TrainState(nnx.split((model, optimizer))[1], self.plan.algorithm.init_state(self.plan.config))
+        return state, nnx.split(model)[1]
+
+    def model(self, state: TrainState) -> nnx.Module:
+        """The policy in `state` (a fresh module: changing it does not change `state`)."""
+        return nnx.merge(self.graphdef, state.model_optimizer)[0]
+
+    def reference(self, reference_state: nnx.State) -> nnx.Module:
+        return nnx.merge(self.model_graphdef, reference_state)
+
+    def update(self, state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
+        """The algorithm's pure update (traceable: runs inside the jitted chunk)."""
+        return self.plan.algorithm.update(self.graphdef, state, batch, key, self.plan.config,
+                                          {"group_size": self.plan.group_size})

@@ -1,0 +1,145 @@
+"""The training loop: compiled chunks of iterations, callbacks between them.
+
+One iteration = collect (or sample groups) + the algorithm's update. K iterations run inside
+one jitted `lax.scan` ("a chunk"), `vmap`ped over seeds, so N seeds are one compiled program.
+Between chunks the host hands the chunk's metrics to the callbacks (logging, progress,
+checkpoints, early stopping, ...), evaluates when due, and checks for a stop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from rollax.logging.callbacks import Callback, CallbackList, Chunk, Evaluation
+from rollax.logging.run_callbacks import restore
+from rollax.logging.shutdown import graceful_shutdown
+from rollax.run.callbacks import default_callbacks
+from rollax.run.context import RunContext, open_run
+from rollax.run.experiment import Experiment
+from rollax.run.program import make_program
+from rollax.run.result import TrainResult
+from rollax.run.seeds import eval_keys
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN/inf; the message names the iteration, seed and metric."""
+
+
+def train(
+    experiment: Experiment, *, callbacks: Sequence[Callback] = (), progress: bool = True,
+    resume: str | Path | None = None, stop_at_step: int | None = None,
+) -> TrainResult:
+    """Run an experiment (from `rollax.load_experiment`) for all its seeds at once.
+
+    `callbacks` run after the preset's own (`[logging]`); `resume` continues a run directory's
+    newest checkpoint; `stop_at_step` ends early (after the chunk reaching that env step) with
+    a checkpoint, as a signal would, for later resuming.
+    """
+    plan, program = make_program(experiment)
+    (chunk_job, eval_job), compile_start = program.compile(experiment.seed_list)
+    run = open_run(experiment, plan, program, resume)
+    run.state = program.init(run.seeds)  # runs while the chunk compiles in the background
+    if resume is not None:
+        run.state, run.iteration, run.resume_step = restore(Path(resume), run.state, run.episode_stats)
+    hooks = CallbackList([*default_callbacks(experiment, plan.total_steps, run.step, progress),
+                          *callbacks])
+    try:
+        hooks.on_train_begin(run)
+        run_chunk = chunk_job.result()
+        compile_seconds = time.perf_counter() - compile_start  # what training waited for
+        with graceful_shutdown() as shutdown:
+            train_seconds = _train_chunks(run, run_chunk, eval_job.result, hooks,
+                                          lambda: shutdown.requested, stop_at_step)
+            returns, metrics = jax.device_get(eval_job.result()(run.state, eval_keys(run.seeds, run.iteration)))
+            hooks.on_evaluation(run, Evaluation(run.step, returns, metrics, final=True))
+            run.outcome = "stopped" if run.stopping else "finished"
+            run.result = TrainResult(
+                name=experiment.name, run_dir=run.run_dir, seeds=run.seeds, eval_returns=returns,
+                eval_metrics={k: np.asarray(v) for k, v in metrics.items()},
+                ep_rew_mean=[s.ep_rew_mean for s in run.episode_stats], env_steps=run.step,
+                compile_seconds=compile_seconds, train_seconds=train_seconds,
+                solved_threshold=experiment.env.solved_threshold)
+    except BaseException:
+        run.outcome = "failed" if run.outcome == "running" else run.outcome
+        raise
+    finally:
+        try:
+            hooks.on_train_end(run)
+        finally:
+            program.close()
+    return run.result
+
+
+def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, signalled,
+                  stop_at_step: int | None) -> float:
+    """Chunks until the plan's iterations are done or a stop is asked; the training seconds."""
+    plan, train_seconds = run.plan, 0.0
+    every = run.experiment.eval.every_steps
+    chunk_steps = plan.iterations_per_chunk * plan.steps_per_iteration
+    while run.iteration < plan.iterations:
+        tick = time.perf_counter()
+        run.state, (metrics, episodes) = run_chunk(run.state)
+        metrics, episodes = jax.device_get((metrics, episodes))
+        elapsed = time.perf_counter() - tick
+        train_seconds += elapsed
+        first_iteration = run.iteration
+        run.iteration += plan.iterations_per_chunk
+        diverged = _divergence(run, metrics, first_iteration)
+        rollout = _episode_statistics(run, episodes)
+        summary = {**_summary(metrics, rollout), "time/fps": chunk_steps * len(run.seeds) / elapsed}
+        due = every and run.step // every > (run.step - chunk_steps) // every
+        if due and run.iteration < plan.iterations and diverged is None:
+            returns, env_metrics = jax.device_get(evaluation()(run.state, eval_keys(run.seeds, run.iteration)))
+            hooks.on_evaluation(run, Evaluation(run.step, returns, env_metrics))
+            summary["eval/mean_reward"] = float(np.mean(returns))
+        if diverged is not None:
+            run.outcome = "failed"  # log the chunk, checkpoint nothing
+        run.stopping = signalled() or hooks.should_stop or (stop_at_step is not None and run.step >= stop_at_step)
+        hooks.on_chunk_end(run, Chunk(first_iteration, plan.steps_per_iteration, metrics, episodes,
+                                      rollout, summary["time/fps"], run.step, summary))
+        if diverged is not None:
+            raise TrainingDiverged(diverged)
+        if run.stopping or hooks.should_stop:  # an early stop may ask during on_chunk_end
+            run.stopping = True
+            print(f"stopped at env step {run.step}; checkpoint and logs saved", flush=True)
+            break
+    return train_seconds
+
+
+def _episode_statistics(run: RunContext, episodes) -> list[list[dict[str, float]]]:
+    """Feed each seed's finished episodes to its statistics; the metrics after each iteration."""
+    returns, lengths, dones = episodes
+    out = []
+    for s, stats in enumerate(run.episode_stats):
+        out.append([])
+        for k in range(returns.shape[1]):
+            stats.update(returns[s, k], lengths[s, k], dones[s, k])
+            out[s].append(stats.metrics())
+    return out
+
+
+def _summary(metrics: dict, rollout: list[list[dict[str, float]]]) -> dict[str, float]:
+    """Seed means of the chunk's last iteration: what a plain callback's `metrics` holds."""
+    summary = {f"train/{name}": float(np.mean(values[:, -1])) for name, values in metrics.items()}
+    for tag in rollout[0][-1]:
+        values = [seed[-1][tag] for seed in rollout if tag in seed[-1]]
+        summary[tag] = float(np.mean(values))
+    return summary
+
+
+def _divergence(run: RunContext, metrics: dict, first_iteration: int) -> str | None:
+    """The message for the first NaN/inf loss of `[S, K]` metrics, or None."""
+    for name in sorted(k for k in metrics if "loss" in k):
+        bad = ~np.isfinite(metrics[name])
+        if bad.any():
+            seed, k = np.argwhere(bad)[0]
+            iteration = first_iteration + int(k) + 1
+            return (f"{name} became {metrics[name][seed, k]} at iteration {iteration} (env step "
+                    f"{iteration * run.plan.steps_per_iteration}) for seed {run.seeds[seed]}; "
+                    "the logs up to there are saved")
+    return None

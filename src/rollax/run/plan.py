@@ -1,0 +1,114 @@
+"""Everything static about a run, resolved and checked before anything is compiled."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium
+import jax
+from gymnax.environments import spaces
+
+from rollax.envs import make
+from rollax.rl.registry import AlgorithmSpec
+from rollax.rollout.host_collector import is_host_env_id, make_host
+from rollax.run.experiment import Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The env, the algorithm and the shapes of one run."""
+
+    env: Any  # None for host (Gymnasium) envs, which the host program steps itself
+    env_params: Any
+    observation_space: Any  # gymnax spaces, for building networks
+    action_space: Any
+    algorithm: AlgorithmSpec
+    config: Any
+    num_envs: int
+    num_steps: int
+    group_size: int  # generations per prompt for "groups" algorithms; 1 otherwise
+    iterations: int
+    iterations_per_chunk: int
+    steps_per_iteration: int
+    eval_episodes: int
+    eval_max_steps: int
+    updates_per_iteration: int
+    host_env_id: str | None = None  # "gymnasium:<id>": stepped on the host, not jitted
+
+    @property
+    def num_chunks(self) -> int:
+        return self.iterations // self.iterations_per_chunk
+
+    @property
+    def total_steps(self) -> int:
+        return self.iterations * self.steps_per_iteration
+
+
+def chunk_size(iterations: int, requested: int) -> int:
+    """A divisor of `iterations` (one compiled chunk shape): the request, or about a tenth."""
+    target = requested or max(1, iterations // 10)
+    return max(d for d in range(1, min(target, iterations) + 1) if iterations % d == 0)
+
+
+def make_plan(experiment: Experiment) -> Plan:
+    """Build the env and check the agent fits it."""
+    algorithm, config, budget = experiment.agent.spec, experiment.agent.config, experiment.budget
+    env, env_params, observation_space, action_space, max_steps, host_env_id = _env(experiment)
+    if host_env_id is not None and algorithm.batch_source != "rollout":
+        raise ValueError(f"agent.algorithm={algorithm.name!r} samples groups of one-step "
+                         "generations from a jittable env; Gymnasium envs train with an "
+                         "algorithm that learns from rollouts (e.g. ppo, reinforce)")
+    if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
+        raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
+    group_size = 1
+    if algorithm.batch_source == "groups":
+        group_size = algorithm.group_size(config, budget)
+        _check_groups(algorithm.name, budget, group_size)
+        _check_single_step(env, env_params, algorithm.name)
+    algorithm.check(config, budget)
+    steps_per_iteration = budget.num_envs * budget.num_steps
+    iterations = budget.total_steps // steps_per_iteration
+    return Plan(
+        env=env, env_params=env_params, observation_space=observation_space,
+        action_space=action_space, algorithm=algorithm, config=config,
+        num_envs=budget.num_envs, num_steps=budget.num_steps, group_size=group_size,
+        iterations=iterations, iterations_per_chunk=chunk_size(iterations, budget.iterations_per_chunk),
+        steps_per_iteration=steps_per_iteration, eval_episodes=experiment.eval.episodes,
+        eval_max_steps=max_steps, updates_per_iteration=algorithm.updates_per_iteration(config),
+        host_env_id=host_env_id,
+    )
+
+
+def _env(experiment: Experiment) -> tuple:
+    """`(env, params, observation space, action space, max episode steps, host id or None)`."""
+    spec = experiment.env
+    if is_host_env_id(spec.id):
+        probe = make_host(spec.id, 1, **spec.kwargs)
+        max_steps = gymnasium.spec(probe.gym_id).max_episode_steps or 1000
+        result = (None, None, probe.observation_space, probe.action_space, max_steps, spec.id)
+        probe.close()
+        return result
+    env, env_params = make(spec.id, **spec.params, **spec.kwargs)
+    max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
+    return (env, env_params, env.observation_space(env_params), env.action_space(env_params),
+            max_steps, None)
+
+
+def _check_groups(name: str, budget: Any, group_size: int) -> None:
+    if group_size < 2:
+        raise ValueError(f"{name}: group size {group_size} must be >= 2 (samples compared per prompt)")
+    if budget.num_steps != 1:
+        raise ValueError(f"{name} samples one-step generations: set budget.num_steps = 1")
+    if budget.num_envs % group_size:
+        raise ValueError(f"budget.num_envs={budget.num_envs} must be a multiple of the group size {group_size}")
+
+
+def _check_single_step(env: Any, env_params: Any, name: str) -> None:
+    key = jax.random.key(0)
+    _, state = env.reset(key, env_params)
+    action = env.action_space(env_params).sample(key)
+    terminated = env.step(key, state, action, env_params)[3]
+    if not bool(terminated):
+        raise ValueError(f"{name} in the training loop needs a one-step (bandit) env whose "
+                         "episode ends after one action, e.g. rollax/VAEDigit-v0")

@@ -1,0 +1,47 @@
+"""What a finished run returns: per-seed evaluation, timings, and its result table."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """A run's directory, final greedy evaluation `[seeds, episodes]`, timings."""
+
+    name: str
+    run_dir: Path | None
+    seeds: list[int]
+    eval_returns: np.ndarray
+    eval_metrics: dict[str, np.ndarray]  # the env's own evaluation metrics, `{name: [S]}`
+    ep_rew_mean: list[float]
+    env_steps: int
+    compile_seconds: float
+    train_seconds: float
+    solved_threshold: float | None
+
+    @property
+    def solved(self) -> list[bool] | None:
+        """Per seed: mean greedy eval return >= the env's solved threshold."""
+        if self.solved_threshold is None:
+            return None
+        return [bool(r >= self.solved_threshold) for r in self.eval_returns.mean(axis=1)]
+
+    def table(self) -> str:
+        """A plain-text result table, one row per seed."""
+        names = sorted(self.eval_metrics)
+        rows = [f"{'seed':>4}  {'eval return':>12}  {'train ep_rew_mean':>17}  solved"
+                + "".join(f"  {name:>14}" for name in names)]
+        solved = self.solved or [None] * len(self.seeds)
+        for i, (seed, returns, train_mean, ok) in enumerate(
+                zip(self.seeds, self.eval_returns, self.ep_rew_mean, solved)):
+            mark = "-" if ok is None else ("yes" if ok else "no")
+            rows.append(f"{seed:>4}  {returns.mean():>12.2f}  {train_mean:>17.2f}  {mark:>6}"
+                        + "".join(f"  {self.eval_metrics[name][i]:>14.3f}" for name in names))
+        rows.append(f"{self.env_steps} env steps per seed, compile {self.compile_seconds:.1f} s, "
+                    f"train {self.train_seconds:.1f} s"
+                    f" ({self.env_steps * len(self.seeds) / max(self.train_seconds, 1e-9):,.0f} steps/s)")
+        return "\n".join(rows)

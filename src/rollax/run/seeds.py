@@ -1,0 +1,22 @@
+"""Many seeds as one program: every per-seed function is `vmap`ped over a leading seed axis."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def over_seeds(fn):
+    """`jax.vmap` over the leading seed axis of every argument; one seed calls `fn` directly,
+    since a vmap of size 1 only adds compile time."""
+    def batched(*args):
+        if jax.tree.leaves(args)[0].shape[0] == 1:
+            return jax.tree.map(lambda x: x[None], fn(*jax.tree.map(lambda x: x[0], args)))
+        return jax.vmap(fn)(*args)
+
+    return batched
+
+
+def eval_keys(seeds: list[int] | jax.Array, index: int) -> jax.Array:
+    """Evaluation keys `[S]`: a fixed function of each seed and the evaluation's index."""
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), index))(jnp.asarray(seeds))
