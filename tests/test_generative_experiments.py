@@ -147,7 +147,7 @@ def _before_and_after(name: str, tmp_path: Path) -> tuple[dict, dict, Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vae_ppo", "vae_grpo"])
+@pytest.mark.parametrize("name", ["vae_ppo", "vae_grpo", "vae_rloo"])
 def test_vae_policy_draws_the_requested_class(shared_cache, tmp_path, name):
     before, after, _ = _before_and_after(name, tmp_path)
     assert np.all(before["judge_success"] <= 0.2)  # chance: ~0.1

@@ -270,7 +270,7 @@ def test_group_batch_carries_the_reference_only_with_kl_shaping(beta):
     samples = GroupSamples(observations=jnp.asarray(OBSERVATIONS), actions=jnp.asarray(ACTIONS),
                            log_probs=jnp.zeros(BATCH), rewards=jnp.asarray(REWARDS), group_size=GROUP,
                            reference_log_probs=lambda obs, act: jnp.full(act.shape, -1.0))
-    batch = rloo.group_batch(samples, RLOOConfig(num_generations=GROUP, beta=beta))
+    batch = get_algorithm("rloo").group_batch(samples, RLOOConfig(num_generations=GROUP, beta=beta))
     expected = {"observations", "actions", "rewards", "log_probs"} | ({"ref_log_probs"} if beta else set())
     assert set(batch) == expected
     if beta:

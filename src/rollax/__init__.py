@@ -7,7 +7,14 @@ The algorithm core, environments and collectors import eagerly; the training loo
 import importlib
 
 from rollax.envs import make, register, registered_ids
-from rollax.networks import GaussianParams, build_policy
+from rollax.networks import (
+    Categorical,
+    DiagGaussian,
+    Distribution,
+    GaussianParams,
+    TokenCategorical,
+    build_policy,
+)
 from rollax.rl import (
     ClippedReward,
     CompositeReward,
@@ -57,12 +64,15 @@ def __getattr__(name: str):
 __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
     "Callback",
     "CallbackList",
+    "Categorical",
     "CheckpointConfig",
     "ClippedReward",
     "CompositeReward",
     "ConstantReward",
     "DPOConfig",
     "DPOTrainer",
+    "DiagGaussian",
+    "Distribution",
     "EarlyStopping",
     "Experiment",
     "GRPOConfig",
@@ -86,6 +96,7 @@ __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
     "ScaledReward",
     "TensorBoardLoggerCallback",
     "ThresholdReward",
+    "TokenCategorical",
     "TrainResult",
     "TrainingDiverged",
     "Trajectory",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rollax.rl.registry import get_algorithm
+from rollax.run.callbacks import optional_configs
 from rollax.run.experiment import Experiment
 
 REQUIRED = object()  # marks a key a preset must set
@@ -276,7 +277,12 @@ def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds
     if seeds is not None:
         experiment["seeds"] = seeds
     validate(experiment)
-    return Experiment.from_dict(experiment)
+    typed = Experiment.from_dict(experiment)
+    try:
+        optional_configs(typed)
+    except ValueError as err:
+        raise PresetError(str(err)) from None
+    return typed
 
 
 def _positive_int(value: Any, where: str) -> None:

@@ -19,8 +19,8 @@ from rollax.rl.trainer import (
     TrainState,
     check_batch,
     evaluate_policy,
-    gradient_step,
     sequence_sum,
+    single_step_update,
 )
 from rollax.rl.utils import compute_dpo_loss
 
@@ -64,9 +64,7 @@ def loss_fn(model, batch: dict, config: DPOConfig, static: dict):
 def update(graphdef, state: TrainState, batch, key, config: DPOConfig, static=None):
     """Pure DPO update (one gradient step) on a batch of preference pairs."""
     del key
-    model_optimizer, metrics = gradient_step(loss_fn, graphdef, state.model_optimizer, batch, config,
-                                             static or {}, config.max_grad_norm)
-    return state._replace(model_optimizer=model_optimizer), metrics
+    return single_step_update(loss_fn, graphdef, state, batch, config, static or {})
 
 
 def group_batch(samples: GroupSamples, config: DPOConfig) -> dict:

@@ -12,14 +12,15 @@ import jax
 import jax.numpy as jnp
 
 from rollax.rl.configs import GRPOConfig
-from rollax.rl.registry import AlgorithmSpec, GroupSamples, register_algorithm
+from rollax.rl.registry import AlgorithmSpec, generations_batch, register_algorithm
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
     check_batch,
+    check_group_size,
     evaluate_policy,
-    gradient_step,
     sequence_sum,
+    single_step_update,
 )
 from rollax.rl.utils import clipped_surrogate_terms, compute_group_advantages, estimate_kl
 
@@ -97,20 +98,7 @@ def update(graphdef, state: TrainState, batch, key, config: GRPOConfig, static=N
     del key
     static = static or {}
     group_size = static.get("group_size", config.num_generations)
-    model_optimizer, metrics = gradient_step(loss_fn, graphdef, state.model_optimizer,
-                                             prepare(batch, config, group_size), config, static,
-                                             config.max_grad_norm)
-    return state._replace(model_optimizer=model_optimizer), metrics
-
-
-def group_batch(samples: GroupSamples, config: GRPOConfig) -> dict:
-    """The loop's GRPO batch: every generation with its sampling log-prob (and the reference's
-    when the KL term is on)."""
-    batch = {"observations": samples.observations, "actions": samples.actions,
-             "rewards": samples.rewards, "log_probs": samples.log_probs}
-    if config.beta > 0:
-        batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
-    return batch
+    return single_step_update(loss_fn, graphdef, state, prepare(batch, config, group_size), config, static)
 
 
 class GRPOTrainer(Trainer):
@@ -123,17 +111,10 @@ class GRPOTrainer(Trainer):
         arrays, static = check_batch(batch, required=("observations", "actions", "rewards"),
                                      optional=("log_probs", "ref_log_probs", "mask", "group_size"),
                                      leading_ndim=1)
-        group_size = int(static.get("group_size", self.config.num_generations))
-        size = arrays["rewards"].shape[0]
-        if group_size < 2 or size % group_size:
-            raise ValueError(f"group_size={group_size} must be >= 2 and divide the batch size {size} "
-                             "(rows are contiguous groups of generations per prompt)")
-        if "group_size" in static:
-            static["group_size"] = group_size
-        return arrays, static
+        return arrays, check_group_size(arrays, static, self.config.num_generations)
 
 
 register_algorithm(AlgorithmSpec(
     name="grpo", config_class=GRPOConfig, trainer_class=GRPOTrainer, update=update,
     batch_source="groups", group_size=lambda config, budget: config.num_generations,
-    group_batch=group_batch))
+    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0)))

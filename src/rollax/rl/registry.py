@@ -29,6 +29,16 @@ class GroupSamples(NamedTuple):
     reference_log_probs: Callable[[jax.Array, jax.Array], jax.Array]
 
 
+def generations_batch(samples: GroupSamples, with_reference: bool) -> dict:
+    """Every generation with its sampling log-prob (and the reference's when `with_reference`):
+    the loop's batch for group-relative algorithms (GRPO, RLOO)."""
+    batch = {"observations": samples.observations, "actions": samples.actions,
+             "rewards": samples.rewards, "log_probs": samples.log_probs}
+    if with_reference:
+        batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
+    return batch
+
+
 def _no_check(config: Any, budget: Any) -> None:
     """Algorithms without extra plan checks."""
 

@@ -19,14 +19,15 @@ import jax
 import jax.numpy as jnp
 
 from rollax.rl.configs import RLOOConfig
-from rollax.rl.registry import AlgorithmSpec, GroupSamples, register_algorithm
+from rollax.rl.registry import AlgorithmSpec, generations_batch, register_algorithm
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
     check_batch,
+    check_group_size,
     evaluate_policy,
-    gradient_step,
     sequence_sum,
+    single_step_update,
 )
 from rollax.rl.utils import clipped_surrogate_terms, masked_mean, normalize_advantages
 
@@ -88,19 +89,7 @@ def loss_fn(model, batch: dict, config: RLOOConfig, static: dict):
 def update(graphdef, state: TrainState, batch, key, config: RLOOConfig, static=None):
     """Pure RLOO update (one gradient step) on a flat grouped batch."""
     del key
-    model_optimizer, metrics = gradient_step(loss_fn, graphdef, state.model_optimizer, batch, config,
-                                             static or {}, config.max_grad_norm)
-    return state._replace(model_optimizer=model_optimizer), metrics
-
-
-def group_batch(samples: GroupSamples, config: RLOOConfig) -> dict:
-    """The loop's RLOO batch: every generation with its sampling log-prob (and the reference's
-    when the KL shaping is on)."""
-    batch = {"observations": samples.observations, "actions": samples.actions,
-             "rewards": samples.rewards, "log_probs": samples.log_probs}
-    if config.beta > 0:
-        batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
-    return batch
+    return single_step_update(loss_fn, graphdef, state, batch, config, static or {})
 
 
 class RLOOTrainer(Trainer):
@@ -119,17 +108,10 @@ class RLOOTrainer(Trainer):
                                  "log-probs [B]")
         if arrays["rewards"].ndim > 2:
             raise ValueError(f"batch['rewards'] has shape {arrays['rewards'].shape}; expected [B] or [B, L]")
-        group_size = int(static.get("group_size", self.config.num_generations))
-        size = arrays["rewards"].shape[0]
-        if group_size < 2 or size % group_size:
-            raise ValueError(f"group_size={group_size} must be >= 2 and divide the batch size {size} "
-                             "(rows are contiguous groups of generations per prompt)")
-        if "group_size" in static:
-            static["group_size"] = group_size
-        return arrays, static
+        return arrays, check_group_size(arrays, static, self.config.num_generations)
 
 
 register_algorithm(AlgorithmSpec(
     name="rloo", config_class=RLOOConfig, trainer_class=RLOOTrainer, update=update,
     batch_source="groups", group_size=lambda config, budget: config.num_generations,
-    group_batch=group_batch))
+    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0)))

@@ -147,6 +147,17 @@ def check_batch(
     return arrays, static
 
 
+def check_group_size(arrays: dict, static: dict, default: int) -> dict:
+    """`static` with a checked `group_size` (the batch's, else `default`): >= 2 and dividing the
+    batch, whose rows are contiguous groups of generations per prompt."""
+    group_size = int(static.get("group_size", default))
+    size = arrays["rewards"].shape[0]
+    if group_size < 2 or size % group_size:
+        raise ValueError(f"group_size={group_size} must be >= 2 and divide the batch size {size} "
+                         "(rows are contiguous groups of generations per prompt)")
+    return {**static, "group_size": group_size} if "group_size" in static else static
+
+
 # ---------------------------------------------------------------- the shared update
 
 
@@ -165,6 +176,17 @@ def gradient_step(
         grads = jax.tree.map(lambda g: g * scale, grads)
     optimizer.update(model, grads)
     return nnx.split((model, optimizer))[1], {**metrics, "loss": loss, "grad_norm": grad_norm}
+
+
+def single_step_update(
+    loss_fn: Callable, graphdef: nnx.GraphDef, state: TrainState, batch: dict, config: Any,
+    static: dict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One `gradient_step` on the `TrainState`'s model and optimizer (algorithms without state
+    of their own and without minibatches: GRPO, RLOO, DPO)."""
+    model_optimizer, metrics = gradient_step(loss_fn, graphdef, state.model_optimizer, batch, config,
+                                             static, config.max_grad_norm)
+    return state._replace(model_optimizer=model_optimizer), metrics
 
 
 def minibatch_update(

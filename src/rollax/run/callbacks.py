@@ -35,22 +35,34 @@ def default_callbacks(experiment: Experiment, total_steps: int, start_step: int,
         if logging.checkpoint:
             callbacks += [BestCheckpoint(), ResumeCheckpoint(logging.checkpoint_every_seconds)]
         callbacks.append(ResultWriter(plot=logging.plot))
-    if logging.early_stopping:
-        callbacks.append(_configured(EarlyStopping, logging.early_stopping, "early_stopping"))
-    if logging.profiler:
-        directory = {"log_dir": f"{logging.root}/{experiment.name}/profile", **logging.profiler}
-        callbacks.append(JAXProfiler(_configured(ProfilingConfig, directory, "profiler")))
-    if logging.wandb:
-        config = {"name": experiment.name, "config": experiment.to_dict(), **logging.wandb}
-        callbacks.append(WandbLoggerCallback(_configured(WandbLoggerConfig, config, "wandb")))
+    optional = optional_configs(experiment)
+    if "early_stopping" in optional:
+        callbacks.append(optional["early_stopping"])
+    if "profiler" in optional:
+        callbacks.append(JAXProfiler(optional["profiler"]))
+    if "wandb" in optional:
+        callbacks.append(WandbLoggerCallback(optional["wandb"]))
     if progress and logging.progress:
         callbacks.append(ProgressBarCallback(total=total_steps, initial=start_step,
                                              desc=experiment.name))
     return callbacks
 
 
-def _configured(factory, kwargs: dict, key: str):
-    try:
-        return factory(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"logging.{key}: {err}") from None
+def optional_configs(experiment: Experiment) -> dict:
+    """The `[logging]` tables that switch optional callbacks on, built and checked (the preset
+    loader calls this too, so a bad table fails before anything runs): `EarlyStopping`,
+    `ProfilingConfig`, `WandbLoggerConfig`. ValueError naming `logging.<key>`."""
+    logging, out = experiment.logging, {}
+    tables = {
+        "early_stopping": (EarlyStopping, {}),
+        "profiler": (ProfilingConfig, {"log_dir": f"{logging.root}/{experiment.name}/profile"}),
+        "wandb": (WandbLoggerConfig, {"name": experiment.name, "config": experiment.to_dict()}),
+    }
+    for key, (factory, defaults) in tables.items():
+        table = getattr(logging, key)
+        if table:
+            try:
+                out[key] = factory(**{**defaults, **table})
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"logging.{key}: {err}") from None
+    return out
