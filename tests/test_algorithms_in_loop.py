@@ -117,3 +117,13 @@ def test_grpo_on_cartpole_needs_a_one_step_env(tmp_path):
     with pytest.raises(ValueError, match=r"grpo in the training loop needs a one-step \(bandit\) env"):
         train(experiment, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ema_baseline_needs_a_key_per_env_task(shared_cache, tmp_path):
+    # rollax/VAEDigit-v0 has 10 conditions: one key would merge them silently under jit
+    experiment = load_experiment(ROOT / "experiments" / "vae_rloo.toml", [
+        f"logging.root='{tmp_path}'", "agent.algorithm='reinforce'",
+        "agent.config={baseline='ema'}", "budget.num_steps=1"], seeds=1)
+    with pytest.raises(ValueError, match=r"num_baseline_keys=1 is smaller than the env's 10 task keys"):
+        train(experiment, progress=False)
+    assert list(tmp_path.iterdir()) == []

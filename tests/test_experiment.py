@@ -209,3 +209,29 @@ def test_nan_loss_stops_with_training_diverged_after_flushing(tmp_path):
     metric = message.split()[0]
     assert not math.isfinite(float(losses[step][f"train/{metric}"]))
     assert all(math.isfinite(float(losses[s][f"train/{metric}"])) for s in losses if s < step)
+
+
+def test_resuming_a_finished_run_completes_without_duplicates(full_run, tmp_path):
+    experiment, result = full_run
+    run_dir = tmp_path / "finished"
+    shutil.copytree(result.run_dir, run_dir)
+    again = train(experiment, progress=False, resume=run_dir)
+    assert again.env_steps == TOTAL and again.train_seconds == 0.0
+    assert available_steps(run_dir / "checkpoints")[-1] == TOTAL
+    for seed in (0, 1):
+        records = read_jsonl(run_dir / f"seed_{seed}" / "metrics.jsonl")
+        keys = [(r["step"], tag) for r in records for tag in r if tag != "step"]
+        assert len(keys) == len(set(keys)), "duplicated (step, tag) records after resume"
+
+
+def test_a_checkpoint_of_the_earlier_state_format_is_named_incompatible(full_run, tmp_path):
+    experiment, _ = full_run
+    from rollax.logging import save_checkpoint
+
+    for seed in (0, 1):
+        (tmp_path / f"seed_{seed}").mkdir()
+    # before the engine change the state was {"train": nnx state, ...} and had no "format"
+    save_checkpoint(tmp_path / "checkpoints", 400, {"train": {"kernel": np.zeros((2, 3))}},
+                    {"iteration": 2, "env_steps": 400, "episode_stats": []})
+    with pytest.raises(ValueError, match="written by an earlier rollax"):
+        train(experiment, progress=False, resume=tmp_path)

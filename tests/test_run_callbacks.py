@@ -169,3 +169,19 @@ def test_bad_early_stopping_table_names_the_key(table):
 def test_bad_profiler_table_names_the_key():
     with pytest.raises(ValueError, match="logging.profiler"):
         train(tiny("logging.profiler={start_step=5, end_step=1}"), progress=False)
+
+
+def test_early_stopping_on_a_sparse_metric_skips_chunks_without_it(tmp_path):
+    # eval/mean_reward exists only on chunks that ended with an evaluation (every 800 steps
+    # here, the 2nd chunk): the others are skipped, not errors, and patience counts the rest
+    experiment = tiny("eval.every_steps=800", "logging.early_stopping={monitor='eval/mean_reward', "
+                      "patience=1, min_delta=1e9}")
+    recorder = Recorder()
+    result = train(experiment, callbacks=[recorder], progress=False)
+    assert result.env_steps == TOTAL  # one evaluation inside the run: never a second to compare
+    assert recorder.calls[-1][1] == "finished"
+
+
+def test_early_stopping_warns_when_its_metric_never_appears():
+    with pytest.warns(RuntimeWarning, match="'eval/judge_success' never appeared"):
+        train(tiny("logging.early_stopping={monitor='eval/judge_success'}"), progress=False)

@@ -172,6 +172,10 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
             return None
         return observations[:, : self._conditions.shape[1]]
 
+    def num_tasks(self, params: LatentEnvParams) -> int:
+        """How many task keys `task_ids` gives: the condition rows (1 when unconditioned)."""
+        return int(self._conditions.shape[0]) if self.conditioned else 1
+
     def task_ids(self, params: LatentEnvParams, observations: jax.Array) -> jax.Array:
         """Per observation `[..., obs]`, the index of its condition row `[...]` (0 when
         unconditioned): the task key of per-task baselines such as REINFORCE's EMA one."""

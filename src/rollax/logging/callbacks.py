@@ -25,6 +25,7 @@ import dataclasses
 import importlib
 import math
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -307,6 +308,10 @@ class ModelCheckpoint(Callback):
         self.last_step: int | None = None
 
     def on_train_begin(self, trainer: Any) -> None:
+        if not (hasattr(trainer, "model") and hasattr(trainer, "optimizer")):
+            raise TypeError("ModelCheckpoint saves a trainer's model and optimizer; rollax.train "
+                            "checkpoints through [logging] checkpoint = true (ResumeCheckpoint, "
+                            "BestCheckpoint) instead")
         if self._manager is None:
             self._manager = checkpoint_manager(self.dirpath, preservation_policy=self._policy)
 
@@ -382,7 +387,11 @@ class JAXProfiler(Callback):
 
 class EarlyStopping(Callback):
     """Sets ``should_stop`` once ``monitor`` has not improved by more than ``min_delta`` for
-    ``patience`` consecutive batches; ``stopped_step`` records where."""
+    ``patience`` consecutive batches; ``stopped_step`` records where.
+
+    In rollax's loop a batch is a chunk, and chunks whose summary lacks the monitored metric
+    (``eval/mean_reward`` between evaluations, ``rollout/*`` before the first finished episode)
+    are skipped; a metric that never appears is warned about at the end."""
 
     def __init__(
         self, monitor: str = "mean_reward", mode: Mode = "max", patience: int = 3,
@@ -398,9 +407,22 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.should_stop = False
         self.stopped_step: int | None = None
+        self._seen, self._last_names = False, []
 
     def on_train_begin(self, trainer: Any) -> None:
         self.best, self.wait, self.should_stop, self.stopped_step = math.nan, 0, False, None
+        self._seen, self._last_names = False, []
+
+    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
+        self._last_names = sorted(chunk.summary)
+        if self.monitor in chunk.summary or f"train/{self.monitor}" in chunk.summary:
+            self._seen = True
+            self.on_train_batch_end(run, chunk.summary, chunk.step)
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self._last_names and not self._seen:
+            warnings.warn(f"EarlyStopping: monitored metric {self.monitor!r} never appeared; "
+                          f"available: {self._last_names}", RuntimeWarning, stacklevel=2)
 
     def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
         value = _monitored_value(metrics, self.monitor)

@@ -42,6 +42,9 @@ from rollax.logging.callbacks import Callback, Chunk, Evaluation
 from rollax.logging.checkpoint import available_steps, load_checkpoint, save_checkpoint
 from rollax.logging.logger import Logger
 
+# 2: the training state is {"train": TrainState(model_optimizer, algorithm), ...}
+CHECKPOINT_FORMAT = 2
+
 __all__ = ["BestCheckpoint", "MetricsLogger", "ResultWriter", "ResumeCheckpoint", "SampleImages",
            "model_params", "restore", "truncate_metrics", "write_results"]
 
@@ -52,6 +55,7 @@ class MetricsLogger(Callback):
 
     def __init__(self) -> None:
         self.loggers: list[Logger] = []
+        self._last_eval_step: int | None = None
 
     def on_train_begin(self, run: Any) -> None:
         if run.resume_step is None:
@@ -61,6 +65,8 @@ class MetricsLogger(Callback):
             return
         for seed_dir in run.seed_dirs:
             truncate_metrics(seed_dir / "metrics.jsonl", run.resume_step)
+        if _has_evaluation_at(run.seed_dirs[0] / "metrics.jsonl", run.resume_step):
+            self._last_eval_step = run.resume_step  # a finished run resumed: not logged twice
         # TensorBoard drops this run's events after the checkpoint, as metrics.jsonl does
         self.loggers = [Logger(d, purge_step=run.resume_step + 1) for d in run.seed_dirs]
 
@@ -76,6 +82,9 @@ class MetricsLogger(Callback):
             logger.flush()
 
     def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+        if evaluation.step == self._last_eval_step:  # a stop right after a periodic evaluation
+            return
+        self._last_eval_step = evaluation.step
         for s, (logger, returns) in enumerate(zip(self.loggers, evaluation.returns)):
             extra = {f"eval/{name}": np.asarray(v)[s] for name, v in evaluation.metrics.items()}
             logger.log_scalars({"eval/mean_reward": float(np.mean(returns)), **extra}, evaluation.step)
@@ -110,48 +119,68 @@ class SampleImages(Callback):
 
 
 class BestCheckpoint(Callback):
-    """Per seed, the model params of its best greedy evaluation so far, in
+    """Per seed, the model params at its best evaluation so far by `monitor` (`eval/mean_reward`,
+    the greedy return, or one of the env's `eval/<name>` metrics), in
     `seed_<k>/checkpoints/best/<step>` (one kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, monitor: str = "eval/mean_reward", mode: str = "max") -> None:
+        if not monitor.startswith("eval/") or mode not in ("max", "min"):
+            raise ValueError(f"BestCheckpoint ranks evaluations: monitor must be 'eval/<name>' and "
+                             f"mode 'max' or 'min', got {monitor!r}, {mode!r}")
+        self.monitor, self.sign = monitor, 1.0 if mode == "max" else -1.0
         self.best: list[float] = []
         self._last_step: int | None = None
 
     def on_train_begin(self, run: Any) -> None:
         self.best = [-math.inf] * len(run.seeds)
         if run.resume_step is not None:
-            self.best = [_rewind_best(d / "checkpoints" / "best", run.resume_step) for d in run.seed_dirs]
+            self.best = [self.sign * _rewind_best(d / "checkpoints" / "best", run.resume_step)
+                         for d in run.seed_dirs]
+
+    def _value(self, evaluation: Evaluation, s: int) -> float:
+        if self.monitor == "eval/mean_reward":
+            return float(np.mean(evaluation.returns[s]))
+        name = self.monitor.removeprefix("eval/")
+        if name not in evaluation.metrics:
+            raise ValueError(f"BestCheckpoint: {self.monitor!r} is not an evaluation metric of this "
+                             f"env; available: {['eval/mean_reward', *(f'eval/{k}' for k in evaluation.metrics)]}")
+        return float(np.asarray(evaluation.metrics[name])[s])
 
     def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
         if evaluation.step == self._last_step:  # a stop right after a periodic evaluation
             return
         self._last_step = evaluation.step
-        for s, returns in enumerate(evaluation.returns):
-            mean = float(np.mean(returns))
-            if mean > self.best[s]:
-                self.best[s] = mean
+        for s in range(len(run.seeds)):
+            value = self._value(evaluation, s)
+            if self.sign * value > self.best[s]:
+                self.best[s] = self.sign * value
                 save_checkpoint(run.seed_dirs[s] / "checkpoints" / "best", evaluation.step,
                                 model_params(run.state, s),
-                                {"env_steps": evaluation.step, "eval_mean_reward": mean}, max_to_keep=1)
+                                {"env_steps": evaluation.step, "monitor": self.monitor, "value": value,
+                                 "eval_mean_reward": float(np.mean(evaluation.returns[s]))},
+                                max_to_keep=1)
 
 
 class ResumeCheckpoint(Callback):
     """The stacked training state of all seeds in `checkpoints/<step>` (two kept): every
-    `every_seconds` of training, when the run is stopped (signal or early stop), and at its
-    end. `rollax train --resume RUN_DIR` continues from the newest."""
+    `every_seconds` of training, at the chunk where a stop is asked (signal, early stop,
+    `stop_at_step`; attach it after the callbacks that may ask), and at the end.
+    `rollax train --resume RUN_DIR` continues from the newest."""
 
     def __init__(self, every_seconds: float = 60.0) -> None:
         self.every_seconds = every_seconds
-        self._last_save = time.perf_counter()
+        self._last_save: float | None = None  # the clock starts with the first chunk
         self._saved_step: int | None = None
 
     def on_train_begin(self, run: Any) -> None:
-        self._last_save = time.perf_counter()
+        self._saved_step = run.resume_step  # resuming a finished run saves nothing twice
 
     def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
         if run.outcome == "failed":  # a diverged chunk is logged, never checkpointed
             return
-        if run.stopping or time.perf_counter() - self._last_save > self.every_seconds:
+        if self._last_save is None:
+            self._last_save = time.perf_counter()
+        if run.stop_requested or time.perf_counter() - self._last_save > self.every_seconds:
             self._save(run)
 
     def on_train_end(self, run: Any) -> None:
@@ -163,14 +192,14 @@ class ResumeCheckpoint(Callback):
             return
         stats = [s.state_dict() for s in run.episode_stats]
         save_checkpoint(run.run_dir / "checkpoints", run.step, run.state,
-                        {"iteration": run.iteration, "env_steps": run.step, "episode_stats": stats},
-                        max_to_keep=2)
+                        {"format": CHECKPOINT_FORMAT, "iteration": run.iteration, "env_steps": run.step,
+                         "episode_stats": stats}, max_to_keep=2)
         self._saved_step, self._last_save = run.step, time.perf_counter()
 
 
 class ResultWriter(Callback):
-    """After a run that ended normally: `results.json`, and `learning_curves.png` when `plot`
-    (a plot that cannot be drawn warns instead of failing the run)."""
+    """After a run that finished or was stopped (signal, early stop): `results.json`, and
+    `learning_curves.png` when `plot` (a plot that cannot be drawn warns instead of failing)."""
 
     def __init__(self, plot: bool = True) -> None:
         self.plot = plot
@@ -220,17 +249,34 @@ def truncate_metrics(path: Path, max_step: int) -> int:
     return removed
 
 
+def _has_evaluation_at(path: Path, step: int) -> bool:
+    if not path.exists():
+        return False
+    return any(record.get("step") == step and "eval/mean_reward" in record
+               for record in map(json.loads, path.read_text(encoding="utf-8").splitlines()))
+
+
 def restore(run_dir: Path, state: dict, stats: list) -> tuple[dict, int, int]:
     """Load the newest complete checkpoint of `run_dir` into `state`'s structure (and the
-    episode statistics into `stats`); returns `(state, iteration, env step)`. Writes nothing."""
-    loaded, metadata = load_checkpoint(Path(run_dir) / "checkpoints", target=state)
+    episode statistics into `stats`); returns `(state, iteration, env step)`. Writes nothing.
+    A checkpoint of an earlier training-state format is a ValueError saying so."""
+    directory = Path(run_dir) / "checkpoints"
+    try:
+        loaded, metadata = load_checkpoint(directory, target=state)
+    except ValueError:
+        _, metadata = load_checkpoint(directory)
+        if metadata.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{directory} was written by an earlier rollax (training-state format "
+                             f"{metadata.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}): "
+                             "it cannot be resumed or evaluated; train a new run") from None
+        raise
     for s, saved in zip(stats, metadata["episode_stats"]):
         s.load_state_dict(saved)
     return loaded, int(metadata["iteration"]), int(metadata["env_steps"])
 
 
 def _rewind_best(best_dir: Path, max_step: int) -> float:
-    """Remove best-model checkpoints newer than `max_step`; the best eval mean that remains."""
+    """Remove best-model checkpoints newer than `max_step`; the best value that remains."""
     if not best_dir.is_dir():
         return -math.inf
     for step in available_steps(best_dir):
@@ -240,7 +286,7 @@ def _rewind_best(best_dir: Path, max_step: int) -> float:
     if not remaining:
         return -math.inf
     _, metadata = load_checkpoint(best_dir, remaining[-1])
-    return float(metadata["eval_mean_reward"])
+    return float(metadata["value"])
 
 
 def write_results(result) -> None:

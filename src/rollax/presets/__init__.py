@@ -44,6 +44,7 @@ SCHEMA: dict[str, Any] = {
     # early_stopping / profiler / wandb: keyword arguments of EarlyStopping / ProfilingConfig /
     # WandbLoggerConfig; an empty table leaves that callback off
     "logging": {"root": "runs", "enabled": True, "checkpoint": True, "checkpoint_every_seconds": 60.0,
+                "best_metric": "eval/mean_reward", "best_mode": "max",
                 "plot": True, "images": True, "progress": True, "early_stopping": {}, "profiler": {},
                 "wandb": {}},
     "overrides": {},
@@ -296,7 +297,7 @@ def validate(experiment: dict) -> None:
     if not isinstance(experiment["seed"], int) or experiment["seed"] < 0:
         raise PresetError(f"seed must be an integer >= 0, got {experiment['seed']!r}")
     budget = experiment["budget"]
-    for key in ("total_steps", "num_envs", "num_steps"):
+    for key in ("total_steps", "num_envs", "num_steps", "group_size"):
         _positive_int(budget[key], f"budget.{key}")
     per_iteration = budget["num_envs"] * budget["num_steps"]
     if budget["total_steps"] < per_iteration:
@@ -309,6 +310,12 @@ def validate(experiment: dict) -> None:
     if not optimizer["learning_rate"] > 0:
         raise PresetError(f"agent.optimizer.learning_rate must be > 0, got {optimizer['learning_rate']!r}")
     _positive_int(experiment["eval"]["episodes"], "eval.episodes")
+    logging = experiment["logging"]
+    if not (isinstance(logging["best_metric"], str) and logging["best_metric"].startswith("eval/")):
+        raise PresetError(f"logging.best_metric={logging['best_metric']!r} must name an evaluation "
+                          "metric, 'eval/mean_reward' or an env's 'eval/<name>'")
+    if logging["best_mode"] not in ("max", "min"):
+        raise PresetError(f"logging.best_mode={logging['best_mode']!r}; valid: ['max', 'min']")
     if not experiment["logging"]["checkpoint_every_seconds"] > 0:
         raise PresetError("logging.checkpoint_every_seconds must be > 0, got "
                           f"{experiment['logging']['checkpoint_every_seconds']!r}")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rollax.rl.configs import DPOConfig
-from rollax.rl.registry import AlgorithmSpec, GroupSamples, register_algorithm
+from rollax.rl.spec import AlgorithmSpec, GroupSamples
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
@@ -122,7 +122,14 @@ class DPOTrainer(Trainer):
         return arrays, static
 
 
-register_algorithm(AlgorithmSpec(
-    name="dpo", config_class=DPOConfig, trainer_class=DPOTrainer, update=update,
+def check_plan(config: DPOConfig, budget, num_tasks: int) -> None:
+    """A pair needs two samples of a prompt to rank."""
+    if budget.group_size < 2:
+        raise ValueError(f"budget.group_size={budget.group_size} must be >= 2 (DPO ranks that many "
+                         "samples per prompt into a best/worst pair)")
+
+
+SPEC = AlgorithmSpec(
+    name="dpo", config_class=DPOConfig, update=update, check=check_plan,
     batch_source="groups", group_size=lambda config, budget: budget.group_size,
-    group_batch=group_batch))
+    group_batch=group_batch)

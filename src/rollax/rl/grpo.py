@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from rollax.rl.configs import GRPOConfig
-from rollax.rl.registry import AlgorithmSpec, generations_batch, register_algorithm
+from rollax.rl.spec import AlgorithmSpec, generations_batch
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
@@ -114,7 +114,7 @@ class GRPOTrainer(Trainer):
         return arrays, check_group_size(arrays, static, self.config.num_generations)
 
 
-register_algorithm(AlgorithmSpec(
-    name="grpo", config_class=GRPOConfig, trainer_class=GRPOTrainer, update=update,
+SPEC = AlgorithmSpec(
+    name="grpo", config_class=GRPOConfig, update=update,
     batch_source="groups", group_size=lambda config, budget: config.num_generations,
-    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0)))
+    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0))

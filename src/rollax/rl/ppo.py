@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from rollax.rl.configs import PPOConfig
-from rollax.rl.registry import AlgorithmSpec, register_algorithm
+from rollax.rl.spec import AlgorithmSpec
 from rollax.rl.trainer import (
     EPISODE_KEYS,
     Trainer,
@@ -90,7 +90,7 @@ def update(graphdef, state: TrainState, batch, key, config: PPOConfig, static=No
     return state._replace(model_optimizer=model_optimizer), metrics
 
 
-def check_plan(config: PPOConfig, budget) -> None:
+def check_plan(config: PPOConfig, budget, num_tasks: int) -> None:
     """Every iteration's `num_envs * num_steps` steps split into equal minibatches."""
     steps = budget.num_envs * budget.num_steps
     if steps % config.num_minibatches:
@@ -114,7 +114,7 @@ class PPOTrainer(Trainer):
         return arrays, static
 
 
-register_algorithm(AlgorithmSpec(
-    name="ppo", config_class=PPOConfig, trainer_class=PPOTrainer, update=update, needs_critic=True,
+SPEC = AlgorithmSpec(
+    name="ppo", config_class=PPOConfig, update=update, needs_critic=True,
     updates_per_iteration=lambda config: config.num_epochs * config.num_minibatches,
-    check=check_plan))
+    check=check_plan)

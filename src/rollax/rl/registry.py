@@ -1,86 +1,27 @@
-"""Name -> algorithm: each algorithm module registers one `AlgorithmSpec`, and the training
-loop, the presets and the CLI read it here instead of branching on algorithm names.
+"""Name -> algorithm: the loop, the presets and the CLI look algorithms up here instead of
+branching on their names.
 
-A new algorithm is one module under `rl/` (config, pure update, trainer class) ending with a
-`register_algorithm(AlgorithmSpec(...))` call, plus its import in `rl/__init__.py`.
+A new algorithm is one module under `rl/` (config, pure update, trainer class, and its
+`SPEC = AlgorithmSpec(...)`) plus its line in `ALGORITHMS` below; an algorithm defined outside
+rollax joins with `register_algorithm(spec)`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from rollax.rl import dpo, grpo, ppo, reinforce, rloo
+from rollax.rl.spec import AlgorithmSpec
 
-import jax
-
-
-class GroupSamples(NamedTuple):
-    """G one-step generations per prompt, contiguous rows `[p0g0, p0g1, ..., p1g0, ...]`.
-
-    `reference_log_probs(observations, actions) -> [B]` scores actions under the frozen
-    reference policy (the model at the start of training).
-    """
-
-    observations: jax.Array  # [B, ...]
-    actions: jax.Array  # [B, ...]
-    log_probs: jax.Array  # [B] under the sampling policy
-    rewards: jax.Array  # [B]
-    group_size: int
-    reference_log_probs: Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def generations_batch(samples: GroupSamples, with_reference: bool) -> dict:
-    """Every generation with its sampling log-prob (and the reference's when `with_reference`):
-    the loop's batch for group-relative algorithms (GRPO, RLOO)."""
-    batch = {"observations": samples.observations, "actions": samples.actions,
-             "rewards": samples.rewards, "log_probs": samples.log_probs}
-    if with_reference:
-        batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
-    return batch
-
-
-def _no_check(config: Any, budget: Any) -> None:
-    """Algorithms without extra plan checks."""
-
-
-@dataclasses.dataclass(frozen=True)
-class AlgorithmSpec:
-    """What the loop needs to know about an algorithm.
-
-    - `update(graphdef, state: TrainState, batch, key, config, static) -> (state, metrics)`:
-      the pure update both `trainer_class.train_step` and the scanned loop run.
-    - `batch_source`: "rollout" (time-major `Trajectory` batches from the collector) or
-      "groups" (`group_size(config, budget)` one-step generations per prompt, turned into the
-      algorithm's batch by `group_batch(samples: GroupSamples, config)`).
-    - `check(config, budget)`: the algorithm's own plan checks (ValueError naming the key).
-    - `init_state(config)`: algorithm-owned training state (e.g. REINFORCE's EMA baselines),
-      carried and checkpointed with the model; `()` when it has none.
-    """
-
-    name: str
-    config_class: type
-    trainer_class: type
-    update: Callable
-    needs_critic: bool = False
-    batch_source: Literal["rollout", "groups"] = "rollout"
-    group_size: Callable[[Any, Any], int] | None = None
-    group_batch: Callable[[GroupSamples, Any], dict] | None = None
-    updates_per_iteration: Callable[[Any], int] = lambda config: 1
-    check: Callable[[Any, Any], None] = _no_check
-    init_state: Callable[[Any], Any] = lambda config: ()
-
-    def __post_init__(self):
-        if self.batch_source not in ("rollout", "groups"):
-            raise ValueError(f"{self.name}: batch_source={self.batch_source!r}; expected rollout or groups")
-        if self.batch_source == "groups" and (self.group_size is None or self.group_batch is None):
-            raise ValueError(f"{self.name}: a 'groups' algorithm needs group_size and group_batch")
-
-
-ALGORITHMS: dict[str, AlgorithmSpec] = {}
+ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
+    reinforce.SPEC,
+    ppo.SPEC,
+    grpo.SPEC,
+    rloo.SPEC,
+    dpo.SPEC,
+)}
 
 
 def register_algorithm(spec: AlgorithmSpec) -> AlgorithmSpec:
-    """Make `spec.name` available to presets, the loop and the CLI."""
+    """Make a user's algorithm available to presets, the loop and the CLI."""
     if spec.name in ALGORITHMS and ALGORITHMS[spec.name] != spec:
         raise ValueError(f"algorithm {spec.name!r} is already registered")
     ALGORITHMS[spec.name] = spec

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rollax.rl.configs import REINFORCEConfig
-from rollax.rl.registry import AlgorithmSpec, register_algorithm
+from rollax.rl.spec import AlgorithmSpec
 from rollax.rl.trainer import (
     EPISODE_KEYS,
     Trainer,
@@ -123,7 +123,15 @@ class REINFORCETrainer(Trainer):
         return arrays, static
 
 
-register_algorithm(AlgorithmSpec(
-    name="reinforce", config_class=REINFORCEConfig, trainer_class=REINFORCETrainer, update=update,
-    init_state=init_state))
+def check_plan(config: REINFORCEConfig, budget, num_tasks: int) -> None:
+    """An EMA baseline needs a key for each of the env's tasks (ids past the table would be
+    silently merged inside the jitted update)."""
+    if config.baseline == "ema" and config.num_baseline_keys < num_tasks:
+        raise ValueError(f"agent.config.num_baseline_keys={config.num_baseline_keys} is smaller "
+                         f"than the env's {num_tasks} task keys; set it to {num_tasks}")
+
+
+SPEC = AlgorithmSpec(
+    name="reinforce", config_class=REINFORCEConfig, update=update, check=check_plan,
+    init_state=init_state)
 

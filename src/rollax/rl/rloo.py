@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rollax.rl.configs import RLOOConfig
-from rollax.rl.registry import AlgorithmSpec, generations_batch, register_algorithm
+from rollax.rl.spec import AlgorithmSpec, generations_batch
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
@@ -111,7 +111,7 @@ class RLOOTrainer(Trainer):
         return arrays, check_group_size(arrays, static, self.config.num_generations)
 
 
-register_algorithm(AlgorithmSpec(
-    name="rloo", config_class=RLOOConfig, trainer_class=RLOOTrainer, update=update,
+SPEC = AlgorithmSpec(
+    name="rloo", config_class=RLOOConfig, update=update,
     batch_source="groups", group_size=lambda config, budget: config.num_generations,
-    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0)))
+    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0))

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rollax.rl.registry import GroupSamples
+from rollax.rl.spec import GroupSamples
 from rollax.rl.trainer import evaluate_policy, sequence_sum
 from rollax.rollout.collector import env_actions, policy_distribution
 

@@ -22,30 +22,33 @@ from rollax.run.experiment import Experiment
 
 
 def default_callbacks(experiment: Experiment, total_steps: int, start_step: int,
-                      progress: bool) -> list[Callback]:
-    """In hook order: metrics are flushed before a checkpoint is written, and closed before
-    the results and the plot read them."""
+                      progress: bool) -> tuple[list[Callback], list[Callback]]:
+    """`(first, last)`: a user's callbacks go between them. In hook order, metrics are flushed
+    before a checkpoint is written and closed before the results and the plot read them; a
+    stop any callback asks for in a chunk is seen by the resume checkpoint of that chunk."""
     logging = experiment.logging
     callbacks: list[Callback] = []
+    closing: list[Callback] = []
+    optional = optional_configs(experiment)
     if logging.enabled:
         metrics = MetricsLogger()
         callbacks.append(metrics)
         if logging.images:
             callbacks.append(SampleImages(metrics))
         if logging.checkpoint:
-            callbacks += [BestCheckpoint(), ResumeCheckpoint(logging.checkpoint_every_seconds)]
-        callbacks.append(ResultWriter(plot=logging.plot))
-    optional = optional_configs(experiment)
+            callbacks.append(BestCheckpoint(logging.best_metric, logging.best_mode))
+            closing.append(ResumeCheckpoint(logging.checkpoint_every_seconds))
+        closing.append(ResultWriter(plot=logging.plot))
     if "early_stopping" in optional:
         callbacks.append(optional["early_stopping"])
     if "profiler" in optional:
         callbacks.append(JAXProfiler(optional["profiler"]))
     if "wandb" in optional:
         callbacks.append(WandbLoggerCallback(optional["wandb"]))
-    if progress and logging.progress:
-        callbacks.append(ProgressBarCallback(total=total_steps, initial=start_step,
-                                             desc=experiment.name))
-    return callbacks
+    if progress and logging.progress:  # shown even when the output is not a terminal
+        closing.append(ProgressBarCallback(total=total_steps, initial=start_step,
+                                           desc=experiment.name, disable=False))
+    return callbacks, closing
 
 
 def optional_configs(experiment: Experiment) -> dict:
@@ -55,7 +58,10 @@ def optional_configs(experiment: Experiment) -> dict:
     logging, out = experiment.logging, {}
     tables = {
         "early_stopping": (EarlyStopping, {}),
-        "profiler": (ProfilingConfig, {"log_dir": f"{logging.root}/{experiment.name}/profile"}),
+        # the loop's steps are env steps at chunk ends: trace the first fifth of the run
+        "profiler": (ProfilingConfig, {"log_dir": f"{logging.root}/{experiment.name}/profile",
+                                       "start_step": 0,
+                                       "end_step": max(1, experiment.budget.total_steps // 5)}),
         "wandb": (WandbLoggerConfig, {"name": experiment.name, "config": experiment.to_dict()}),
     }
     for key, (factory, defaults) in tables.items():

@@ -37,18 +37,20 @@ class RunContext:
     resume_step: int | None = None
     state: Any = None
     iteration: int = 0
-    stopping: bool = False
+    stopping: bool = False  # a signal or stop_at_step asked to stop after this chunk
     outcome: Literal["running", "finished", "stopped", "failed"] = "running"
     result: TrainResult | None = None
+    callbacks: Any = None  # the run's CallbackList
+
+    @property
+    def stop_requested(self) -> bool:
+        """Training ends after this chunk: a signal, `stop_at_step` or a callback's `should_stop`."""
+        return self.stopping or bool(self.callbacks is not None and self.callbacks.should_stop)
 
     @property
     def step(self) -> int:
         """Env steps per seed done so far."""
         return self.iteration * self.plan.steps_per_iteration
-
-    @property
-    def total_steps(self) -> int:
-        return self.plan.total_steps
 
     def render_samples(self):
         """The env's sample pictures `[S, B, H, W]` for the current state, or None."""

@@ -11,6 +11,7 @@ import numpy as np
 from rollax.logging.run_callbacks import restore
 from rollax.run.experiment import Experiment
 from rollax.run.program import make_program
+from rollax.run.seeds import eval_keys
 
 EVAL_KEY_INDEX = 10**6  # keys apart from the ones evaluations during training used
 
@@ -34,8 +35,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10) -> tuple[Experiment, n
     try:
         seeds = experiment.seed_list
         state, _, step = restore(Path(run_dir), program.init(seeds), [])
-        keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), EVAL_KEY_INDEX))(np.asarray(seeds))
-        returns, _ = jax.device_get(program.evaluate(state, keys))
+        returns, _ = jax.device_get(program.evaluate(state, eval_keys(seeds, EVAL_KEY_INDEX)))
     finally:
         program.close()
     return experiment, np.asarray(returns), step

@@ -12,7 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from rollax.rl.registry import AlgorithmSpec, get_algorithm
+from rollax.rl.registry import get_algorithm
+from rollax.rl.spec import AlgorithmSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +75,13 @@ class EvalSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LoggingSpec:
-    """Which callbacks the loop attaches (see `rollax.logging.callbacks_for`)."""
+    """Which callbacks the loop attaches (see `rollax.run.callbacks.default_callbacks`)."""
 
     root: str = "runs"
     enabled: bool = True  # the run directory, metrics (TensorBoard + JSONL), results
     checkpoint: bool = True  # resume checkpoints and per-seed best models
+    best_metric: str = "eval/mean_reward"  # what ranks the best models: an eval/<name> metric
+    best_mode: str = "max"
     checkpoint_every_seconds: float = 60.0
     plot: bool = True
     images: bool = True

@@ -9,11 +9,13 @@ checkpoints, early stopping, ...), evaluates when due, and checks for a stop.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from rollax.logging.callbacks import Callback, CallbackList, Chunk, Evaluation
 from rollax.logging.run_callbacks import restore
@@ -41,14 +43,15 @@ def train(
     a checkpoint, as a signal would, for later resuming.
     """
     plan, program = make_program(experiment)
-    (chunk_job, eval_job), compile_start = program.compile(experiment.seed_list)
-    run = open_run(experiment, plan, program, resume)
-    run.state = program.init(run.seeds)  # runs while the chunk compiles in the background
-    if resume is not None:
-        run.state, run.iteration, run.resume_step = restore(Path(resume), run.state, run.episode_stats)
-    hooks = CallbackList([*default_callbacks(experiment, plan.total_steps, run.step, progress),
-                          *callbacks])
+    run, hooks, failed = None, CallbackList(), False
     try:
+        (chunk_job, eval_job), compile_start = program.compile(experiment.seed_list)
+        run = open_run(experiment, plan, program, resume)
+        run.state = program.init(run.seeds)  # runs while the chunk compiles in the background
+        if resume is not None:
+            run.state, run.iteration, run.resume_step = restore(Path(resume), run.state, run.episode_stats)
+        defaults, closing = default_callbacks(experiment, plan.total_steps, run.step, progress)
+        hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])
         hooks.on_train_begin(run)
         run_chunk = chunk_job.result()
         compile_seconds = time.perf_counter() - compile_start  # what training waited for
@@ -65,14 +68,28 @@ def train(
                 compile_seconds=compile_seconds, train_seconds=train_seconds,
                 solved_threshold=experiment.env.solved_threshold)
     except BaseException:
-        run.outcome = "failed" if run.outcome == "running" else run.outcome
+        failed = True
+        if run is not None and run.outcome == "running":
+            run.outcome = "failed"
         raise
     finally:
-        try:
-            hooks.on_train_end(run)
-        finally:
-            program.close()
+        _finish(run, hooks, program, failed)
     return run.result
+
+
+def _finish(run: RunContext | None, hooks: CallbackList, program, failed: bool) -> None:
+    """Every callback's end hook, then the program's resources. When the run already failed,
+    a callback's own error is a warning, so it cannot hide the first error."""
+    try:
+        if run is not None:
+            hooks.on_train_end(run)
+    except Exception as err:
+        if not failed:
+            raise
+        warnings.warn(f"a callback failed while ending a failed run: {err!r}", RuntimeWarning,
+                      stacklevel=3)
+    finally:
+        program.close()
 
 
 def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, signalled,
@@ -105,8 +122,8 @@ def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, s
         if diverged is not None:
             raise TrainingDiverged(diverged)
         if run.stopping or hooks.should_stop:  # an early stop may ask during on_chunk_end
-            run.stopping = True
-            print(f"stopped at env step {run.step}; checkpoint and logs saved", flush=True)
+            run.stopping, run.outcome = True, "stopped"  # checkpointed by the end at the latest
+            tqdm.write(f"stopped at env step {run.step}; the checkpoint and logs are kept")
             break
     return train_seconds
 
@@ -124,11 +141,11 @@ def _episode_statistics(run: RunContext, episodes) -> list[list[dict[str, float]
 
 
 def _summary(metrics: dict, rollout: list[list[dict[str, float]]]) -> dict[str, float]:
-    """Seed means of the chunk's last iteration: what a plain callback's `metrics` holds."""
+    """Seed means of the chunk's last iteration: what a plain callback's `metrics` holds (an
+    episode tag averages the seeds that have it)."""
     summary = {f"train/{name}": float(np.mean(values[:, -1])) for name, values in metrics.items()}
-    for tag in rollout[0][-1]:
-        values = [seed[-1][tag] for seed in rollout if tag in seed[-1]]
-        summary[tag] = float(np.mean(values))
+    for tag in sorted({tag for seed in rollout for tag in seed[-1]}):
+        summary[tag] = float(np.mean([seed[-1][tag] for seed in rollout if tag in seed[-1]]))
     return summary
 
 

@@ -10,7 +10,7 @@ import jax
 from gymnax.environments import spaces
 
 from rollax.envs import make
-from rollax.rl.registry import AlgorithmSpec
+from rollax.rl.spec import AlgorithmSpec
 from rollax.rollout.host_collector import is_host_env_id, make_host
 from rollax.run.experiment import Experiment
 
@@ -37,10 +37,6 @@ class Plan:
     host_env_id: str | None = None  # "gymnasium:<id>": stepped on the host, not jitted
 
     @property
-    def num_chunks(self) -> int:
-        return self.iterations // self.iterations_per_chunk
-
-    @property
     def total_steps(self) -> int:
         return self.iterations * self.steps_per_iteration
 
@@ -61,12 +57,13 @@ def make_plan(experiment: Experiment) -> Plan:
                          "algorithm that learns from rollouts (e.g. ppo, reinforce)")
     if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
         raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
+    num_tasks = env.num_tasks(env_params) if hasattr(env, "num_tasks") else 1
+    algorithm.check(config, budget, num_tasks)
     group_size = 1
     if algorithm.batch_source == "groups":
         group_size = algorithm.group_size(config, budget)
         _check_groups(algorithm.name, budget, group_size)
         _check_single_step(env, env_params, algorithm.name)
-    algorithm.check(config, budget)
     steps_per_iteration = budget.num_envs * budget.num_steps
     iterations = budget.total_steps // steps_per_iteration
     return Plan(

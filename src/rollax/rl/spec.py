@@ -1,0 +1,73 @@
+"""What an algorithm declares about itself (`AlgorithmSpec`), and the group samples that
+group-relative algorithms learn from. Each algorithm module defines one `SPEC`; `registry.py`
+lists them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+
+
+class GroupSamples(NamedTuple):
+    """G one-step generations per prompt, contiguous rows `[p0g0, p0g1, ..., p1g0, ...]`.
+
+    `reference_log_probs(observations, actions) -> [B]` scores actions under the frozen
+    reference policy (the model at the start of training).
+    """
+
+    observations: jax.Array  # [B, ...]
+    actions: jax.Array  # [B, ...]
+    log_probs: jax.Array  # [B] under the sampling policy
+    rewards: jax.Array  # [B]
+    group_size: int
+    reference_log_probs: Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def generations_batch(samples: GroupSamples, with_reference: bool) -> dict:
+    """Every generation with its sampling log-prob (and the reference's when `with_reference`):
+    the loop's batch for group-relative algorithms (GRPO, RLOO)."""
+    batch = {"observations": samples.observations, "actions": samples.actions,
+             "rewards": samples.rewards, "log_probs": samples.log_probs}
+    if with_reference:
+        batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
+    return batch
+
+
+def _no_check(config: Any, budget: Any, num_tasks: int) -> None:
+    """Algorithms without extra plan checks."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSpec:
+    """What the loop needs to know about an algorithm.
+
+    - `update(graphdef, state: TrainState, batch, key, config, static) -> (state, metrics)`:
+      the pure update both the trainer's `train_step` and the scanned loop run.
+    - `batch_source`: "rollout" (time-major `Trajectory` batches from the collector) or
+      "groups" (`group_size(config, budget)` one-step generations per prompt, turned into the
+      algorithm's batch by `group_batch(samples: GroupSamples, config)`).
+    - `check(config, budget, num_tasks)`: the algorithm's own plan checks (ValueError naming
+      the key); `num_tasks` is the env's number of task keys (1 unless it has a `num_tasks` hook).
+    - `init_state(config)`: algorithm-owned training state (e.g. REINFORCE's EMA baselines),
+      carried and checkpointed with the model; `()` when it has none.
+    """
+
+    name: str
+    config_class: type
+    update: Callable
+    needs_critic: bool = False
+    batch_source: Literal["rollout", "groups"] = "rollout"
+    group_size: Callable[[Any, Any], int] | None = None
+    group_batch: Callable[[GroupSamples, Any], dict] | None = None
+    updates_per_iteration: Callable[[Any], int] = lambda config: 1
+    check: Callable[[Any, Any, int], None] = _no_check
+    init_state: Callable[[Any], Any] = lambda config: ()
+
+    def __post_init__(self):
+        if self.batch_source not in ("rollout", "groups"):
+            raise ValueError(f"{self.name}: batch_source={self.batch_source!r}; expected rollout or groups")
+        if self.batch_source == "groups" and (self.group_size is None or self.group_batch is None):
+            raise ValueError(f"{self.name}: a 'groups' algorithm needs group_size and group_batch")
