@@ -54,6 +54,7 @@ def train(
         hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])
         hooks.on_train_begin(run)
         run_chunk = chunk_job.result()
+        eval_job.result()  # XLA:CPU can deadlock running a program while another compiles
         compile_seconds = time.perf_counter() - compile_start  # what training waited for
         with graceful_shutdown() as shutdown:
             train_seconds = _train_chunks(run, run_chunk, eval_job.result, hooks,
