@@ -38,7 +38,9 @@ def train(
 ) -> TrainResult:
     """Run an experiment (from `rollax.load_experiment`) for all its seeds at once.
 
-    `callbacks` run after the preset's own (`[logging]`); `resume` continues a run directory's
+    `callbacks` run after the preset's metrics, images, best-model and `[logging]` optional
+    callbacks and before its resume checkpoint, results and progress bar (so a stop they ask
+    for is checkpointed in the same chunk); `resume` continues a run directory's
     newest checkpoint; `stop_at_step` ends early (after the chunk reaching that env step) with
     a checkpoint, as a signal would, for later resuming.
     """
@@ -54,7 +56,7 @@ def train(
         hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])
         hooks.on_train_begin(run)
         run_chunk = chunk_job.result()
-        eval_job.result()  # XLA:CPU can deadlock running a program while another compiles
+        eval_job.result()  # a chunk run while the evaluation compiled hung XLA:CPU in some runs
         compile_seconds = time.perf_counter() - compile_start  # what training waited for
         with graceful_shutdown() as shutdown:
             train_seconds = _train_chunks(run, run_chunk, eval_job.result, hooks,
