@@ -23,42 +23,34 @@ from typing import Any
 
 from rollax.rl.registry import get_algorithm
 from rollax.run.callbacks import optional_configs
-from rollax.run.experiment import Experiment
+from rollax.run.experiment import AgentSpec, BudgetSpec, EnvSpec, Experiment
 
 REQUIRED = object()  # marks a key a preset must set
 
-# Every section's keys and defaults.
-SCHEMA: dict[str, Any] = {
-    "name": "",
-    "description": "",
-    "tags": [],  # "baseline" marks the classic-control validation set run by `rollax baselines`
-    "env": REQUIRED,
-    "agent": REQUIRED,
-    "seeds": 1,
-    "seed": 0,  # the first seed: a run trains seeds seed, seed+1, ..., seed+seeds-1
-    # group_size: DPO's samples per prompt, ranked into a (best, worst) pair; GRPO's and
-    # RLOO's is agent.config.num_generations
-    "budget": {"total_steps": REQUIRED, "num_envs": 8, "num_steps": 128, "iterations_per_chunk": 0,
-               "group_size": 4},
-    "eval": {"every_steps": 0, "episodes": 10},
-    # early_stopping / profiler / wandb: keyword arguments of EarlyStopping / ProfilingConfig /
-    # WandbLoggerConfig; an empty table leaves that callback off
-    "logging": {"root": "runs", "enabled": True, "checkpoint": True, "checkpoint_every_seconds": 60.0,
-                "best_metric": "eval/mean_reward", "best_mode": "max",
-                "plot": True, "images": True, "progress": True, "early_stopping": {}, "profiler": {},
-                "wandb": {}},
-    "overrides": {},
-}
-ENV_SCHEMA: dict[str, Any] = {"id": REQUIRED, "params": {}, "kwargs": {}, "solved_threshold": None,
-                              "description": ""}
-AGENT_SCHEMA: dict[str, Any] = {
-    "algorithm": REQUIRED,
-    "description": "",
-    "config": {},
-    "network": {"hidden_sizes": [64, 64], "activation": "tanh", "shared_torso": False,
-                "log_std_init": 0.0},
-    "optimizer": {"name": "adam", "learning_rate": 3e-4, "eps": 1e-5, "anneal_lr": False},
-}
+
+def _defaults(spec: type) -> dict[str, Any]:
+    """A section's keys and defaults, read from its typed dataclass (`run/experiment.py`), so
+    the defaults live in one place; a field without a default is REQUIRED."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(spec):
+        if field.default is not dataclasses.MISSING:
+            value = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+        else:
+            value = REQUIRED
+        if dataclasses.is_dataclass(value):
+            value = _defaults(type(value))
+        out[field.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# Every section's keys and defaults. "env"/"agent" name a preset file or are inline tables;
+# "tags" holds "baseline" for the classic-control validation set run by `rollax baselines`.
+SCHEMA: dict[str, Any] = {**_defaults(Experiment), "name": "", "env": REQUIRED, "agent": REQUIRED,
+                          "budget": _defaults(BudgetSpec), "overrides": {}}
+ENV_SCHEMA: dict[str, Any] = _defaults(EnvSpec)
+AGENT_SCHEMA: dict[str, Any] = {**_defaults(AgentSpec), "config": {}}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 # tables whose keys are free (passed on to a factory or config class), not a fixed schema
 OPEN_TABLES = ("params", "kwargs", "config", "overrides", "early_stopping", "profiler", "wandb")
