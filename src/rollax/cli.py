@@ -40,7 +40,8 @@ def _baselines(args: argparse.Namespace) -> int:
     if not paths:
         where = args.dir or ["./experiments", str(shipped_dir("experiments"))]
         raise ValueError(f"no experiment in {', '.join(map(str, where))} is tagged 'baseline'")
-    rows = run_baselines([load_experiment(p, seeds=args.seeds) for p in paths], progress=not args.quiet)
+    experiments = [load_experiment(p, [f"seed={args.first_seed}"], seeds=args.seeds) for p in paths]
+    rows = run_baselines(experiments, progress=not args.quiet)
     print(baseline_table(rows))
     return 0 if all(row.passed for row in rows) else 1
 
@@ -117,11 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "
                        "(PASS: at least 80%% of the seeds reach the env's threshold with their greedy eval return)")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=5,
+                   help="seeds per experiment, trained together in one program (default 5)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0), to check another seed set")
     p.add_argument("--dir", action="append", metavar="FOLDER",
                    help="a folder of experiment presets (repeatable; default: ./experiments/ if it "
                    "exists, then the shipped presets)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_baselines)
 
     p = sub.add_parser("presets", help="list the env, agent and experiment presets (shipped and "
