@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from rollax.logging.checkpoint import available_steps
 from rollax.logging.episode_stats import EpisodeStats
-from rollax.logging.run_dir import make_run_dir, new_timestamp
+from rollax.logging.run_dir import claim_run_folder, make_run_dir
 from rollax.run.experiment import Experiment
 from rollax.run.plan import Plan
 from rollax.run.result import TrainResult
@@ -75,7 +75,7 @@ def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Pat
         return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)
     if not experiment.logging.enabled:
         return RunContext(experiment, plan, program, seeds, None, [], stats)
-    timestamp = new_timestamp()
+    run_dir = claim_run_folder(experiment.logging.root, experiment.name)  # this run's alone
     seed_dirs = [make_run_dir(experiment.logging.root, experiment=experiment.name, seed=seed,
-                              timestamp=timestamp) for seed in seeds]
-    return RunContext(experiment, plan, program, seeds, seed_dirs[0].parent, seed_dirs, stats)
+                              timestamp=run_dir.name) for seed in seeds]
+    return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)
