@@ -69,6 +69,8 @@ class MetricsLogger(Callback):
             self._last_eval_step = run.resume_step  # a finished run resumed: not logged twice
         # TensorBoard drops this run's events after the checkpoint, as metrics.jsonl does
         self.loggers = [Logger(d, purge_step=run.resume_step + 1) for d in run.seed_dirs]
+        for logger in self.loggers:  # the same config, or a new budget.total_steps
+            logger.log_hparams(run.experiment.to_dict())
 
     def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
         num_iterations = next(iter(chunk.metrics.values())).shape[1]
@@ -294,7 +296,8 @@ def write_results(result) -> None:
     summary = {"name": result.name, "seeds": result.seeds, "env_steps": result.env_steps,
                "eval_mean_return": result.eval_returns.mean(axis=1).tolist(),
                "train_ep_rew_mean": result.ep_rew_mean, "solved": result.solved,
-               "compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds}
+               "start_step": result.start_step, "compile_seconds": result.compile_seconds,
+               "train_seconds": result.train_seconds}
     path = result.run_dir / "results.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")

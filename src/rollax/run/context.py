@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from rollax.logging.checkpoint import available_steps
 from rollax.logging.episode_stats import EpisodeStats
 from rollax.logging.run_dir import claim_run_folder, make_run_dir
 from rollax.run.experiment import Experiment
@@ -59,14 +58,11 @@ class RunContext:
 
 def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Path | None) -> RunContext:
     """A fresh run's directories (an unwritable root fails here, before training), or a resumed
-    one's, checked but untouched until its checkpoint has been read."""
+    one's (its checkpoint checked by `resumed_experiment`), untouched until that has been read."""
     seeds = experiment.seed_list
     stats = [EpisodeStats() for _ in seeds]
     if resume is not None:
         run_dir = Path(resume)
-        checkpoints = run_dir / "checkpoints"
-        if not available_steps(checkpoints):  # raises FileNotFoundError naming the path
-            raise FileNotFoundError(f"cannot resume: no complete checkpoint in {checkpoints}")
         seed_dirs = [run_dir / f"seed_{seed}" for seed in seeds]
         missing = [str(d) for d in seed_dirs if not d.is_dir()]
         if missing and experiment.logging.enabled:
