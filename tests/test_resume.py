@@ -107,10 +107,12 @@ def test_resuming_a_finished_run_writes_what_is_missing_without_duplicates(finis
     (run_dir / "results.json").unlink()
     (run_dir / "learning_curves.png").unlink()
     records = read_jsonl(run_dir / "seed_0" / "metrics.jsonl")
+    seed_files = snapshot(run_dir / "seed_0")
     for _ in range(2):
         result = train(None, progress=False, resume=run_dir)
         assert result.env_steps == TOTAL and result.start_step == TOTAL and result.train_seconds == 0.0
         assert read_jsonl(run_dir / "seed_0" / "metrics.jsonl") == records
+        assert snapshot(run_dir / "seed_0") == seed_files  # no new event file, config, image
         assert available_steps(run_dir / "checkpoints")[-1] == TOTAL
     summary = json.loads((run_dir / "results.json").read_text())
     assert summary["env_steps"] == TOTAL and summary["start_step"] == TOTAL
@@ -194,3 +196,14 @@ def test_eval_names_a_damaged_checkpoint_file(finished, tmp_path):
     assert code == 2 and str(largest.relative_to(state_dir.parent)) in err
     code, _, err = cli("train", "--resume", str(run_dir), "--quiet")
     assert code == 2 and str(largest.relative_to(state_dir.parent)) in err
+
+
+def test_a_periodic_checkpoint_on_the_last_chunk_is_not_saved_twice(tmp_path):
+    # every chunk is due for a periodic save, the last one too: the final save must not repeat it
+    code, out, err = cli("train", str(PRESET), "--quiet", *[a for o in [
+        *TINY, "budget.total_steps=600", f"logging.root='{tmp_path}'",
+        "logging.checkpoint_every_seconds=1e-9"] for a in ("--set", o)])
+    assert code == 0, err
+    run_dir = Path(out.split("run written to ")[1].split()[0])
+    assert available_steps(run_dir / "checkpoints") == [400, 600]
+    assert json.loads((run_dir / "results.json").read_text())["env_steps"] == 600

@@ -67,6 +67,8 @@ class MetricsLogger(Callback):
             truncate_metrics(seed_dir / "metrics.jsonl", run.resume_step)
         if _has_evaluation_at(run.seed_dirs[0] / "metrics.jsonl", run.resume_step):
             self._last_eval_step = run.resume_step  # a finished run resumed: not logged twice
+            if run.resume_step >= run.plan.total_steps:
+                return  # nothing left to log: no new event files, config or pictures
         # TensorBoard drops this run's events after the checkpoint, as metrics.jsonl does
         self.loggers = [Logger(d, purge_step=run.resume_step + 1) for d in run.seed_dirs]
         for logger in self.loggers:  # the same config, or a new budget.total_steps
