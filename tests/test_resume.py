@@ -207,3 +207,39 @@ def test_a_periodic_checkpoint_on_the_last_chunk_is_not_saved_twice(tmp_path):
     run_dir = Path(out.split("run written to ")[1].split()[0])
     assert available_steps(run_dir / "checkpoints") == [400, 600]
     assert json.loads((run_dir / "results.json").read_text())["env_steps"] == 600
+
+
+KILLED_AFTER_FINAL_CHECKPOINT = """
+import os, signal, sys
+import rollax.logging.run_callbacks as run_callbacks
+from rollax.cache import enable_compilation_cache
+from rollax.presets import load_experiment
+from rollax.run import train
+
+enable_compilation_cache()
+
+# the results are written right after the final checkpoint: die there, as kill -9 would
+run_callbacks.write_results = lambda result: os.kill(os.getpid(), signal.SIGKILL)
+train(load_experiment(sys.argv[1], sys.argv[2:], seeds=1), progress=False)
+"""
+
+
+@pytest.mark.slow  # a child process compiles its own program: ~15-45 s
+def test_kill_9_right_after_the_final_checkpoint_then_resume_finishes_the_run(tmp_path):
+    import subprocess
+    import sys
+
+    overrides = [*TINY, "budget.total_steps=600", f"logging.root='{tmp_path}'"]
+    child = subprocess.run([sys.executable, "-c", KILLED_AFTER_FINAL_CHECKPOINT, str(PRESET), *overrides],
+                           env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    run_dir = next((tmp_path / "cartpole_ppo").iterdir())
+    assert available_steps(run_dir / "checkpoints") == [600] and not (run_dir / "results.json").exists()
+    records = read_jsonl(run_dir / "seed_0" / "metrics.jsonl")
+    code, out, err = cli("train", "--resume", str(run_dir), "--quiet")
+    assert code == 0, err
+    assert "600 env steps per seed (resumed at 600)" in out
+    assert json.loads((run_dir / "results.json").read_text())["env_steps"] == 600
+    assert (run_dir / "learning_curves.png").exists()
+    assert read_jsonl(run_dir / "seed_0" / "metrics.jsonl") == records

@@ -10,7 +10,8 @@ preset's `[logging]` table; see `rollax.run.callbacks.default_callbacks`):
 Layout of a run directory::
 
     <root>/<experiment>/<timestamp>/
-        checkpoints/<step>/          stacked training state of all seeds (for --resume)
+        checkpoints/<step>/          stacked training state of all seeds (for --resume), with
+                                     rollax_sha256.json (its files' checksums, checked on load)
         seed_<k>/metrics.jsonl       every scalar, one JSON record per (step, group of tags)
         seed_<k>/events.out.*        the same scalars for TensorBoard
         seed_<k>/config.json         the resolved experiment
