@@ -158,7 +158,9 @@ def save_to_manager(
         metrics=dict(metrics) if metrics is not None else None,
     )
     manager.wait_until_finished()
-    _write_manifest(Path(manager.directory) / str(step))
+    step_dir = Path(manager.directory) / str(step)
+    if step_dir.is_dir():  # a best-N preservation policy may have dropped it at once
+        _write_manifest(step_dir)
 
 
 def _file_digests(step_dir: Path) -> dict[str, str]:
