@@ -1,5 +1,5 @@
-"""Run folders: two runs opened in the same second get their own folder, never a shared one;
-`rollax eval` given an experiment folder takes its newest run."""
+"""Run folders: runs opened in the same second (one after another, or concurrently) get their
+own folder, never a shared one."""
 
 import datetime
 import threading
