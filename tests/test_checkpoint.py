@@ -194,3 +194,67 @@ def test_graceful_shutdown_flag_exception_and_handler_restore():
     with graceful_shutdown() as shutdown:  # no signal: a normal exit
         pass
     assert not shutdown.requested
+
+
+def sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def flip_bytes(path, count: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    middle = max(0, len(data) // 2 - count // 2)
+    for i in range(middle, min(len(data), middle + count)):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """One checkpoint step and its largest array-data file."""
+    save_checkpoint(tmp_path, 7, {"w": jnp.arange(4096.0), "b": jnp.ones(3)}, {"step": 7})
+    state_dir = tmp_path / "7" / "state"
+    largest = max((p for p in state_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    return tmp_path, largest
+
+
+def test_manifest_holds_the_sha256_of_every_file_of_the_step(saved):
+    import json
+
+    directory, _ = saved
+    step_dir = directory / "7"
+    manifest = json.loads((step_dir / "rollax_sha256.json").read_text())
+    files = {p.relative_to(step_dir).as_posix(): sha256(p) for p in step_dir.rglob("*")
+             if p.is_file() and p.name != "rollax_sha256.json"}
+    assert manifest == {"sha256": files} and any(name.startswith("state/") for name in files)
+    state, _ = load_checkpoint(directory)
+    np.testing.assert_array_equal(state["w"], np.arange(4096.0))
+    assert manifest == json.loads((step_dir / "rollax_sha256.json").read_text())  # reading changes nothing
+
+
+def test_flipped_bytes_in_the_largest_data_file_name_it(saved):
+    directory, largest = saved
+    flip_bytes(largest)
+    with pytest.raises(ValueError, match=f"{largest.relative_to(directory / '7')}.*checksum"):
+        load_checkpoint(directory)
+
+
+def test_a_missing_or_extra_file_is_named(saved):
+    directory, largest = saved
+    extra = largest.parent / "stray"
+    extra.write_bytes(b"x")
+    with pytest.raises(ValueError, match=f"{extra.relative_to(directory / '7')}.*not in"):
+        load_checkpoint(directory)
+    extra.unlink()
+    largest.unlink()
+    with pytest.raises(ValueError, match=f"{largest.relative_to(directory / '7')}.*missing"):
+        load_checkpoint(directory)
+
+
+def test_a_checkpoint_without_a_manifest_loads_with_a_warning(saved):
+    directory, _ = saved
+    (directory / "7" / "rollax_sha256.json").unlink()  # as written by an older rollax
+    with pytest.warns(RuntimeWarning, match=f"{directory / '7'} has no checksum manifest"):
+        state, _ = load_checkpoint(directory)
+    np.testing.assert_array_equal(state["w"], np.arange(4096.0))

@@ -115,8 +115,10 @@ def _subprocess_env() -> dict:
 
 
 def test_sigint_flushes_logs_checkpoints_exits_130_and_resumes(tmp_path):
+    # a constant learning rate: the resume below may then set a new budget.total_steps
     command = [sys.executable, "-m", "rollax", *train_args(f"logging.root='{tmp_path}'",
-                                                           "budget.total_steps=100_000_000")]
+                                                           "budget.total_steps=100_000_000",
+                                                           "agent.optimizer.anneal_lr=false")]
     process = subprocess.Popen(command, cwd=ROOT, env=_subprocess_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -142,8 +144,8 @@ def test_sigint_flushes_logs_checkpoints_exits_130_and_resumes(tmp_path):
     assert checkpoints == [last_step]
 
     target = last_step + 400
-    resumed = subprocess.run([sys.executable, "-m", "rollax",
-                              *train_args(f"budget.total_steps={target}"), "--resume", str(run_dir)],
+    resumed = subprocess.run([sys.executable, "-m", "rollax", "train", "--resume", str(run_dir), "--quiet",
+                              "--set", f"budget.total_steps={target}"],
                              cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, check=False,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr

@@ -230,6 +230,7 @@ def test_a_checkpoint_of_the_earlier_state_format_is_named_incompatible(full_run
 
     for seed in (0, 1):
         (tmp_path / f"seed_{seed}").mkdir()
+        (tmp_path / f"seed_{seed}" / "config.json").write_text(json.dumps(experiment.to_dict()))
     # before the engine change the state was {"train": nnx state, ...} and had no "format"
     save_checkpoint(tmp_path / "checkpoints", 400, {"train": {"kernel": np.zeros((2, 3))}},
                     {"iteration": 2, "env_steps": 400, "episode_stats": []})

@@ -14,20 +14,40 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
+    if args.resume:
+        experiment = _experiment_to_resume(args)
+    elif args.experiment is None:
+        raise ValueError("name an experiment to train, or --resume RUN_DIR to continue a run")
+    else:
+        experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
     if args.no_log:
         experiment = experiment.replace(logging={"enabled": False})
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "checkpoints").is_dir():
-            raise FileNotFoundError(f"--resume {run_dir}: no checkpoints/ folder there")
-        experiment = experiment.replace(logging={"root": str(run_dir.parent.parent)})
     enable_compilation_cache()
     result = train(experiment, progress=not args.quiet, resume=args.resume)
     print(result.table())
     if result.run_dir is not None:
         print(f"run written to {result.run_dir}  (tensorboard --logdir {result.run_dir.parent})")
     return 0
+
+
+def _experiment_to_resume(args: argparse.Namespace):
+    """The experiment named (the loop checks it against the run's own), or the run's own
+    `config.json` with `--set`/`--seeds` applied."""
+    from rollax.presets import apply_override, load_experiment, parse_override
+    from rollax.run.evaluation import read_experiment
+    from rollax.run.experiment import Experiment
+
+    run_dir = Path(args.resume)
+    if not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"--resume {run_dir}: no checkpoints/ folder there")
+    if args.experiment is not None:
+        return load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
+    config = read_experiment(run_dir).to_dict()
+    for text in args.set:
+        apply_override(config, *parse_override(text))
+    if args.seeds is not None:
+        config["seeds"] = args.seeds
+    return Experiment.from_dict(config)
 
 
 def _baselines(args: argparse.Namespace) -> int:
@@ -71,11 +91,12 @@ def _envs(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rollax.run.evaluation import evaluate_run
+    from rollax.run.evaluation import evaluate_run, find_run
 
-    experiment, returns, step = evaluate_run(args.run_dir, args.episodes)
+    run_dir = find_run(args.run_dir)
+    experiment, returns, step = evaluate_run(run_dir, args.episodes)
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
-          f"after {step} env steps)")
+          f"after {step} env steps, {run_dir})")
     for seed, r in zip(experiment.seed_list, returns):
         print(f"{seed:>4}  {r.mean():>12.2f}  {r.std():>8.2f}")
     return 0
@@ -104,14 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an experiment preset")
-    p.add_argument("experiment", help="a path to an experiment .toml file, or a NAME looked up in "
-                   "the --dir folders, then ./experiments/, then the shipped presets (rollax presets)")
+    p.add_argument("experiment", nargs="?",
+                   help="a path to an experiment .toml file, or a NAME looked up in the --dir "
+                   "folders, then ./experiments/, then the shipped presets (rollax presets); "
+                   "optional with --resume, which reads the run's own config")
     p.add_argument("--dir", action="append", default=[], metavar="FOLDER",
                    help="a folder of experiment presets searched first for NAME (repeatable)")
     p.add_argument("--seeds", type=int, help="number of seeds, trained together in one program")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="override a preset value, e.g. agent.config.clip_param=0.1")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its newest checkpoint with its own config; only "
+                   "--set budget.total_steps=N may change it")
     p.add_argument("--no-log", action="store_true", help="write no run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
@@ -136,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_presets)
 
     p = sub.add_parser("eval", help="greedy evaluation of a run's newest checkpoint")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder, or an experiment folder (runs/<experiment>): "
+                   "its newest run")
     p.add_argument("--episodes", type=int, default=10)
     p.set_defaults(func=_eval)
 

@@ -16,7 +16,7 @@ from rollax.logging.callbacks import (
 from rollax.logging.checkpoint import available_steps, load_checkpoint, save_checkpoint
 from rollax.logging.episode_stats import EpisodeStats
 from rollax.logging.logger import Logger
-from rollax.logging.run_dir import make_run_dir, new_timestamp
+from rollax.logging.run_dir import claim_run_folder, make_run_dir, new_timestamp
 from rollax.logging.shutdown import ShutdownRequested, graceful_shutdown
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "WandbLoggerCallback",
     "WandbLoggerConfig",
     "available_steps",
+    "claim_run_folder",
     "graceful_shutdown",
     "load_checkpoint",
     "make_run_dir",

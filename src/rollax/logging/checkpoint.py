@@ -4,12 +4,20 @@ A checkpoint directory holds one sub-directory per step. orbax writes each step 
 temporary directory and renames it when complete, so a run killed mid-write leaves the
 previous steps loadable. Each step stores two items: ``state`` (the pytree, with NNX states
 as pure dicts and typed PRNG keys as their raw ``uint32`` data) and ``metadata`` (JSON).
+
+Once orbax has finished a step, ``rollax_sha256.json`` in it records the SHA-256 of each of its
+files; loading checks them, so a damaged file is an error naming it instead of wrong numbers
+(orbax itself does not notice flipped bytes in array data). A step without the manifest (an
+older rollax, or a kill between orbax's commit and the manifest) loads with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +37,7 @@ __all__ = [
     "to_storable",
 ]
 
+MANIFEST = "rollax_sha256.json"
 # Private metadata key recording which leaves were typed PRNG keys (path -> impl name).
 _KEYS_FIELD = "__rollax_prng_keys__"
 
@@ -149,6 +158,49 @@ def save_to_manager(
         metrics=dict(metrics) if metrics is not None else None,
     )
     manager.wait_until_finished()
+    step_dir = Path(manager.directory) / str(step)
+    if step_dir.is_dir():  # a best-N preservation policy may have dropped it at once
+        _write_manifest(step_dir)
+
+
+def _file_digests(step_dir: Path) -> dict[str, str]:
+    """``{path relative to the step: sha256}`` of every file of a checkpoint step."""
+    digests = {}
+    for path in sorted(step_dir.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            with open(path, "rb") as f:
+                digests[path.relative_to(step_dir).as_posix()] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
+
+
+def _write_manifest(step_dir: Path) -> None:
+    tmp = step_dir / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"sha256": _file_digests(step_dir)}, indent=1) + "\n")
+    os.replace(tmp, step_dir / MANIFEST)
+
+
+def _verify_manifest(step_dir: Path) -> None:
+    """ValueError naming the first file of ``step_dir`` that is corrupt, missing or not in its
+    manifest; a warning when there is no manifest."""
+    path = step_dir / MANIFEST
+    if not path.exists():
+        warnings.warn(f"checkpoint {step_dir} has no checksum manifest ({MANIFEST}; written by an "
+                      "older rollax or killed right after saving): loading it unverified",
+                      RuntimeWarning, stacklevel=3)
+        return
+    try:
+        expected = json.loads(path.read_text())["sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"checkpoint {step_dir}: its manifest {MANIFEST} is unreadable: {err}") from None
+    actual = _file_digests(step_dir)
+    for name in sorted(expected.keys() | actual.keys()):
+        if name not in actual:
+            raise ValueError(f"checkpoint {step_dir} is corrupt: {name} is missing")
+        if name not in expected:
+            raise ValueError(f"checkpoint {step_dir} is corrupt: {name} is not in its manifest")
+        if actual[name] != expected[name]:
+            raise ValueError(f"checkpoint {step_dir} is corrupt: {name} does not match its "
+                             "recorded checksum")
 
 
 def save_checkpoint(
@@ -198,6 +250,7 @@ def load_checkpoint(
         )
     step = int(step)
     step_path = directory / str(step)
+    _verify_manifest(step_path)
     if target is None:
         state_args = ocp.args.StandardRestore()
     else:

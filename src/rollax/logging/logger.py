@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -138,7 +139,9 @@ class Logger:
             as_json = json.dumps(hparams, indent=2, sort_keys=True, default=_json_default)
         except (TypeError, ValueError) as err:
             raise ValueError(f"hyperparameters are not JSON-serialisable: {err}") from None
-        (self.log_dir / "config.json").write_text(as_json + "\n", encoding="utf-8")
+        tmp = self.log_dir / "config.json.tmp"  # atomic: a resume rewrites the run's only config
+        tmp.write_text(as_json + "\n", encoding="utf-8")
+        os.replace(tmp, self.log_dir / "config.json")
         rows = "\n".join(f"| {key} | {value} |" for key, value in _flatten(hparams).items())
         self._writer.add_text("hparams", f"| parameter | value |\n|---|---|\n{rows}", 0)
         if toml_text is not None:

@@ -10,7 +10,8 @@ preset's `[logging]` table; see `rollax.run.callbacks.default_callbacks`):
 Layout of a run directory::
 
     <root>/<experiment>/<timestamp>/
-        checkpoints/<step>/          stacked training state of all seeds (for --resume)
+        checkpoints/<step>/          stacked training state of all seeds (for --resume), with
+                                     rollax_sha256.json (its files' checksums, checked on load)
         seed_<k>/metrics.jsonl       every scalar, one JSON record per (step, group of tags)
         seed_<k>/events.out.*        the same scalars for TensorBoard
         seed_<k>/config.json         the resolved experiment
@@ -67,8 +68,12 @@ class MetricsLogger(Callback):
             truncate_metrics(seed_dir / "metrics.jsonl", run.resume_step)
         if _has_evaluation_at(run.seed_dirs[0] / "metrics.jsonl", run.resume_step):
             self._last_eval_step = run.resume_step  # a finished run resumed: not logged twice
+            if run.resume_step >= run.plan.total_steps:
+                return  # nothing left to log: no new event files, config or pictures
         # TensorBoard drops this run's events after the checkpoint, as metrics.jsonl does
         self.loggers = [Logger(d, purge_step=run.resume_step + 1) for d in run.seed_dirs]
+        for logger in self.loggers:  # the same config, or a new budget.total_steps
+            logger.log_hparams(run.experiment.to_dict())
 
     def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
         num_iterations = next(iter(chunk.metrics.values())).shape[1]
@@ -294,7 +299,8 @@ def write_results(result) -> None:
     summary = {"name": result.name, "seeds": result.seeds, "env_steps": result.env_steps,
                "eval_mean_return": result.eval_returns.mean(axis=1).tolist(),
                "train_ep_rew_mean": result.ep_rew_mean, "solved": result.solved,
-               "compile_seconds": result.compile_seconds, "train_seconds": result.train_seconds}
+               "start_step": result.start_step, "compile_seconds": result.compile_seconds,
+               "train_seconds": result.train_seconds}
     path = result.run_dir / "results.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")

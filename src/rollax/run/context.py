@@ -6,9 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from rollax.logging.checkpoint import available_steps
 from rollax.logging.episode_stats import EpisodeStats
-from rollax.logging.run_dir import make_run_dir, new_timestamp
+from rollax.logging.run_dir import claim_run_folder, make_run_dir
 from rollax.run.experiment import Experiment
 from rollax.run.plan import Plan
 from rollax.run.result import TrainResult
@@ -59,14 +58,11 @@ class RunContext:
 
 def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Path | None) -> RunContext:
     """A fresh run's directories (an unwritable root fails here, before training), or a resumed
-    one's, checked but untouched until its checkpoint has been read."""
+    one's (its checkpoint checked by `resumed_experiment`), untouched until that has been read."""
     seeds = experiment.seed_list
     stats = [EpisodeStats() for _ in seeds]
     if resume is not None:
         run_dir = Path(resume)
-        checkpoints = run_dir / "checkpoints"
-        if not available_steps(checkpoints):  # raises FileNotFoundError naming the path
-            raise FileNotFoundError(f"cannot resume: no complete checkpoint in {checkpoints}")
         seed_dirs = [run_dir / f"seed_{seed}" for seed in seeds]
         missing = [str(d) for d in seed_dirs if not d.is_dir()]
         if missing and experiment.logging.enabled:
@@ -75,7 +71,7 @@ def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Pat
         return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)
     if not experiment.logging.enabled:
         return RunContext(experiment, plan, program, seeds, None, [], stats)
-    timestamp = new_timestamp()
+    run_dir = claim_run_folder(experiment.logging.root, experiment.name)  # this run's alone
     seed_dirs = [make_run_dir(experiment.logging.root, experiment=experiment.name, seed=seed,
-                              timestamp=timestamp) for seed in seeds]
-    return RunContext(experiment, plan, program, seeds, seed_dirs[0].parent, seed_dirs, stats)
+                              timestamp=run_dir.name) for seed in seeds]
+    return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)

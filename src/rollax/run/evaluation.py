@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from rollax.logging.run_callbacks import restore
+from rollax.logging.run_dir import newest_run
 from rollax.run.experiment import Experiment
 from rollax.run.program import make_program
 from rollax.run.seeds import eval_keys
@@ -24,11 +25,21 @@ def read_experiment(run_dir: str | Path) -> Experiment:
     return Experiment.from_dict(json.loads(config_path.read_text()))
 
 
+def find_run(path: str | Path) -> Path:
+    """`path` itself, or for an experiment folder (`runs/<experiment>`) its newest run with
+    checkpoints."""
+    path = Path(path)
+    if path.is_dir() and not (path / "checkpoints").is_dir():
+        return newest_run(path) or path
+    return path
+
+
 def evaluate_run(run_dir: str | Path, episodes: int = 10) -> tuple[Experiment, np.ndarray, int]:
     """`(experiment, greedy returns [seeds, episodes], env steps trained)` of the run's newest
-    checkpoint."""
+    checkpoint; `run_dir` may be an experiment folder (see `find_run`)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    run_dir = find_run(run_dir)
     experiment = read_experiment(run_dir)
     experiment = experiment.replace(eval={"episodes": episodes})
     _, program = make_program(experiment)

@@ -25,6 +25,7 @@ from rollax.run.context import RunContext, open_run
 from rollax.run.experiment import Experiment
 from rollax.run.program import make_program
 from rollax.run.result import TrainResult
+from rollax.run.resume import resumed_experiment
 from rollax.run.seeds import eval_keys
 
 
@@ -33,7 +34,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def train(
-    experiment: Experiment, *, callbacks: Sequence[Callback] = (), progress: bool = True,
+    experiment: Experiment | None, *, callbacks: Sequence[Callback] = (), progress: bool = True,
     resume: str | Path | None = None, stop_at_step: int | None = None,
 ) -> TrainResult:
     """Run an experiment (from `rollax.load_experiment`) for all its seeds at once.
@@ -41,9 +42,15 @@ def train(
     `callbacks` run after the preset's metrics, images, best-model and `[logging]` optional
     callbacks and before its resume checkpoint, results and progress bar (so a stop they ask
     for is checkpointed in the same chunk); `resume` continues a run directory's
-    newest checkpoint; `stop_at_step` ends early (after the chunk reaching that env step) with
-    a checkpoint, as a signal would, for later resuming.
+    newest checkpoint with the run's own experiment (`experiment` may be None; one that differs
+    from the run's in anything but `budget.total_steps` is a ValueError naming the keys);
+    `stop_at_step` ends early (after the chunk reaching that env step) with a checkpoint, as a
+    signal would, for later resuming.
     """
+    if resume is not None:
+        experiment = resumed_experiment(resume, experiment)
+    elif experiment is None:
+        raise ValueError("train needs an experiment, or resume=RUN_DIR to continue a run")
     plan, program = make_program(experiment)
     run, hooks, failed = None, CallbackList(), False
     try:
@@ -52,6 +59,7 @@ def train(
         run.state = program.init(run.seeds)  # runs while the chunk compiles in the background
         if resume is not None:
             run.state, run.iteration, run.resume_step = restore(Path(resume), run.state, run.episode_stats)
+        start_step = run.step
         defaults, closing = default_callbacks(experiment, plan.total_steps, run.step, progress)
         hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])
         hooks.on_train_begin(run)
@@ -69,7 +77,7 @@ def train(
                 eval_metrics={k: np.asarray(v) for k, v in metrics.items()},
                 ep_rew_mean=[s.ep_rew_mean for s in run.episode_stats], env_steps=run.step,
                 compile_seconds=compile_seconds, train_seconds=train_seconds,
-                solved_threshold=experiment.env.solved_threshold)
+                solved_threshold=experiment.env.solved_threshold, start_step=start_step)
     except BaseException:
         failed = True
         if run is not None and run.outcome == "running":
@@ -82,17 +90,19 @@ def train(
 
 def _finish(run: RunContext | None, hooks: CallbackList, program, failed: bool) -> None:
     """Every callback's end hook, then the program's resources. When the run already failed,
-    a callback's own error is a warning, so it cannot hide the first error."""
-    try:
-        if run is not None:
-            hooks.on_train_end(run)
-    except Exception as err:
-        if not failed:
-            raise
-        warnings.warn(f"a callback failed while ending a failed run: {err!r}", RuntimeWarning,
-                      stacklevel=3)
-    finally:
-        program.close()
+    a callback's own error is a warning, so it cannot hide the first error. A first signal
+    waits for the final checkpoint and results (then exits 128 + signal); a second one stops."""
+    with graceful_shutdown():
+        try:
+            if run is not None:
+                hooks.on_train_end(run)
+        except Exception as err:
+            if not failed:
+                raise
+            warnings.warn(f"a callback failed while ending a failed run: {err!r}", RuntimeWarning,
+                          stacklevel=4)
+        finally:
+            program.close()
 
 
 def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, signalled,

@@ -10,7 +10,8 @@ import numpy as np
 
 @dataclasses.dataclass
 class TrainResult:
-    """A run's directory, final greedy evaluation `[seeds, episodes]`, timings."""
+    """A run's directory, final greedy evaluation `[seeds, episodes]`, timings (`train_seconds`
+    of this process, which trained from `start_step`: the checkpoint's step on resume)."""
 
     name: str
     run_dir: Path | None
@@ -22,6 +23,7 @@ class TrainResult:
     compile_seconds: float
     train_seconds: float
     solved_threshold: float | None
+    start_step: int = 0
 
     @property
     def solved(self) -> list[bool] | None:
@@ -41,7 +43,10 @@ class TrainResult:
             mark = "-" if ok is None else ("yes" if ok else "no")
             rows.append(f"{seed:>4}  {returns.mean():>12.2f}  {train_mean:>17.2f}  {mark:>6}"
                         + "".join(f"  {self.eval_metrics[name][i]:>14.3f}" for name in names))
-        rows.append(f"{self.env_steps} env steps per seed, compile {self.compile_seconds:.1f} s, "
-                    f"train {self.train_seconds:.1f} s"
-                    f" ({self.env_steps * len(self.seeds) / max(self.train_seconds, 1e-9):,.0f} steps/s)")
+        trained = self.env_steps - self.start_step
+        speed = (f"{trained * len(self.seeds) / max(self.train_seconds, 1e-9):,.0f} steps/s" if trained
+                 else "nothing left to train")
+        resumed = f" (resumed at {self.start_step})" if self.start_step else ""
+        rows.append(f"{self.env_steps} env steps per seed{resumed}, compile {self.compile_seconds:.1f} s, "
+                    f"train {self.train_seconds:.1f} s ({speed})")
         return "\n".join(rows)

@@ -1,0 +1,79 @@
+"""What a resumed run trains: the run's own experiment (its `seed_*/config.json`), never a
+different one. Only `budget.total_steps` may change, to train a run further (or stop it
+earlier) as SB3's `learn(..., reset_num_timesteps=False)` does; anything else would silently
+mix two configs in one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rollax.logging.checkpoint import available_steps
+from rollax.run.evaluation import read_experiment
+from rollax.run.experiment import Experiment
+from rollax.run.plan import chunk_size
+
+# where the run lives is the folder passed; a progress bar changes nothing that is saved
+NOT_COMPARED = ("logging.root", "logging.progress")
+
+
+def resumed_experiment(run_dir: str | Path, experiment: Experiment | None = None) -> Experiment:
+    """The run's own experiment, with `experiment`'s `budget.total_steps` and progress bar when
+    given. FileNotFoundError without a complete checkpoint or config; ValueError naming each
+    key where `experiment` differs from the run's (old -> new), or a total that cannot be
+    continued to."""
+    run_dir = Path(run_dir)
+    checkpoints = run_dir / "checkpoints"
+    steps = available_steps(checkpoints)  # raises FileNotFoundError naming the path
+    if not steps:
+        raise FileNotFoundError(f"cannot resume: no complete checkpoint in {checkpoints}")
+    saved = read_experiment(run_dir)
+    if experiment is None:
+        return saved
+    old, new = _flat(saved.to_dict()), _flat(experiment.to_dict())
+    changed = sorted(key for key in old.keys() | new.keys()
+                     if old.get(key) != new.get(key) and key not in NOT_COMPARED)
+    conflicts = [key for key in changed if key != "budget.total_steps"]
+    if conflicts:
+        diff = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in conflicts)
+        raise ValueError(f"cannot resume {run_dir}: the config differs from the run's own "
+                         f"({run_dir}/seed_*/config.json) in {diff}; only budget.total_steps "
+                         "may change on resume (rollax train --resume RUN_DIR reads the rest)")
+    resumed = saved.replace(logging={"progress": experiment.logging.progress})
+    if changed:
+        _check_new_total(saved, experiment.budget.total_steps, steps[-1])
+        resumed = resumed.replace(budget={"total_steps": experiment.budget.total_steps})
+    return resumed
+
+
+def _check_new_total(saved: Experiment, total: int, checkpoint_step: int) -> None:
+    """A new total must lie past the checkpoint on a whole number of the new plan's chunks,
+    with a constant learning rate (an annealed one is laid out over the original total)."""
+    where = f"budget.total_steps {saved.budget.total_steps} -> {total!r}"
+    if not isinstance(total, int) or isinstance(total, bool):
+        raise ValueError(f"{where}: must be an integer")
+    if saved.agent.optimizer.anneal_lr:
+        raise ValueError(f"{where}: cannot change on resume while agent.optimizer.anneal_lr is "
+                         "true (the learning-rate decay is laid out over the original total)")
+    budget = saved.budget
+    per_iteration = budget.num_envs * budget.num_steps
+    iterations = total // per_iteration
+    done = checkpoint_step // per_iteration
+    if iterations < done:
+        raise ValueError(f"{where}: the run's checkpoint is already at env step {checkpoint_step}")
+    chunk = chunk_size(iterations, budget.iterations_per_chunk)
+    if (iterations - done) % chunk:
+        raise ValueError(f"{where}: {iterations - done} iterations after the checkpoint at env "
+                         f"step {checkpoint_step} are not a whole number of chunks of {chunk}; "
+                         "pick a total that is")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`, so a difference is named by its dotted key."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
