@@ -7,6 +7,11 @@ envs`) start in a fraction of a second.
 
 import importlib
 
+from rollax.envs.gymnax_envs import defer_gymnax_init
+
+# before any rollax module imports a gymnax submodule (see envs/gymnax_envs.py)
+defer_gymnax_init()
+
 # Registers every env id with Gymnasium (`gymnasium.make("rollax/CartPole-v1")`); imports no jax.
 from rollax.envs import make, register, registered_ids
 

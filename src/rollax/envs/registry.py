@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium
 
-from rollax.envs.gymnax_ids import DOWNLOADING_IDS, GYMNAX_IDS
+from rollax.envs.gymnax_envs import DOWNLOADING_IDS, GYMNAX_ENVS, make_gymnax
 
 if TYPE_CHECKING:
     from gymnax.environments.environment import Environment
@@ -28,7 +28,7 @@ def register(env_id: str, factory: EnvFactory, *, overwrite: bool = False) -> No
 
 def registered_ids() -> list[str]:
     """Every id `make` accepts (gymnax's and rollax's), sorted."""
-    return sorted(set(GYMNAX_IDS) | set(_FACTORIES))
+    return sorted(set(GYMNAX_ENVS) | set(_FACTORIES))
 
 
 def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
@@ -44,10 +44,8 @@ def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
                          "loop does this for presets)")
     if env_id in _FACTORIES:
         return _FACTORIES[env_id](**params)
-    if env_id in GYMNAX_IDS:
-        import gymnax  # here, not at the top: its package init takes seconds
-
-        env, env_params = gymnax.make(env_id)
+    if env_id in GYMNAX_ENVS:
+        env, env_params = make_gymnax(env_id)
         return env, override_params(env_params, params, env_id)
     if env_id in DOWNLOADING_IDS:
         raise ValueError(f"env id {env_id!r} is not available in rollax: "
