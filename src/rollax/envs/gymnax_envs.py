@@ -77,9 +77,10 @@ class _DeferredPackage(types.ModuleType):
 def defer_gymnax_init() -> None:
     """Put `gymnax` and `gymnax.environments` in `sys.modules` with their init deferred, unless
     gymnax is already imported (then there is nothing to save) or not installed."""
-    if "gymnax" in sys.modules or importlib.util.find_spec("gymnax") is None:
+    spec = None if "gymnax" in sys.modules else importlib.util.find_spec("gymnax")
+    if spec is None:
         return
-    gymnax = _deferred(importlib.util.find_spec("gymnax"))
+    gymnax = _deferred(spec)
     sys.modules["gymnax"] = gymnax
     # found through the `gymnax` just put there, so this runs no init either
     gymnax.environments = _deferred(importlib.util.find_spec("gymnax.environments"))
