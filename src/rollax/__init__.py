@@ -1,43 +1,32 @@
 """rollax: reinforcement-learning experiments on JAX, Flax NNX and Optax.
 
-The algorithm core, environments and collectors import eagerly; the training loop, logging
-(tensorboardX, orbax) and generative models load on first use, so `import rollax` stays fast.
+Only the env registry imports eagerly (no jax, no gymnax); every other public name loads its
+module on first use, so `import rollax` and the light CLI commands (`rollax --help`, `rollax
+envs`) start in a fraction of a second.
 """
 
 import importlib
 
+from rollax.envs.gymnax_envs import defer_gymnax_init
+
+# before any rollax module imports a gymnax submodule (see envs/gymnax_envs.py)
+defer_gymnax_init()
+
+# Registers every env id with Gymnasium (`gymnasium.make("rollax/CartPole-v1")`); imports no jax.
 from rollax.envs import make, register, registered_ids
-from rollax.networks import (
-    Categorical,
-    DiagGaussian,
-    Distribution,
-    GaussianParams,
-    TokenCategorical,
-    build_policy,
-)
-from rollax.rl import (
-    ClippedReward,
-    CompositeReward,
-    ConstantReward,
-    DPOConfig,
-    DPOTrainer,
-    GRPOConfig,
-    GRPOTrainer,
-    PPOConfig,
-    PPOTrainer,
-    REINFORCEConfig,
-    REINFORCETrainer,
-    RewardFunction,
-    RLOOConfig,
-    RLOOTrainer,
-    ScaledReward,
-    ThresholdReward,
-    utils,
-)
-from rollax.rollout import RolloutState, Trajectory, collect, evaluate, init_rollout
 
 # name -> module that defines it, imported when first accessed
 _LAZY = {
+    **{name: "rollax.networks" for name in (
+        "Categorical", "DiagGaussian", "Distribution", "GaussianParams", "TokenCategorical",
+        "build_policy")},
+    **{name: "rollax.rl" for name in (
+        "ClippedReward", "CompositeReward", "ConstantReward", "DPOConfig", "DPOTrainer",
+        "GRPOConfig", "GRPOTrainer", "PPOConfig", "PPOTrainer", "REINFORCEConfig",
+        "REINFORCETrainer", "RewardFunction", "RLOOConfig", "RLOOTrainer", "ScaledReward",
+        "ThresholdReward", "utils")},
+    **{name: "rollax.rollout" for name in (
+        "RolloutState", "Trajectory", "collect", "evaluate", "init_rollout")},
     "train": "rollax.run",
     "TrainResult": "rollax.run",
     "TrainingDiverged": "rollax.run",
@@ -57,8 +46,14 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'rollax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [  # the lazy names too, so `from rollax import *` and docs see them

@@ -186,13 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rollax.run import TrainingDiverged
-
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, PermissionError) as err:
         print(f"rollax {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except TrainingDiverged as err:  # names the iteration, seed and metric; logs are saved
+    except RuntimeError as err:
+        # imported only here: the training loop imports jax, which `--help` and `envs` never need
+        from rollax.run import TrainingDiverged
+
+        if not isinstance(err, TrainingDiverged):
+            raise
+        # names the iteration, seed and metric; logs are saved
         print(f"rollax {args.command}: training diverged: {err}", file=sys.stderr)
         return 1

@@ -1,11 +1,16 @@
-"""Registered generative-model env ids. Nothing trains at import: models load (or pretrain on
-first use, then come from the cache) when a factory is called through `rollax.make`."""
+"""Registered generative-model env ids. Nothing trains or even imports jax at import: the env
+modules import, and models load (or pretrain on first use, then come from the cache), when a
+factory is called through `rollax.make`."""
 
 from __future__ import annotations
 
-from rollax.envs.latent import LatentEnv, LatentEnvParams, one_hot_conditions, with_target
-from rollax.envs.reconstruction import ReconstructionEnv
+from typing import TYPE_CHECKING
+
 from rollax.envs.registry import register
+
+if TYPE_CHECKING:
+    from rollax.envs.latent import LatentEnv, LatentEnvParams
+    from rollax.envs.reconstruction import ReconstructionEnv
 
 
 def make_vae_digit(
@@ -20,6 +25,7 @@ def make_vae_digit(
     """`rollax/VAEDigit-v0`: observe a one-hot target class (uniform, or `target_class`), act with
     a VAE latent; reward = class_weight * log p(target | x) + realism_weight * VAE realism.
     Evaluation: an independent judge's success rate and the realism against real digits."""
+    from rollax.envs.latent import LatentEnv, one_hot_conditions, with_target
     from rollax.generative import ClassAndRealismReward, load_digit_judge, load_pretrained
 
     vae, _ = load_pretrained("vae")
@@ -35,6 +41,7 @@ def make_vae_reconstruct(
     *, split: str = "train", horizon: int = 1, action_bound: float = 3.0, reward_on: str = "final"
 ) -> tuple[ReconstructionEnv, LatentEnvParams]:
     """`rollax/VAEReconstruct-v0`: observe a real digit from `split`, reconstruct it via a latent."""
+    from rollax.envs.reconstruction import ReconstructionEnv
     from rollax.generative import load_digits_split, load_pretrained
 
     if split not in ("train", "test"):
@@ -53,6 +60,7 @@ def make_gan_discriminator(
     """`rollax/GANDiscriminator-v0`: act with a generator latent; reward = discriminator logit
     (`kind="logit"`) or log D(x) (`kind="log_prob"`). Unconditioned. Evaluation adds the judge's
     confident share and the VAE realism, which the discriminator reward does not see."""
+    from rollax.envs.latent import LatentEnv
     from rollax.generative import DiscriminatorReward, load_digit_judge, load_pretrained
 
     gan, _ = load_pretrained("gan")

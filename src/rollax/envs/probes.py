@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from rollax.envs.registry import override_params, register
+from rollax.envs.registry import override_params
 
 
 @struct.dataclass
@@ -204,13 +204,7 @@ PROBES: dict[str, type[_Probe]] = {
 }
 
 
-def _factory(env_id: str, cls: type[_Probe]):
-    def make_probe(**overrides: Any) -> tuple[_Probe, Any]:
-        env = cls()
-        return env, override_params(env.default_params, overrides, env_id)
-
-    return make_probe
-
-
-for _env_id, _cls in PROBES.items():
-    register(_env_id, _factory(_env_id, _cls), overwrite=True)
+def make_probe(env_id: str, **overrides: Any) -> tuple[_Probe, Any]:
+    """`(env, params)` of the probe `env_id`; keyword arguments override params fields."""
+    env = PROBES[env_id]()
+    return env, override_params(env.default_params, overrides, env_id)

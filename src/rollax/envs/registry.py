@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium
-import gymnax
-from gymnax.environments.environment import Environment
 
-EnvFactory = Callable[..., tuple[Environment, Any]]
+from rollax.envs.gymnax_envs import DOWNLOADING_IDS, GYMNAX_ENVS, make_gymnax
+
+if TYPE_CHECKING:
+    from gymnax.environments.environment import Environment
+
+EnvFactory = Callable[..., tuple["Environment", Any]]
 _FACTORIES: dict[str, EnvFactory] = {}
 
 
@@ -25,7 +28,7 @@ def register(env_id: str, factory: EnvFactory, *, overwrite: bool = False) -> No
 
 def registered_ids() -> list[str]:
     """Every id `make` accepts (gymnax's and rollax's), sorted."""
-    return sorted(set(gymnax.registered_envs) | set(_FACTORIES))
+    return sorted(set(GYMNAX_ENVS) | set(_FACTORIES))
 
 
 def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
@@ -41,9 +44,12 @@ def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
                          "loop does this for presets)")
     if env_id in _FACTORIES:
         return _FACTORIES[env_id](**params)
-    if env_id in gymnax.registered_envs:
-        env, env_params = gymnax.make(env_id)
+    if env_id in GYMNAX_ENVS:
+        env, env_params = make_gymnax(env_id)
         return env, override_params(env_params, params, env_id)
+    if env_id in DOWNLOADING_IDS:
+        raise ValueError(f"env id {env_id!r} is not available in rollax: "
+                         f"{DOWNLOADING_IDS[env_id]}")
     close = difflib.get_close_matches(env_id, registered_ids(), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else " Run `rollax envs` for the list."
     raise ValueError(f"unknown env id {env_id!r}.{hint}")
