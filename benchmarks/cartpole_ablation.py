@@ -13,32 +13,36 @@ import subprocess
 import sys
 import time
 
-# name -> overrides of the shipped cartpole_ppo experiment
-RL_ZOO = ["budget.num_envs=8", "budget.num_steps=32", "agent.config.num_epochs=20",
-          "agent.config.num_minibatches=1", "agent.config.gamma=0.98",
-          "agent.optimizer.learning_rate=1e-3", "agent.config.entropy_coeff=0.0"]
+# name -> overrides of the shipped cartpole_ppo experiment (RL Zoo's CartPole settings plus
+# value clipping); PREVIOUS is the preset before it (rejax's settings with gae_lambda 0.8 and an
+# annealed rate)
+NO_VALUE_CLIP = ["agent.config.clip_value_loss=false"]
+PREVIOUS = ["budget.num_envs=5", "budget.num_steps=100", "agent.config.num_epochs=5",
+            "agent.config.num_minibatches=5", "agent.config.gamma=0.99",
+            "agent.config.entropy_coeff=0.01", "agent.config.clip_value_loss=false",
+            "agent.optimizer.learning_rate=7.5e-4"]
 VARIANTS: dict[str, list[str]] = {
-    "preset": [],
-    "rejax (gae 0.95, constant lr)": ["agent.config.gae_lambda=0.95", "agent.optimizer.anneal_lr=false"],
-    "constant lr": ["agent.optimizer.anneal_lr=false"],
-    "gae_lambda 0.95": ["agent.config.gae_lambda=0.95"],
-    "entropy 0": ["agent.config.entropy_coeff=0.0"],
-    "value clipping": ["agent.config.clip_value_loss=true"],
-    "no advantage normalisation": ["agent.config.normalize_advantages=false"],
-    "target_kl 0.02": ["agent.config.target_kl=0.02"],
-    "8 envs x 64 steps, 4 minibatches": ["budget.num_envs=8", "budget.num_steps=64",
-                                         "agent.config.num_minibatches=4"],
-    "budget 2e5": ["budget.total_steps=200000"],
-    "rl_zoo (no clip schedule)": RL_ZOO,
-    "rl_zoo + value clipping": [*RL_ZOO, "agent.config.clip_value_loss=true"],
-    "rl_zoo + value clipping, 10 epochs": [*RL_ZOO, "agent.config.clip_value_loss=true",
-                                           "agent.config.num_epochs=10"],
-    "rl_zoo + value clipping, 5 epochs": [*RL_ZOO, "agent.config.clip_value_loss=true",
-                                          "agent.config.num_epochs=5"],
-    "rl_zoo, 2 minibatches": [*RL_ZOO, "agent.config.num_minibatches=2"],
-    "rl_zoo, 10 epochs": [*RL_ZOO, "agent.config.num_epochs=10"],
-    "rl_zoo, gamma 0.99": [*RL_ZOO, "agent.config.gamma=0.99"],
-    "rl_zoo, budget 1.5e5": [*RL_ZOO, "budget.total_steps=150000"],
+    "preset (rl_zoo + value clipping)": [],
+    "preset, 10 epochs": ["agent.config.num_epochs=10"],
+    "preset, 5 epochs": ["agent.config.num_epochs=5"],
+    "rl_zoo (no value clipping)": NO_VALUE_CLIP,
+    "rl_zoo, 2 minibatches": [*NO_VALUE_CLIP, "agent.config.num_minibatches=2"],
+    "rl_zoo, 10 epochs": [*NO_VALUE_CLIP, "agent.config.num_epochs=10"],
+    "rl_zoo, gamma 0.99": [*NO_VALUE_CLIP, "agent.config.gamma=0.99"],
+    "rl_zoo, budget 1.5e5": [*NO_VALUE_CLIP, "budget.total_steps=150000"],
+    "previous preset": PREVIOUS,
+    "rejax (gae 0.95, constant lr)": [*PREVIOUS, "agent.config.gae_lambda=0.95",
+                                      "agent.optimizer.anneal_lr=false"],
+    "previous, constant lr": [*PREVIOUS, "agent.optimizer.anneal_lr=false"],
+    "previous, gae_lambda 0.95": [*PREVIOUS, "agent.config.gae_lambda=0.95"],
+    "previous, entropy 0": [*PREVIOUS, "agent.config.entropy_coeff=0.0"],
+    "previous, value clipping": [*PREVIOUS, "agent.config.clip_value_loss=true"],
+    "previous, no advantage normalisation": [*PREVIOUS, "agent.config.normalize_advantages=false"],
+    "previous, target_kl 0.02": [*PREVIOUS, "agent.config.target_kl=0.02"],
+    "previous, 8 envs x 64 steps, 4 minibatches": [*PREVIOUS, "budget.num_envs=8",
+                                                   "budget.num_steps=64",
+                                                   "agent.config.num_minibatches=4"],
+    "previous, budget 2e5": [*PREVIOUS, "budget.total_steps=200000"],
 }
 CHILD = """
 import json, sys, rollax

@@ -22,10 +22,10 @@ EVAL_EVERY = 5_000
 EVAL_EPISODES = 10
 SOLVED = 475.0
 # rejax's configs/gymnax/cartpole.yaml, "ppo" entry (its published hyperparameters)
-REJAX_PPO = dict(agent_kwargs={"activation": "tanh"}, num_envs=5, num_steps=100, num_epochs=5,
-                 num_minibatches=5, learning_rate=0.00075, max_grad_norm=0.5,
-                 total_timesteps=100_000, gamma=0.99, gae_lambda=0.95, clip_eps=0.2,
-                 ent_coef=0.01, vf_coef=0.5)
+REJAX_PPO = {"agent_kwargs": {"activation": "tanh"}, "num_envs": 5, "num_steps": 100,
+             "num_epochs": 5, "num_minibatches": 5, "learning_rate": 0.00075, "max_grad_norm": 0.5,
+             "total_timesteps": 100_000, "gamma": 0.99, "gae_lambda": 0.95, "clip_eps": 0.2,
+             "ent_coef": 0.01, "vf_coef": 0.5}
 
 
 def train_rollax(seeds: int, first_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
