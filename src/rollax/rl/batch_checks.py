@@ -159,13 +159,15 @@ def check_policy(model, arrays: dict, keys: PolicyKeys, lead: tuple, needs_value
     if needs_values and value.shape != (size,):
         raise ValueError(f"the model's value output has shape {value.shape} for {size} "
                          f"observations; expected ({size},) or ({size}, 1)")
+    source = f"policy on batch[{keys.observations!r}] {observations.shape}"
     if isinstance(distribution, Categorical):
         logits = distribution.logits.shape
-        check_actions(keys.actions, actions, lead, logits[:-1], discrete=True, num_actions=logits[-1])
+        check_actions(keys.actions, actions, (*lead, *logits[1:-1]),
+                      f"categorical {source} (over {logits[-1]} actions)", num_actions=logits[-1])
         per_token = logits[1:-1]
     elif isinstance(distribution, DiagGaussian):
         mean = distribution.mean.shape
-        check_actions(keys.actions, actions, lead, mean, discrete=False)
+        check_actions(keys.actions, actions, (*lead, *mean[1:]), f"Gaussian {source}")
         per_token = mean[1:-1]
     else:
         return None
@@ -193,24 +195,22 @@ def abstract_policy(model, key: str, shape: tuple, flat_shape: tuple, dtype, dis
                          f"does not accept{hint}") from err
 
 
-def check_actions(key: str, actions: np.ndarray, lead: tuple, flat_shape: tuple, *, discrete: bool,
-                  num_actions: int = 0) -> None:
-    """Actions the policy can score: its dtype, its shape (nothing broadcast), and for a
+def check_actions(key: str, actions: np.ndarray, expected: tuple, policy: str,
+                  num_actions: int | None = None) -> None:
+    """Actions the policy can score: its dtype, exactly its shape (nothing broadcast), and for a
     categorical policy every action in `[0, num_actions)` (masked tokens too: pad with 0)."""
-    kind = f"categorical over {num_actions} actions" if discrete else "Gaussian"
-    expected = (*lead, *flat_shape[1:])
+    discrete = num_actions is not None
     if discrete != bool(np.issubdtype(actions.dtype, np.integer)):
-        raise ValueError(f"batch[{key!r}] has dtype {actions.dtype}; the model's policy is {kind}, "
-                         f"so actions must be {'integers' if discrete else 'floats'}")
+        raise ValueError(f"batch[{key!r}] has dtype {actions.dtype}; the model's {policy} takes "
+                         f"{'integer' if discrete else 'float'} actions")
     if actions.shape != expected:
-        raise ValueError(f"batch[{key!r}] has shape {actions.shape}; the model's {kind} policy "
-                         f"scores actions of shape {expected}")
+        raise ValueError(f"batch[{key!r}] has shape {actions.shape}; the model's {policy} scores "
+                         f"actions of shape {expected}")
     if discrete:
         low, high = int(actions.min()), int(actions.max())
         if low < 0 or high >= num_actions:
-            bad = low if low < 0 else high
-            raise ValueError(f"batch[{key!r}] holds action {bad}, outside [0, {num_actions}) of the "
-                             f"model's {num_actions} actions")
+            raise ValueError(f"batch[{key!r}] holds action {low if low < 0 else high}, outside "
+                             f"[0, {num_actions}) of the model's {policy}")
 
 
 def check_group_size(arrays: dict, static: dict, default: int) -> dict:
