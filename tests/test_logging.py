@@ -2,7 +2,11 @@
 
 import json
 import math
+import os
 import struct
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -66,6 +70,42 @@ def test_scalars_reach_tensorboard_and_jsonl_with_the_same_values(tmp_path):
             if tag != "step":
                 from_jsonl.setdefault(tag, []).append((record["step"], value))
     assert from_jsonl == events
+
+
+# Each logger: N scalars, flush, then copy its event file as a `kill -9` at that moment would
+# leave it; the last logger is followed by os._exit(0) itself. tensorboardX's queue used to lose
+# up to 10 records in some of the loggers (flush() did not wait for it).
+KILLED_AFTER_FLUSH = textwrap.dedent("""
+    import os, shutil, sys
+    from pathlib import Path
+    from rollax.logging import Logger
+    root, loggers, records = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    for k in range(loggers):
+        logger = Logger(root / f"logger_{k}")
+        for step in range(records):
+            logger.log_scalars({"loss": float(step), "kl": 0.5}, step, prefix="train")
+        logger.flush()
+        if k == loggers - 1:
+            os._exit(0)
+        snapshot = root / f"snapshot_{k}"
+        snapshot.mkdir()
+        for path in logger.log_dir.iterdir():
+            shutil.copy(path, snapshot)
+""")
+
+
+def test_flush_puts_every_record_in_the_event_files_before_a_kill(tmp_path):
+    loggers, records = 20, 100
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", KILLED_AFTER_FLUSH, str(tmp_path), str(loggers), str(records)],
+                   check=True, env=env, timeout=120)
+    dirs = [tmp_path / f"snapshot_{k}" for k in range(loggers - 1)] + [tmp_path / f"logger_{loggers - 1}"]
+    for directory in dirs:
+        from_jsonl = [(r["step"], r["train/loss"]) for r in read_jsonl(directory / "metrics.jsonl")]
+        events = scalar_events(directory)
+        assert len(from_jsonl) == records, directory.name
+        assert events["train/loss"] == from_jsonl, directory.name
+        assert len(events["train/kl"]) == records, directory.name
 
 
 def test_non_finite_values_are_kept_valid_json_and_reported_once_per_tag(tmp_path):

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,9 @@ from typing import Any, Self
 import jax
 import numpy as np
 from numpy.typing import ArrayLike
-from tensorboardX import SummaryWriter
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 __all__ = ["Logger", "image_grid", "to_scalar"]
 
@@ -74,6 +77,36 @@ def image_grid(images: ArrayLike, padding: int = 1) -> np.ndarray:
     return grid
 
 
+class EventFile:
+    """One TensorBoard event file, written in the caller's thread.
+
+    tensorboardX's `SummaryWriter` hands events to a background thread through a queue, and its
+    `flush()` does not wait for that queue: a process killed after `flush()` lost its last
+    records. Here `add` writes to the file's buffer at once, so `flush()` puts every record
+    added so far on disk. A record added `flush_secs` after the last flush flushes too.
+    """
+
+    def __init__(self, log_dir: Path, flush_secs: float, purge_step: int | None) -> None:
+        self._file = EventsWriter(str(log_dir / "events"))
+        self._flush_secs = flush_secs
+        self._next_flush = time.monotonic() + flush_secs
+        if purge_step is not None:  # as SummaryWriter: TensorBoard hides older events >= it
+            self._file.write_event(Event(step=purge_step, file_version="brain.Event:2"))
+            self._file.write_event(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+    def add(self, record: Any, step: int) -> None:
+        self._file.write_event(Event(wall_time=time.time(), step=step, summary=record))
+        if time.monotonic() >= self._next_flush:
+            self.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        self._next_flush = time.monotonic() + self._flush_secs
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class Logger:
     """Writes scalars to TensorBoard and ``metrics.jsonl`` in ``log_dir``; hyperparameters and
     text to TensorBoard text plus ``config.json``/``config.toml``; images as PNGs too."""
@@ -83,8 +116,7 @@ class Logger:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.log_dir / "metrics.jsonl"
-        self._writer = SummaryWriter(logdir=str(self.log_dir), flush_secs=flush_secs,
-                                     purge_step=purge_step)
+        self._events = EventFile(self.log_dir, flush_secs, purge_step)
         self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
         self._reported_non_finite: set[str] = set()
         self._closed = False
@@ -114,7 +146,7 @@ class Logger:
                     stacklevel=2,
                 )
             record[tag] = _json_number(scalar)
-            self._writer.add_scalar(tag, scalar, global_step=step)
+            self._events.add(summary.scalar(tag, scalar), step)
         self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
 
     def log_scalar(self, tag: str, value: Any, step: int) -> None:
@@ -125,7 +157,7 @@ class Logger:
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         """Write ``text`` (Markdown) to TensorBoard's text tab under ``tag``."""
         self._check_open()
-        self._writer.add_text(tag, text, global_step=self._check_step(step))
+        self._events.add(summary.text(tag, text), self._check_step(step))
 
     def log_hparams(self, hparams: Mapping[str, Any] | Any, toml_text: str | None = None) -> None:
         """Save the resolved config (dict or dataclass) as ``config.json`` (and ``config.toml``
@@ -143,10 +175,10 @@ class Logger:
         tmp.write_text(as_json + "\n", encoding="utf-8")
         os.replace(tmp, self.log_dir / "config.json")
         rows = "\n".join(f"| {key} | {value} |" for key, value in _flatten(hparams).items())
-        self._writer.add_text("hparams", f"| parameter | value |\n|---|---|\n{rows}", 0)
+        self._events.add(summary.text("hparams", f"| parameter | value |\n|---|---|\n{rows}"), 0)
         if toml_text is not None:
             (self.log_dir / "config.toml").write_text(toml_text, encoding="utf-8")
-            self._writer.add_text("config_toml", f"```toml\n{toml_text}\n```", 0)
+            self._events.add(summary.text("config_toml", f"```toml\n{toml_text}\n```"), 0)
 
     # -- images ------------------------------------------------------------------------------
     def log_images(self, tag: str, images: ArrayLike, step: int) -> Path:
@@ -157,7 +189,7 @@ class Logger:
         self._check_open()
         step = self._check_step(step)
         grid = image_grid(images)
-        self._writer.add_image(tag, grid, global_step=step, dataformats="HWC")
+        self._events.add(summary.image(tag, grid, dataformats="HWC"), step)
         png = self.log_dir / "images" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', tag)}_{step}.png"
         png.parent.mkdir(exist_ok=True)
         scale = max(1, 256 // max(grid.shape[:2]))  # 8x8 digits: enlarge (nearest) to be seen
@@ -169,14 +201,14 @@ class Logger:
         """Push buffered records to disk (call between jitted chunks and before exiting)."""
         if not self._closed:
             self._jsonl.flush()
-            self._writer.flush()
+            self._events.flush()
 
     def close(self) -> None:
         """Flush and close both files; further logging raises ``RuntimeError``."""
         if not self._closed:
             self.flush()
             self._jsonl.close()
-            self._writer.close()
+            self._events.close()
             self._closed = True
 
     def __enter__(self) -> Self:

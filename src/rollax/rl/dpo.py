@@ -12,12 +12,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rollax.rl.batch_checks import STEP, BatchSpec, PolicyKeys
 from rollax.rl.configs import DPOConfig
 from rollax.rl.spec import AlgorithmSpec, GroupSamples
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
-    check_batch,
     evaluate_policy,
     sequence_sum,
     single_step_update,
@@ -25,6 +25,8 @@ from rollax.rl.trainer import (
 from rollax.rl.utils import compute_dpo_loss
 
 SIDES = ("chosen", "rejected")
+INPUTS = tuple(f"{side}_{part}" for side in SIDES for part in ("observations", "actions"))
+REFS = tuple(f"ref_{side}_log_probs" for side in SIDES)
 
 
 def sequence_log_probs(model, batch: dict, side: str, length_normalize: bool) -> jax.Array:
@@ -88,8 +90,9 @@ class DPOTrainer(Trainer):
     config_class = DPOConfig
     update = staticmethod(update)
 
-    def __init__(self, model, optimizer, config: DPOConfig | None = None, reference_model=None):
-        super().__init__(model, optimizer, config)
+    def __init__(self, model, optimizer, config: DPOConfig | None = None, reference_model=None, *,
+                 check_batches: bool = True):
+        super().__init__(model, optimizer, config, check_batches=check_batches)
         self.reference_model = reference_model
         if reference_model is not None:
             graphdef, state = nnx.split(reference_model)
@@ -102,23 +105,27 @@ class DPOTrainer(Trainer):
 
             self._reference_log_probs = reference_log_probs
 
+    @property
+    def batch_spec(self) -> BatchSpec:
+        needs_refs = not self.config.reference_free and self.reference_model is None
+        return BatchSpec(
+            required=INPUTS + (REFS if needs_refs else ()),
+            optional=("chosen_mask", "rejected_mask") + REFS, leading_key="chosen_actions",
+            batch_ndim=1, shapes=dict.fromkeys(REFS, STEP),
+            policies=tuple(PolicyKeys(f"{side}_observations", f"{side}_actions", f"{side}_mask")
+                           for side in SIDES))
+
     def validate(self, batch):
-        inputs = tuple(f"{side}_{part}" for side in SIDES for part in ("observations", "actions"))
-        refs = tuple(f"ref_{side}_log_probs" for side in SIDES)
         if "chosen_log_probs" in batch or "rejected_log_probs" in batch:
             raise ValueError(
                 "DPO computes the policy's log-probs from the model, so precomputed "
                 "'chosen_log_probs'/'rejected_log_probs' cannot be trained on; pass "
-                f"{list(inputs)} (and the reference log-probs) instead")
-        needs_refs = not self.config.reference_free and self.reference_model is None
-        arrays, static = check_batch(
-            batch, required=inputs + (refs if needs_refs else ()),
-            optional=("chosen_mask", "rejected_mask") + refs, leading_key="chosen_actions",
-            leading_ndim=1)
+                f"{list(INPUTS)} (and the reference log-probs) instead")
+        arrays, static = super().validate(batch)
         if not self.config.reference_free and self.reference_model is not None:
             arrays = {**arrays, **self._reference_log_probs(arrays)}
         if self.config.reference_free:
-            arrays = {k: v for k, v in arrays.items() if k not in refs}
+            arrays = {k: v for k, v in arrays.items() if k not in REFS}
         return arrays, static
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rollax.rl.batch_checks import STEP, STEP_OR_TOKEN, BatchSpec, check_group_size
 from rollax.rl.configs import GRPOConfig
 from rollax.rl.spec import AlgorithmSpec, generations_batch
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
-    check_batch,
-    check_group_size,
     evaluate_policy,
     sequence_sum,
     single_step_update,
@@ -107,10 +106,20 @@ class GRPOTrainer(Trainer):
     config_class = GRPOConfig
     update = staticmethod(update)
 
+    batch_spec = BatchSpec(
+        required=("observations", "actions", "rewards"),
+        optional=("log_probs", "ref_log_probs", "mask", "group_size"), batch_ndim=1,
+        shapes=dict.fromkeys(("rewards", "log_probs", "ref_log_probs"), STEP_OR_TOKEN))
+
     def validate(self, batch):
-        arrays, static = check_batch(batch, required=("observations", "actions", "rewards"),
-                                     optional=("log_probs", "ref_log_probs", "mask", "group_size"),
-                                     leading_ndim=1)
+        arrays, static = super().validate(batch)
+        if "ref_log_probs" in arrays:  # taken at the level (sequence or token) of log_probs
+            ref, old = arrays["ref_log_probs"].shape, arrays.get("log_probs")
+            expected = arrays["rewards"].shape[:1] if old is None else old.shape
+            if ref != expected:
+                raise ValueError(f"batch['ref_log_probs'] has shape {ref}; expected {expected}, "
+                                 + ("as batch['log_probs']" if old is not None else
+                                    f"one per sequence ({STEP}) without batch['log_probs']"))
         return arrays, check_group_size(arrays, static, self.config.num_generations)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from rollax.rl.batch_checks import STEP, STEP_OR_NEXT, BatchSpec
 from rollax.rl.configs import PPOConfig
 from rollax.rl.spec import AlgorithmSpec
 from rollax.rl.trainer import (
     EPISODE_KEYS,
     Trainer,
     TrainState,
-    check_batch,
     episode_flags,
     evaluate_policy,
     flatten_batch,
@@ -104,9 +104,13 @@ class PPOTrainer(Trainer):
     config_class = PPOConfig
     update = staticmethod(update)
 
+    batch_spec = BatchSpec(
+        required=("observations", "actions", "rewards", "values", "log_probs"), optional=EPISODE_KEYS,
+        shapes={**dict.fromkeys(("rewards", "log_probs", *EPISODE_KEYS), STEP), "values": STEP_OR_NEXT},
+        needs_values=True)
+
     def validate(self, batch):
-        arrays, static = check_batch(batch, required=("observations", "actions", "rewards", "values", "log_probs"),
-                                     optional=EPISODE_KEYS, extra_leading={"values": 1})
+        arrays, static = super().validate(batch)
         size = arrays["rewards"].size
         if size % self.config.num_minibatches:
             raise ValueError(f"batch of {size} steps does not split into "

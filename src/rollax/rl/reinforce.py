@@ -19,13 +19,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rollax.rl.batch_checks import STEP, BatchSpec
 from rollax.rl.configs import REINFORCEConfig
 from rollax.rl.spec import AlgorithmSpec
 from rollax.rl.trainer import (
     EPISODE_KEYS,
     Trainer,
     TrainState,
-    check_batch,
     episode_flags,
     evaluate_policy,
     flatten_batch,
@@ -105,19 +105,16 @@ class REINFORCETrainer(Trainer):
     update = staticmethod(update)
     init_state = staticmethod(init_state)
 
+    batch_spec = BatchSpec(
+        required=("observations", "actions", "rewards"), optional=(*EPISODE_KEYS, "mask", "task_ids"),
+        shapes=dict.fromkeys(("rewards", *EPISODE_KEYS, "task_ids"), STEP), integer_keys=("task_ids",))
+
     def validate(self, batch):
-        arrays, static = check_batch(batch, required=("observations", "actions", "rewards"),
-                                     optional=(*EPISODE_KEYS, "mask", "task_ids"))
-        if "task_ids" in arrays:
-            task_ids = arrays["task_ids"]
-            if task_ids.shape != arrays["rewards"].shape:
-                raise ValueError(f"batch['task_ids'] has shape {task_ids.shape}; expected the rewards' "
-                                 f"{arrays['rewards'].shape}")
-            if not jnp.issubdtype(task_ids.dtype, jnp.integer):
-                raise ValueError(f"batch['task_ids'] must hold integers, got {task_ids.dtype}")
-            keys = self.config.num_baseline_keys
-            low, high = (int(task_ids.min()), int(task_ids.max())) if task_ids.size else (0, 0)
-            if self.config.baseline == "ema" and (low < 0 or high >= keys):
+        arrays, static = super().validate(batch)
+        keys = self.config.num_baseline_keys
+        if "task_ids" in arrays and self.config.baseline == "ema":
+            low, high = int(arrays["task_ids"].min()), int(arrays["task_ids"].max())
+            if low < 0 or high >= keys:
                 raise ValueError(f"batch['task_ids'] must lie in [0, num_baseline_keys={keys}), got "
                                  f"[{low}, {high}]")
         return arrays, static

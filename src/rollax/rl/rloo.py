@@ -18,13 +18,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rollax.rl.batch_checks import STEP, STEP_OR_TOKEN, BatchSpec, check_group_size
 from rollax.rl.configs import RLOOConfig
 from rollax.rl.spec import AlgorithmSpec, generations_batch
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
-    check_batch,
-    check_group_size,
     evaluate_policy,
     sequence_sum,
     single_step_update,
@@ -98,16 +97,13 @@ class RLOOTrainer(Trainer):
     config_class = RLOOConfig
     update = staticmethod(update)
 
+    batch_spec = BatchSpec(
+        required=("observations", "actions", "rewards"),
+        optional=("log_probs", "ref_log_probs", "mask", "group_size"), batch_ndim=1,
+        shapes={"rewards": STEP_OR_TOKEN, "log_probs": STEP, "ref_log_probs": STEP})
+
     def validate(self, batch):
-        arrays, static = check_batch(batch, required=("observations", "actions", "rewards"),
-                                     optional=("log_probs", "ref_log_probs", "mask", "group_size"),
-                                     leading_ndim=1)
-        for key in ("log_probs", "ref_log_probs"):
-            if key in arrays and arrays[key].ndim != 1:
-                raise ValueError(f"batch[{key!r}] has shape {arrays[key].shape}; RLOO takes sequence "
-                                 "log-probs [B]")
-        if arrays["rewards"].ndim > 2:
-            raise ValueError(f"batch['rewards'] has shape {arrays['rewards'].shape}; expected [B] or [B, L]")
+        arrays, static = super().validate(batch)
         return arrays, check_group_size(arrays, static, self.config.num_generations)
 
 

@@ -1,4 +1,5 @@
-"""What the four trainers share: batch validation, the policy adapter, and one jitted update.
+"""What the trainers share: the policy adapter, one jitted update, and the `Trainer` class
+(whose `train_step` checks its batch with `batch_checks.py` first).
 
 A trainer is a config class, a `prepare` function (advantages/returns on the time-major
 batch, then flattened to `[B, ...]`) and a `loss_fn(model, batch, config, static)`. The pure
@@ -14,13 +15,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from rollax.networks.distributions import as_distribution, is_discrete_actions
-
-ALIASES = {"states": "observations"}
+from rollax.rl.batch_checks import BatchSpec, check_batch, resolve_keys
 
 
 class TrainState(NamedTuple):
@@ -85,77 +84,6 @@ def episode_flags(batch: dict) -> dict:
     if truncated is not None and "bootstrap_values" not in batch:
         raise ValueError("batch has truncated episodes but no 'bootstrap_values' (V of the final observation)")
     return {"dones": dones, "truncated": truncated, "bootstrap_values": batch.get("bootstrap_values")}
-
-
-# ---------------------------------------------------------------- validation (host side)
-
-
-def check_batch(
-    batch: Mapping[str, Any],
-    *,
-    required: tuple[str, ...],
-    optional: tuple[str, ...] = (),
-    leading_key: str = "rewards",
-    leading_ndim: int | None = None,
-    extra_leading: Mapping[str, int] | None = None,
-) -> tuple[dict[str, jax.Array], dict[str, Any]]:
-    """Check keys and leading shapes; return `(arrays, static)` with aliases resolved.
-
-    Every array must share the leading shape of `batch[leading_key]` (its first `leading_ndim`
-    axes; all of them by default; `extra_leading` allows
-    one more step on a key, e.g. `values` with T+1 entries). Python ints (like GRPO's
-    `group_size`) go to `static`. Unknown keys are errors: nothing is silently dropped.
-    """
-    if not isinstance(batch, Mapping):
-        raise TypeError(f"a batch is a dict of arrays, got {type(batch).__name__}")
-    resolved: dict[str, Any] = {}
-    for key, value in batch.items():
-        name = ALIASES.get(key, key)
-        if name in resolved:
-            raise ValueError(f"batch has both {key!r} and its alias {name!r}")
-        resolved[name] = value
-    allowed = set(required) | set(optional)
-    unknown = sorted(set(resolved) - allowed)
-    if unknown:
-        raise ValueError(f"unknown batch keys {unknown}; valid keys: {sorted(allowed)}")
-    missing = [k for k in required if k not in resolved]
-    if missing:
-        raise ValueError(f"batch is missing required keys {missing}; required: {list(required)}")
-
-    static = {k: v for k, v in resolved.items() if isinstance(v, (int, np.integer)) and not isinstance(v, bool)}
-    arrays = {k: jnp.asarray(v) for k, v in resolved.items() if k not in static}
-    lead = arrays[leading_key].shape[:leading_ndim]
-    if leading_key in ("rewards",) and len(lead) == 0:
-        raise ValueError("`rewards` must have at least one axis")
-    extra_leading = extra_leading or {}
-    for key, value in arrays.items():
-        allowed_leads = [lead]
-        if key in extra_leading and lead:
-            allowed_leads.append((lead[0] + extra_leading[key], *lead[1:]))
-        if not any(value.shape[: len(ld)] == ld for ld in allowed_leads):
-            raise ValueError(
-                f"batch[{key!r}] has shape {value.shape}; its leading axes must match "
-                f"batch[{leading_key!r}] {lead}"
-            )
-    if "rewards" in arrays:
-        bad = ~np.isfinite(np.asarray(arrays["rewards"]))
-        if bad.any():
-            raise ValueError(
-                f"batch['rewards'] has {int(bad.sum())} non-finite value(s) (NaN/inf), "
-                f"first at index {tuple(int(i) for i in np.argwhere(bad)[0])}"
-            )
-    return arrays, static
-
-
-def check_group_size(arrays: dict, static: dict, default: int) -> dict:
-    """`static` with a checked `group_size` (the batch's, else `default`): >= 2 and dividing the
-    batch, whose rows are contiguous groups of generations per prompt."""
-    group_size = int(static.get("group_size", default))
-    size = arrays["rewards"].shape[0]
-    if group_size < 2 or size % group_size:
-        raise ValueError(f"group_size={group_size} must be >= 2 and divide the batch size {size} "
-                         "(rows are contiguous groups of generations per prompt)")
-    return {**static, "group_size": group_size} if "group_size" in static else static
 
 
 # ---------------------------------------------------------------- the shared update
@@ -227,16 +155,22 @@ def minibatch_update(
 
 
 class Trainer:
-    """Base of the four trainers: holds model, optimizer and config; `train_step` runs the jitted update."""
+    """Base of the trainers: holds model, optimizer and config; `train_step` checks its batch
+    against `batch_spec` (unless `check_batches=False`, for loops that check upstream) and runs
+    the jitted update."""
 
     config_class: type = object
+    batch_spec: BatchSpec
 
-    def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer, config: Any = None):
+    def __init__(self, model: nnx.Module, optimizer: nnx.Optimizer, config: Any = None, *,
+                 check_batches: bool = True):
         if config is None:
             config = self.config_class()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.model, self.optimizer, self.config = model, optimizer, config
+        self.check_batches = check_batches
+        self._policy_shapes: dict = {}  # the model's abstract outputs per observation shape
         self.algorithm_state = self.init_state(config)
         self.trace_count = 0  # how often the update was traced (compiled); tests check reuse
         self._key = jax.random.key(0)
@@ -247,9 +181,12 @@ class Trainer:
         """The algorithm's own training state (none by default)."""
         return ()
 
-    # Subclasses define these three.
-    def validate(self, batch: Mapping[str, Any]) -> tuple[dict[str, jax.Array], dict[str, Any]]:
-        raise NotImplementedError
+    def validate(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+        """`(arrays, static ints)` of `batch`; subclasses add their own checks on top."""
+        if not self.check_batches:
+            values, static = resolve_keys(batch, self.batch_spec)
+            return {k: jnp.asarray(v) for k, v in values.items()}, static
+        return check_batch(batch, self.batch_spec, self.model, self._policy_shapes)
 
     @staticmethod
     def update(graphdef, state, batch, key, config, static) -> tuple[TrainState, dict[str, jax.Array]]:
