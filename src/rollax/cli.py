@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -14,6 +15,11 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    for module in args.import_module:  # the user's explicit choice; a preset never imports
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"--import-module {module}: {err}") from None
     experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
     if args.no_log:
         experiment = experiment.replace(logging={"enabled": False})
@@ -111,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="override a preset value, e.g. agent.config.clip_param=0.1")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first, e.g. a package that registers Gymnasium envs "
+                   "(repeatable); presets and run folders never import modules themselves")
     p.add_argument("--no-log", action="store_true", help="write no run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
