@@ -168,7 +168,7 @@ def test_import_module_is_the_explicit_way_in(marker_module):
     (lambda c: c["budget"].update(total_steps="many"), r"budget.total_steps must be an integer"),
     (lambda c: c["agent"]["config"].update(gamma=None), r"agent.config.gamma must be a number, got None"),
     (lambda c: c["agent"].update(algorithm=3), r"agent.algorithm must be an algorithm name, got 3"),
-    (lambda c: c["logging"].update(extra=1), r"logging: unknown key\(s\) \['extra'\]"),
+    (lambda c: c["logging"].update(extra=1), r"logging: unknown LoggingSpec key\(s\) \['extra'\]"),
     (lambda c: c.update(name="../../elsewhere"), r"name='../../elsewhere' must be a folder name"),
 ])
 def test_a_run_config_json_is_checked_like_a_preset(change, message):

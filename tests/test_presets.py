@@ -45,7 +45,7 @@ def test_unknown_key_in_a_preset_file_lists_the_valid_keys(tmp_path):
 @pytest.mark.parametrize(("override", "message"), [
     ("budget.bogus=1", r"unknown key 'bogus'; valid: \[.*'num_envs', 'num_steps'"),
     ("nothing.here=1", r"unknown key 'nothing'; valid: \["),
-    ("agent.config.clip_parm=0.1", r"agent.config: unknown key\(s\) \['clip_parm'\]; valid keys: \[.*'clip_param'"),
+    ("agent.config.clip_parm=0.1", r"agent.config: unknown PPOConfig key\(s\) \['clip_parm'\]; valid keys: \[.*'clip_param'"),
     ("agent.config.clip_param=-1", r"clip_param"),
     ("agent.config.gamma=1.5", r"gamma"),
     ("agent.algorithm=a2c", r"agent.algorithm: unknown algorithm 'a2c'; valid: \['dpo', 'grpo', 'ppo', 'reinforce', 'rloo'\]"),

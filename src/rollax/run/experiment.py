@@ -241,8 +241,8 @@ def _build(spec: type, data: Any, where: str) -> Any:
     missing = [name for name, f in fields.items() if name not in data
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if unknown:
-        raise ValueError(f"{where or 'experiment'}: unknown key(s) {unknown}; valid keys: "
-                         f"{sorted(fields)}")
+        raise ValueError(f"{where or 'experiment'}: unknown {spec.__name__} key(s) {unknown}; "
+                         f"valid keys: {sorted(fields)}")
     if missing:
         raise ValueError(f"{where or 'experiment'}: missing key(s) {missing}")
     values = {}
