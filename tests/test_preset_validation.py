@@ -13,7 +13,7 @@ import pytest
 
 from rollax.cli import main
 from rollax.presets import PresetError, load_experiment
-from rollax.run.experiment import Experiment
+from rollax.run.experiment import Experiment, NetworkSpec
 from rollax.run.plan import chunk_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +90,15 @@ def test_a_preset_file_keeps_its_runs_under_the_working_folder(tmp_path, root):
                                        f'"logging.root" = "{root}"\n', "overrides.toml")
     with pytest.raises(PresetError, match="in a preset must be a relative path"):
         load_experiment(overrides)
+
+
+@pytest.mark.parametrize(("key", "table"), [("logging.profiler.log_dir", 'log_dir = "/abs"'),
+                                            ("logging.wandb.dir", 'project = "p"\ndir = "/abs"')])
+def test_other_folders_a_preset_names_stay_under_the_working_folder(tmp_path, key, table):
+    section = key.rsplit(".", 1)[0]
+    path = write_preset(tmp_path, f"[budget]\ntotal_steps = 2000\n[{section}]\n{table}\n")
+    with pytest.raises(PresetError, match=rf"{key}='/abs' in a preset must be a relative path"):
+        load_experiment(path)
 
 
 def test_a_missing_budget_names_its_required_key(tmp_path):
@@ -196,3 +205,11 @@ def test_the_cli_prints_one_error_line_and_writes_nothing(extra, message, capsys
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("rollax train: error: ") and re.search(message, err), err
     assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_python_callers_may_pass_lists_and_get_tuples():
+    experiment = load_experiment(CARTPOLE)
+    changed = experiment.replace(agent={"network": NetworkSpec(hidden_sizes=[8, 4])}, tags=["x"])
+    assert changed.agent.network.hidden_sizes == (8, 4) and changed.tags == ("x",)
+    with pytest.raises(ValueError, match=r"agent.network.hidden_sizes\[i\] must be an integer >= 1"):
+        NetworkSpec(hidden_sizes=[8, -1])

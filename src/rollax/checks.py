@@ -43,8 +43,8 @@ def check_choice(key: str, value: Any, choices: tuple) -> None:
 
 def check_types(instance: Any, prefix: str) -> None:
     """Every field of a dataclass against its annotation (`int`, `float`, `bool`, `str`,
-    `X | None`, `tuple[X, ...]`, `Mapping[...]`; others are left to the class): the message
-    names `prefix.field` and the value."""
+    `X | None`, `tuple[X, ...]` (a list or a tuple), `Mapping[...]`; others are left to the
+    class): the message names `prefix.field` and the value."""
     for field in dataclasses.fields(instance):
         value = getattr(instance, field.name)
         kind = str(field.type)
@@ -59,7 +59,7 @@ def check_types(instance: Any, prefix: str) -> None:
             raise ValueError(f"{key}={value!r} must be a finite number")
         if kind.startswith("tuple[") and kind.endswith(", ...]"):
             item = kind.removeprefix("tuple[").removesuffix(", ...]")
-            if not isinstance(value, tuple) or not all(_is_kind(v, item) for v in value):
+            if not isinstance(value, (tuple, list)) or not all(_is_kind(v, item) for v in value):
                 raise ValueError(f"{key} must be a list of {_KINDS[item].split(' ', 1)[1]}s, "
                                  f"got {value!r}")
         if kind.startswith("Mapping[") and not isinstance(value, Mapping):

@@ -246,7 +246,7 @@ def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds
 
     `path_or_name`: a path to a `.toml` file, or a NAME found by `find_experiment(name, dirs)`.
     `overrides` (`--set`) are the caller's own: only they may point `logging.root` outside the
-    working folder (see `check_log_root`).
+    working folder (see `check_preset_paths`).
     """
     path = find_experiment(path_or_name, dirs)
     raw = _read_toml(path)
@@ -267,8 +267,7 @@ def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds
         experiment["seeds"] = seeds
     try:
         typed = Experiment.from_dict(experiment)
-        if not any(key in ("logging", "logging.root") for key, _ in parsed):
-            check_log_root(typed.logging.root)
+        check_preset_paths(typed, explicit=[key for key, _ in parsed])
         if is_host_env_id(typed.env.id):  # never imports a module the id names
             check_gymnasium_id(typed.env.id.removeprefix(GYMNASIUM_PREFIX))
         optional_configs(typed)
@@ -277,11 +276,17 @@ def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds
     return typed
 
 
-def check_log_root(root: str) -> None:
-    """A log root read from a preset file must stay under the working folder: relative, no
-    `..`. Elsewhere is the user's explicit choice (`--set logging.root=...`, or
-    `experiment.replace(logging={"root": ...})` in Python)."""
-    if PurePath(root).is_absolute() or ".." in PurePath(root).parts:
-        raise ValueError(f"logging.root={root!r} in a preset must be a relative path inside the "
-                         "working folder (no '..'); choose another place on the command line: "
-                         "--set logging.root=PATH")
+def check_preset_paths(experiment: Experiment, explicit: Iterable[str] = ()) -> None:
+    """Folders a preset file names stay under the working folder: relative, no `..`. Elsewhere
+    is the user's explicit choice: the `explicit` override paths (`--set logging.root=...`), or
+    `experiment.replace(logging={"root": ...})` in Python."""
+    logging = experiment.logging
+    folders = {"logging.root": logging.root, "logging.profiler.log_dir": logging.profiler.get("log_dir"),
+               "logging.wandb.dir": logging.wandb.get("dir")}
+    for key, folder in folders.items():
+        if folder is None or any(key == k or key.startswith(k + ".") for k in explicit):
+            continue
+        if not isinstance(folder, str) or PurePath(folder).is_absolute() or ".." in PurePath(folder).parts:
+            raise ValueError(f"{key}={folder!r} in a preset must be a relative path inside the "
+                             "working folder (no '..'); choose another place on the command "
+                             f"line: --set {key}=PATH")

@@ -54,6 +54,7 @@ class NetworkSpec:
 
     def __post_init__(self):
         check_types(self, "agent.network")
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # TOML/JSON lists
         for size in self.hidden_sizes:
             check_int("agent.network.hidden_sizes[i]", size, 1, MAX_LAYER)
         check_choice("agent.network.activation", self.activation, tuple(sorted(ACTIVATIONS)))
@@ -169,6 +170,7 @@ class Experiment:
 
     def __post_init__(self):
         check_types(self, "")
+        object.__setattr__(self, "tags", tuple(self.tags))  # TOML/JSON lists
         if not SAFE_NAME.fullmatch(self.name) or ".." in self.name:
             raise ValueError(f"name={self.name!r} must be a folder name: letters, digits and "
                              "'._+-', not starting with '.' and without '..'")
@@ -245,12 +247,9 @@ def _build(spec: type, data: Any, where: str) -> Any:
                          f"valid keys: {sorted(fields)}")
     if missing:
         raise ValueError(f"{where or 'experiment'}: missing key(s) {missing}")
-    values = {}
-    for name, value in data.items():
-        key = f"{where}.{name}" if where else name
-        if name in _SECTIONS and not isinstance(value, _SECTIONS[name]):
-            value = _build(_SECTIONS[name], value, key)
-        values[name] = tuple(value) if isinstance(value, list) else value  # JSON/TOML lists
+    values = {name: _build(_SECTIONS[name], value, f"{where}.{name}" if where else name)
+              if name in _SECTIONS and not isinstance(value, _SECTIONS[name]) else value
+              for name, value in data.items()}
     try:
         return spec(**values)
     except ValueError as err:  # algorithm configs name fields `PPOConfig.clip_param`
