@@ -152,7 +152,7 @@ def test_a_preset_never_imports_the_module_its_env_id_names(marker_module, tmp_p
     assert code == 2 and not marker_module.exists()
 
 
-def test_a_run_folders_config_json_never_imports_a_module(marker_module, tmp_path):
+def test_a_run_folders_config_json_never_imports_a_module(marker_module, tmp_path, capsys):
     from rollax.run.evaluation import evaluate_run
 
     config = load_experiment(CARTPOLE).to_dict()
@@ -162,6 +162,10 @@ def test_a_run_folders_config_json_never_imports_a_module(marker_module, tmp_pat
     with pytest.raises(ValueError, match="names the module 'rollax_test_marker'"):
         evaluate_run(tmp_path / "run", episodes=1)
     assert not marker_module.exists()
+    # rollax eval --import-module is the explicit way in: the id passes, the missing checkpoint is named
+    code = main(["eval", str(tmp_path / "run"), "--import-module", "rollax_test_marker"])
+    assert code == 2 and marker_module.exists()
+    assert "checkpoint" in capsys.readouterr().err
 
 
 def test_import_module_is_the_explicit_way_in(marker_module):

@@ -8,6 +8,15 @@ import sys
 from pathlib import Path
 
 
+def _import_modules(modules: list[str]) -> None:
+    """`--import-module`: the user's explicit choice; presets and run folders never import."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"--import-module {module}: {err}") from None
+
+
 def _train(args: argparse.Namespace) -> int:
     from rollax.cache import enable_compilation_cache
     from rollax.presets import load_experiment
@@ -15,11 +24,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    for module in args.import_module:  # the user's explicit choice; a preset never imports
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ValueError(f"--import-module {module}: {err}") from None
+    _import_modules(args.import_module)
     experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
     if args.no_log:
         experiment = experiment.replace(logging={"enabled": False})
@@ -78,6 +83,7 @@ def _envs(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from rollax.run.evaluation import evaluate_run
 
+    _import_modules(args.import_module)
     experiment, returns, step = evaluate_run(args.run_dir, args.episodes)
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
           f"after {step} env steps)")
@@ -104,6 +110,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+IMPORT_HELP = ("import MODULE first, e.g. a package that registers Gymnasium envs (repeatable); "
+               "presets and run folders never import modules themselves")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a preset value, e.g. agent.config.clip_param=0.1")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first, e.g. a package that registers Gymnasium envs "
-                   "(repeatable); presets and run folders never import modules themselves")
+                   help=IMPORT_HELP)
     p.add_argument("--no-log", action="store_true", help="write no run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
@@ -143,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="greedy evaluation of a run's newest checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
+                   help=IMPORT_HELP)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("envs", help="list environment ids")
