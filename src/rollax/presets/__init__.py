@@ -281,12 +281,14 @@ def check_preset_paths(experiment: Experiment, explicit: Iterable[str] = ()) -> 
     is the user's explicit choice: the `explicit` override paths (`--set logging.root=...`), or
     `experiment.replace(logging={"root": ...})` in Python."""
     logging = experiment.logging
-    folders = {"logging.root": logging.root, "logging.profiler.log_dir": logging.profiler.get("log_dir"),
+    folders = {"logging.root": logging.root,
+               "logging.profiler.log_dir": logging.profiler.get("log_dir"),
                "logging.wandb.dir": logging.wandb.get("dir")}
     for key, folder in folders.items():
         if folder is None or any(key == k or key.startswith(k + ".") for k in explicit):
             continue
-        if not isinstance(folder, str) or PurePath(folder).is_absolute() or ".." in PurePath(folder).parts:
+        path = PurePath(folder) if isinstance(folder, str) else None
+        if path is None or path.is_absolute() or ".." in path.parts:
             raise ValueError(f"{key}={folder!r} in a preset must be a relative path inside the "
                              "working folder (no '..'); choose another place on the command "
                              f"line: --set {key}=PATH")

@@ -205,7 +205,8 @@ class Experiment:
         data = dict(_table(data, "experiment"))
         agent = dict(_table(data.get("agent"), "agent"))
         if not isinstance(agent.get("algorithm"), str):
-            raise ValueError(f"agent.algorithm must be an algorithm name, got {agent.get('algorithm')!r}")
+            raise ValueError("agent.algorithm must be an algorithm name, got "
+                             f"{agent.get('algorithm')!r}")
         config_class = _algorithm(agent["algorithm"]).config_class
         if not isinstance(agent.get("config", {}), config_class):
             agent["config"] = _build(config_class, agent.get("config", {}), "agent.config")
