@@ -100,7 +100,7 @@ def cartpole(root: Path, *extra: str):
 
 def test_grpo_override_on_a_ppo_preset_names_the_ppo_config_fields(tmp_path):
     # the PPO agent's [config] keys are no GRPOConfig fields: refused when the preset loads
-    with pytest.raises(ValueError, match=r"agent config.*GRPOConfig.*num_epochs"):
+    with pytest.raises(ValueError, match=r"agent.config.*GRPOConfig.*num_epochs"):
         cartpole(tmp_path, "agent.algorithm='grpo'")
 
 

@@ -205,3 +205,26 @@ def test_action_outside_the_space_raises_value_error_naming_it():
 def test_unsupported_autoreset_mode_is_a_value_error():
     with pytest.raises(ValueError, match="autoreset_mode"):
         gymnasium.make_vec("rollax/CartPole-v1", num_envs=2, autoreset_mode="Disabled")
+
+
+def test_seeds_past_32_bits_start_their_own_episodes():
+    env = gymnasium.make("rollax/CartPole-v1").unwrapped
+    starts = {seed: env.reset(seed=seed)[0] for seed in (0, 1, 2**32, 2**32 + 1, 2**63)}
+    # distinct seeds, distinct first observations (jax.random.key alone keeps 32 bits: 2**32 == 0)
+    assert len({obs.tobytes() for obs in starts.values()}) == len(starts)
+    assert np.array_equal(env.reset(seed=2**32)[0], starts[2**32])  # still reproducible
+    vec = gymnasium.make_vec("rollax/CartPole-v1", num_envs=2)
+    assert not np.array_equal(vec.reset(seed=2**32)[0], vec.reset(seed=0)[0])
+    for bad in (2**64, -1, True, 1.5):
+        with pytest.raises(ValueError, match=rf"seed must be an integer in \[0, 2\*\*64\).*got {bad!r}"):
+            env.reset(seed=bad)
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            vec.reset(seed=bad)
+
+
+@pytest.mark.parametrize("steps", [-5, 0, 2.5, True])
+def test_episode_length_must_be_a_positive_integer(steps):
+    with pytest.raises(ValueError, match=rf"max_steps_in_episode must be an integer >= 1.*got {steps!r}"):
+        gymnasium.make("rollax/CartPole-v1", max_steps_in_episode=steps)
+    with pytest.raises(ValueError, match="max_steps_in_episode must be an integer >= 1"):
+        gymnasium.make_vec("rollax/CartPole-v1", num_envs=2, max_episode_steps=steps)

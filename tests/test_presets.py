@@ -45,7 +45,7 @@ def test_unknown_key_in_a_preset_file_lists_the_valid_keys(tmp_path):
 @pytest.mark.parametrize(("override", "message"), [
     ("budget.bogus=1", r"unknown key 'bogus'; valid: \[.*'num_envs', 'num_steps'"),
     ("nothing.here=1", r"unknown key 'nothing'; valid: \["),
-    ("agent.config.clip_parm=0.1", r"unknown PPOConfig field\(s\) \['clip_parm'\]"),
+    ("agent.config.clip_parm=0.1", r"agent.config: unknown PPOConfig key\(s\) \['clip_parm'\]; valid keys: \[.*'clip_param'"),
     ("agent.config.clip_param=-1", r"clip_param"),
     ("agent.config.gamma=1.5", r"gamma"),
     ("agent.algorithm=a2c", r"agent.algorithm: unknown algorithm 'a2c'; valid: \['dpo', 'grpo', 'ppo', 'reinforce', 'rloo'\]"),
@@ -55,7 +55,7 @@ def test_unknown_key_in_a_preset_file_lists_the_valid_keys(tmp_path):
     ("logging.best_metric='train/loss'", r"logging.best_metric='train/loss' must name an evaluation"),
     ("logging.best_mode='best'", r"logging.best_mode='best'"),
     ("agent.optimizer.name=lion", r"agent.optimizer.name='lion'"),
-    ("agent.optimizer.learning_rate=0", r"learning_rate must be > 0"),
+    ("agent.optimizer.learning_rate=0", r"agent.optimizer.learning_rate=0 must be > 0"),
     ("no_equals_sign", r"must look like path.to.key=value"),
     ("env=acrobot", r"override 'env': 'env' is a table; set one of its keys"),
 ])

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+
+
+def _import_modules(modules: list[str]) -> None:
+    """`--import-module`: the user's explicit choice; presets and run folders never import."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"--import-module {module}: {err}") from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -14,6 +24,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    _import_modules(args.import_module)
     if args.resume:
         experiment = _experiment_to_resume(args)
     elif args.experiment is None:
@@ -93,6 +104,7 @@ def _envs(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from rollax.run.evaluation import evaluate_run, find_run
 
+    _import_modules(args.import_module)
     run_dir = find_run(args.run_dir)
     experiment, returns, step = evaluate_run(run_dir, args.episodes)
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
@@ -120,6 +132,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+IMPORT_HELP = ("import MODULE first, e.g. a package that registers Gymnasium envs (repeatable); "
+               "presets and run folders never import modules themselves")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run from its newest checkpoint with its own config; only "
                    "--set budget.total_steps=N may change it")
+    p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
+                   help=IMPORT_HELP)
     p.add_argument("--no-log", action="store_true", help="write no run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
@@ -164,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run folder, or an experiment folder (runs/<experiment>): "
                    "its newest run")
     p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
+                   help=IMPORT_HELP)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("envs", help="list environment ids")

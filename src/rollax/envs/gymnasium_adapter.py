@@ -3,7 +3,8 @@
 `gymnasium.make("rollax/CartPole-v1")` gives `RollaxGymnasiumEnv` (no auto-reset, numpy
 observations of the declared dtype); `gymnasium.make_vec("rollax/CartPole-v1", num_envs=N)`
 gives `RollaxVectorEnv`, one jitted `vmap`'d step per call. Key chain (so runs match the jitted
-env with the same keys): `reset(seed=s)` starts at `jax.random.key(s)`; every reset or step call
+env with the same keys): `reset(seed=s)` starts at `jax.random.key(s)` (seeds from 2**32 up to
+2**64 fold their high half in, so they stay distinct); every reset or step call
 takes `key, sub = jax.random.split(key)`. The single env resets with `reset_env(sub)` and steps
 like gymnax's `env.step(sub, ...)` without its auto-reset; the vector env uses
 `split(sub, num_envs)`, one key per env, exactly as `jax.vmap(env.reset)` / `jax.vmap(env.step)`.
@@ -152,10 +153,21 @@ def _to_env_actions(actions: Any, space: gymnasium.spaces.Space) -> np.ndarray:
     return array
 
 
+def _check_seed(seed: Any) -> None:
+    """Before Gymnasium's own seeding, so a bad seed is a ValueError naming it."""
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
+                             or not 0 <= seed < 2**64):
+        raise ValueError(f"seed must be an integer in [0, 2**64) (or None), got {seed!r}")
+
+
 def _key_from(seed: int | None, np_random: np.random.Generator) -> jax.Array:
     if seed is None:
         seed = int(np_random.integers(2**31 - 1))
-    return jax.random.key(seed)
+    seed = int(seed)
+    if seed < 2**32:
+        return jax.random.key(seed)
+    # jax.random.key keeps only 32 bits without x64: fold the high half in, so 2**32 != 0
+    return jax.random.fold_in(jax.random.key(seed & 0xFFFFFFFF), seed >> 32)
 
 
 class RollaxGymnasiumEnv(gymnasium.Env):
@@ -180,6 +192,7 @@ class RollaxGymnasiumEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; `seed` restarts the key chain at `jax.random.key(seed)`."""
+        _check_seed(seed)
         super().reset(seed=seed)
         if seed is not None or self._key is None:
             self._key = _key_from(seed, self.np_random)
@@ -269,8 +282,7 @@ class RollaxVectorEnv(gymnasium.vector.VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Reset every env; an int `seed` restarts the key chain at `jax.random.key(seed)`."""
-        if seed is not None and not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be one int for all envs (or None), got {seed!r}")
+        _check_seed(seed)  # one int for all envs
         if options:
             raise ValueError(f"reset options {sorted(options)} are not supported")
         super().reset(seed=seed)

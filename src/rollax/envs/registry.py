@@ -59,6 +59,10 @@ def override_params(env_params: Any, overrides: dict[str, Any], env_id: str = ""
     """Replace fields of a params dataclass, naming the valid fields when a key is unknown."""
     if not overrides:
         return env_params
+    steps = overrides.get("max_steps_in_episode", 1)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"max_steps_in_episode must be an integer >= 1 for env {env_id!r}, "
+                         f"got {steps!r}")
     valid = {f.name for f in dataclasses.fields(env_params)}
     unknown = sorted(set(overrides) - valid)
     if unknown:

@@ -18,10 +18,10 @@ import importlib.resources
 import os
 import tomllib
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-from rollax.rl.registry import get_algorithm
+from rollax.rollout.host_collector import GYMNASIUM_PREFIX, check_gymnasium_id, is_host_env_id
 from rollax.run.callbacks import optional_configs
 from rollax.run.experiment import AgentSpec, BudgetSpec, EnvSpec, Experiment
 
@@ -51,7 +51,6 @@ SCHEMA: dict[str, Any] = {**_defaults(Experiment), "name": "", "env": REQUIRED, 
                           "budget": _defaults(BudgetSpec), "overrides": {}}
 ENV_SCHEMA: dict[str, Any] = _defaults(EnvSpec)
 AGENT_SCHEMA: dict[str, Any] = {**_defaults(AgentSpec), "config": {}}
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 # tables whose keys are free (passed on to a factory or config class), not a fixed schema
 OPEN_TABLES = ("params", "kwargs", "config", "overrides", "early_stopping", "profiler", "wandb")
 
@@ -66,8 +65,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise PresetError(f"preset file not found: {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise PresetError(f"{path}: invalid TOML: {err}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise PresetError(f"{path}: invalid TOML (a preset is UTF-8 text): {err}") from None
+    except OSError as err:
+        raise PresetError(f"cannot read preset file {path}: {err.strerror or err}") from None
 
 
 def _apply_schema(data: dict, schema: dict, where: str) -> dict:
@@ -79,16 +80,15 @@ def _apply_schema(data: dict, schema: dict, where: str) -> dict:
         raise PresetError(f"{where}: unknown key(s) {hint}; valid keys: {sorted(schema)}")
     out = {}
     for key, default in schema.items():
-        if key not in data:
-            if default is REQUIRED:
-                raise PresetError(f"{where}: missing required key {key!r}")
-            out[key] = copy.deepcopy(default)
-        elif isinstance(default, dict) and default and key not in OPEN_TABLES:
-            if not isinstance(data[key], dict):
-                raise PresetError(f"{where}: {key!r} must be a table, got {data[key]!r}")
-            out[key] = _apply_schema(data[key], default, f"{where} [{key}]")
+        if key not in data and default is REQUIRED:
+            raise PresetError(f"{where}: missing required key {key!r}")
+        if isinstance(default, dict) and default and key not in OPEN_TABLES:  # a section
+            value = data.get(key, {})  # absent: its own required keys are still required
+            if not isinstance(value, dict):
+                raise PresetError(f"{where}: {key!r} must be a table, got {value!r}")
+            out[key] = _apply_schema(value, default, f"{where} [{key}]")
         else:
-            out[key] = data[key]
+            out[key] = data[key] if key in data else copy.deepcopy(default)
     return out
 
 
@@ -228,6 +228,8 @@ def apply_override(config: dict, path: str, value: Any) -> None:
             valid = sorted(node) if isinstance(node, dict) else []
             raise PresetError(f"override {path!r}: unknown key {'.'.join(keys[: depth + 1])!r}; valid: {valid}")
         node = node[key]
+    if not isinstance(node, dict):
+        raise PresetError(f"override {path!r}: {'.'.join(keys[:-1])!r} is a value, not a table")
     last = keys[-1]
     if isinstance(node.get(last), dict) and not isinstance(value, dict) and last not in OPEN_TABLES:
         raise PresetError(f"override {path!r}: {last!r} is a table; set one of its keys, "
@@ -237,21 +239,14 @@ def apply_override(config: dict, path: str, value: Any) -> None:
     node[last] = value
 
 
-def algorithm_config(agent: dict) -> Any:
-    """The trainer config dataclass for an agent preset (any registered algorithm), validated."""
-    config_class = get_algorithm(agent["algorithm"]).config_class
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(agent["config"]) - fields)
-    if unknown:
-        raise PresetError(f"agent config: unknown {config_class.__name__} field(s) {unknown}; valid: {sorted(fields)}")
-    return config_class(**agent["config"])
-
-
 def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds: int | None = None,
                     dirs: Iterable[PathLike] = ()) -> Experiment:
-    """Read an experiment preset with its env and agent presets; apply overrides; validate.
+    """Read an experiment preset with its env and agent presets; apply overrides; check every
+    value (`Experiment.from_dict`) before anything is built, compiled or written.
 
     `path_or_name`: a path to a `.toml` file, or a NAME found by `find_experiment(name, dirs)`.
+    `overrides` (`--set`) are the caller's own: only they may point `logging.root` outside the
+    working folder (see `check_preset_paths`).
     """
     path = find_experiment(path_or_name, dirs)
     raw = _read_toml(path)
@@ -265,57 +260,35 @@ def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds
     experiment["name"] = experiment["name"] or path.stem
     for key, value in experiment.pop("overrides").items():
         apply_override(experiment, key, value)
-    for text in overrides:
-        apply_override(experiment, *parse_override(text))
+    parsed = [parse_override(text) for text in overrides]
+    for key, value in parsed:
+        apply_override(experiment, key, value)
     if seeds is not None:
         experiment["seeds"] = seeds
-    validate(experiment)
-    typed = Experiment.from_dict(experiment)
     try:
+        typed = Experiment.from_dict(experiment)
+        check_preset_paths(typed, explicit=[key for key, _ in parsed])
+        if is_host_env_id(typed.env.id):  # never imports a module the id names
+            check_gymnasium_id(typed.env.id.removeprefix(GYMNASIUM_PREFIX))
         optional_configs(typed)
     except ValueError as err:
-        raise PresetError(str(err)) from None
+        raise PresetError(f"{path}: {err}") from None
     return typed
 
 
-def _positive_int(value: Any, where: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise PresetError(f"{where} must be an integer >= 1, got {value!r}")
-
-
-def validate(experiment: dict) -> None:
-    """Check values that the schema cannot: counts, the optimizer, the algorithm config."""
-    _positive_int(experiment["seeds"], "seeds")
-    if not isinstance(experiment["seed"], int) or experiment["seed"] < 0:
-        raise PresetError(f"seed must be an integer >= 0, got {experiment['seed']!r}")
-    budget = experiment["budget"]
-    for key in ("total_steps", "num_envs", "num_steps", "group_size"):
-        _positive_int(budget[key], f"budget.{key}")
-    per_iteration = budget["num_envs"] * budget["num_steps"]
-    if budget["total_steps"] < per_iteration:
-        raise PresetError(
-            f"budget.total_steps={budget['total_steps']} is smaller than one iteration "
-            f"(num_envs * num_steps = {per_iteration})")
-    optimizer = experiment["agent"]["optimizer"]
-    if optimizer["name"] not in OPTIMIZERS:
-        raise PresetError(f"agent.optimizer.name={optimizer['name']!r}; valid: {list(OPTIMIZERS)}")
-    if not optimizer["learning_rate"] > 0:
-        raise PresetError(f"agent.optimizer.learning_rate must be > 0, got {optimizer['learning_rate']!r}")
-    _positive_int(experiment["eval"]["episodes"], "eval.episodes")
-    logging = experiment["logging"]
-    if not (isinstance(logging["best_metric"], str) and logging["best_metric"].startswith("eval/")):
-        raise PresetError(f"logging.best_metric={logging['best_metric']!r} must name an evaluation "
-                          "metric, 'eval/mean_reward' or an env's 'eval/<name>'")
-    if logging["best_mode"] not in ("max", "min"):
-        raise PresetError(f"logging.best_mode={logging['best_mode']!r}; valid: ['max', 'min']")
-    if not experiment["logging"]["checkpoint_every_seconds"] > 0:
-        raise PresetError("logging.checkpoint_every_seconds must be > 0, got "
-                          f"{experiment['logging']['checkpoint_every_seconds']!r}")
-    try:
-        get_algorithm(experiment["agent"]["algorithm"])
-    except ValueError as err:
-        raise PresetError(f"agent.algorithm: {err}") from None
-    try:
-        algorithm_config(experiment["agent"])
-    except (TypeError, ValueError) as err:
-        raise PresetError(f"agent.config: {err}") from None
+def check_preset_paths(experiment: Experiment, explicit: Iterable[str] = ()) -> None:
+    """Folders a preset file names stay under the working folder: relative, no `..`. Elsewhere
+    is the user's explicit choice: the `explicit` override paths (`--set logging.root=...`), or
+    `experiment.replace(logging={"root": ...})` in Python."""
+    logging = experiment.logging
+    folders = {"logging.root": logging.root,
+               "logging.profiler.log_dir": logging.profiler.get("log_dir"),
+               "logging.wandb.dir": logging.wandb.get("dir")}
+    for key, folder in folders.items():
+        if folder is None or any(key == k or key.startswith(k + ".") for k in explicit):
+            continue
+        path = PurePath(folder) if isinstance(folder, str) else None
+        if path is None or path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"{key}={folder!r} in a preset must be a relative path inside the "
+                             "working folder (no '..'); choose another place on the command "
+                             f"line: --set {key}=PATH")

@@ -9,40 +9,35 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from rollax.checks import check_choice, check_int, check_number, check_types
+
 
 def _check_range(config, name: str, low: float, high: float, *, low_open=False, high_open=False):
-    value = getattr(config, name)
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(
-            f"{type(config).__name__}.{name}={value!r} is outside the allowed range {lo}{low}, {high}{hi}"
-        )
+    check_number(f"{type(config).__name__}.{name}", getattr(config, name), low, high,
+                 low_open=low_open, high_open=high_open)
 
 
 def _check_choice(config, name: str, choices: tuple[str, ...]):
-    value = getattr(config, name)
-    if value not in choices:
-        raise ValueError(f"{type(config).__name__}.{name}={value!r}; expected one of {choices}")
+    check_choice(f"{type(config).__name__}.{name}", getattr(config, name), choices)
 
 
-def _check_positive_int(config, name: str):
-    value = getattr(config, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{type(config).__name__}.{name}={value!r} must be an integer >= 1")
+def _check_int(config, name: str, low: int = 1):
+    check_int(f"{type(config).__name__}.{name}", getattr(config, name), low)
 
 
 def _check_optional_positive(config, name: str):
-    value = getattr(config, name)
-    if value is not None and not value > 0:
-        raise ValueError(f"{type(config).__name__}.{name}={value!r} must be > 0 or None")
+    if getattr(config, name) is not None:
+        _check_range(config, name, 0.0, INF, low_open=True)
 
 
 INF = float("inf")
 
 
 class _Config:
+    def __post_init__(self):
+        check_types(self, type(self).__name__)  # booleans are booleans, numbers finite
+        self._check_values()
+
     def replace(self, **changes):
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -61,13 +56,13 @@ class REINFORCEConfig(_Config):
     ema_decay: float = 0.95  # b <- decay * b + (1 - decay) * mean(returns of the key)
     num_baseline_keys: int = 1  # task keys (e.g. condition classes), ids in [0, num_baseline_keys)
 
-    def __post_init__(self):
+    def _check_values(self):
         _check_range(self, "gamma", 0.0, 1.0)
         _check_range(self, "entropy_coeff", 0.0, INF)
         _check_optional_positive(self, "max_grad_norm")
         _check_choice(self, "baseline", ("none", "ema"))
         _check_range(self, "ema_decay", 0.0, 1.0, high_open=True)
-        _check_positive_int(self, "num_baseline_keys")
+        _check_int(self, "num_baseline_keys")
 
 
 @dataclass(frozen=True)
@@ -87,15 +82,15 @@ class PPOConfig(_Config):
     clip_value_loss: bool = False  # clip V around the rollout's values by clip_param
     target_kl: float | None = None  # skip remaining updates once approx KL exceeds it
 
-    def __post_init__(self):
+    def _check_values(self):
         _check_range(self, "gamma", 0.0, 1.0)
         _check_range(self, "gae_lambda", 0.0, 1.0)
         _check_range(self, "clip_param", 0.0, INF, low_open=True)
         _check_range(self, "vf_coeff", 0.0, INF)
         _check_range(self, "entropy_coeff", 0.0, INF)
         _check_range(self, "max_grad_norm", 0.0, INF, low_open=True)
-        _check_positive_int(self, "num_epochs")
-        _check_positive_int(self, "num_minibatches")
+        _check_int(self, "num_epochs")
+        _check_int(self, "num_minibatches")
         _check_optional_positive(self, "target_kl")
 
 
@@ -116,9 +111,8 @@ class GRPOConfig(_Config):
     mask_zero_std_groups: bool = False  # drop groups with equal rewards from the loss average
     max_grad_norm: float | None = None
 
-    def __post_init__(self):
-        if not isinstance(self.num_generations, int) or self.num_generations < 2:
-            raise ValueError(f"GRPOConfig.num_generations={self.num_generations!r} must be an integer >= 2")
+    def _check_values(self):
+        _check_int(self, "num_generations", 2)
         _check_range(self, "clip_param", 0.0, INF, low_open=True)
         _check_range(self, "beta", 0.0, INF)
         _check_range(self, "entropy_coeff", 0.0, INF)
@@ -146,10 +140,8 @@ class RLOOConfig(_Config):
     entropy_coeff: float = 0.0
     max_grad_norm: float | None = None
 
-    def __post_init__(self):
-        if (not isinstance(self.num_generations, int) or isinstance(self.num_generations, bool)
-                or self.num_generations < 2):
-            raise ValueError(f"RLOOConfig.num_generations={self.num_generations!r} must be an integer >= 2")
+    def _check_values(self):
+        _check_int(self, "num_generations", 2)
         _check_range(self, "beta", 0.0, INF)
         _check_range(self, "clip_param", 0.0, INF, low_open=True)
         _check_range(self, "entropy_coeff", 0.0, INF)
@@ -169,7 +161,7 @@ class DPOConfig(_Config):
     length_normalize: bool = True  # SimPO averages token log-probs (reference-free mode)
     max_grad_norm: float | None = None
 
-    def __post_init__(self):
+    def _check_values(self):
         _check_range(self, "beta", 0.0, INF, low_open=True)
         _check_range(self, "label_smoothing", 0.0, 0.5)
         _check_choice(self, "loss_type", ("sigmoid", "ipo", "hinge"))

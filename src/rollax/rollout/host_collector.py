@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import sys
 from typing import Any, Self
 
 import gymnasium
@@ -51,14 +52,23 @@ def make_host(env_id: str, num_envs: int, *, seed: int = 0, **kwargs: Any) -> Ho
     return HostCollector(env_id, num_envs, seed=seed, **kwargs)
 
 
-def check_gymnasium_id(gym_id: str) -> None:
-    """Raise ValueError naming `gym_id` and close matches when Gymnasium does not know it."""
+def check_gymnasium_id(gym_id: str) -> str:
+    """The registered id to make (`gym_id` without a module part); ValueError naming `gym_id`
+    and close matches when Gymnasium does not know it.
+
+    Never imports anything: Gymnasium's "module:Env-v0" form is accepted only for a module
+    already imported (`rollax train --import-module module`, or `import module` in Python), so a
+    preset or a run's config.json cannot run code."""
     name = gym_id
-    if ":" in gym_id:  # Gymnasium's "module:Env-v0" form imports the module that registers it
+    if ":" in gym_id:
         module, name = gym_id.split(":", 1)
-        __import__(module)
+        if module not in sys.modules:
+            raise ValueError(
+                f"Gymnasium env id {gym_id!r} names the module {module!r}, which rollax does not "
+                f"import for a preset or a run folder; import it yourself (rollax train "
+                f"--import-module {module}, or `import {module}` in Python) to register its envs")
     if name in gymnasium.registry:
-        return
+        return name
     close = difflib.get_close_matches(name, list(gymnasium.registry), n=5, cutoff=0.5)
     hint = f" Close matches: {', '.join(close)}." if close else ""
     raise ValueError(f"unknown Gymnasium env id {gym_id!r}.{hint}")
@@ -126,8 +136,7 @@ class HostCollector:
     ):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.gym_id = env_id.removeprefix(GYMNASIUM_PREFIX)
-        check_gymnasium_id(self.gym_id)
+        self.gym_id = check_gymnasium_id(env_id.removeprefix(GYMNASIUM_PREFIX))
         if autoreset_mode is not None:
             autoreset_mode = _autoreset_mode(autoreset_mode)
         self.num_envs = num_envs

@@ -9,11 +9,24 @@ stores, so a run directory can be read back with `Experiment.from_dict`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from rollax.checks import check_choice, check_int, check_number, check_types
+from rollax.networks.mlp import ACTIVATIONS
 from rollax.rl.registry import get_algorithm
 from rollax.rl.spec import AlgorithmSpec
+
+# Sizes past these would not fit a machine or would spin for hours before failing; each bound
+# is named in its error message.
+MAX_SEEDS = 256  # each seed writes its own folder and keeps its log files open
+MAX_STEPS = 2**31 - 1  # env steps per seed: JAX counts updates and steps in 32-bit integers
+MAX_TRANSITIONS = 2**25  # num_envs * num_steps * seeds, held in memory at once each iteration
+MAX_EVAL_EPISODES = 2**16  # eval.episodes * seeds, run side by side
+MAX_LAYER = 2**16  # units in one hidden layer
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")  # a folder name, not a path
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +39,11 @@ class EnvSpec:
     solved_threshold: float | None = None
     description: str = ""
 
+    def __post_init__(self):
+        check_types(self, "env")
+        if not self.id:
+            raise ValueError("env.id must name an environment, got ''")
+
 
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
@@ -34,6 +52,13 @@ class NetworkSpec:
     shared_torso: bool = False
     log_std_init: float = 0.0
 
+    def __post_init__(self):
+        check_types(self, "agent.network")
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # TOML/JSON lists
+        for size in self.hidden_sizes:
+            check_int("agent.network.hidden_sizes[i]", size, 1, MAX_LAYER)
+        check_choice("agent.network.activation", self.activation, tuple(sorted(ACTIVATIONS)))
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
@@ -41,6 +66,12 @@ class OptimizerSpec:
     learning_rate: float = 3e-4
     eps: float = 1e-5
     anneal_lr: bool = False  # decay the rate linearly to 0 over the run
+
+    def __post_init__(self):
+        check_types(self, "agent.optimizer")
+        check_choice("agent.optimizer.name", self.name, OPTIMIZERS)
+        check_number("agent.optimizer.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_number("agent.optimizer.eps", self.eps, 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +83,12 @@ class AgentSpec:
     network: NetworkSpec = NetworkSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
     description: str = ""
+
+    def __post_init__(self):
+        check_types(self, "agent")
+        config_class = _algorithm(self.algorithm).config_class
+        if not isinstance(self.config, config_class):
+            raise ValueError(f"agent.config must be a {config_class.__name__}, got {self.config!r}")
 
     @property
     def spec(self) -> AlgorithmSpec:
@@ -66,11 +103,27 @@ class BudgetSpec:
     iterations_per_chunk: int = 0  # 0: about a tenth of the run per jitted chunk
     group_size: int = 4  # DPO's samples per prompt (GRPO/RLOO use their num_generations)
 
+    def __post_init__(self):
+        why = " (env steps per seed; JAX counts them in 32-bit integers)"
+        check_int("budget.total_steps", self.total_steps, 1, MAX_STEPS, why)
+        check_int("budget.num_envs", self.num_envs, 1, MAX_TRANSITIONS)
+        check_int("budget.num_steps", self.num_steps, 1, MAX_TRANSITIONS)
+        check_int("budget.iterations_per_chunk", self.iterations_per_chunk, 0, MAX_STEPS)
+        check_int("budget.group_size", self.group_size, 1, MAX_TRANSITIONS)
+        per_iteration = self.num_envs * self.num_steps
+        if self.total_steps < per_iteration:
+            raise ValueError(f"budget.total_steps={self.total_steps} is smaller than one iteration "
+                             f"(num_envs * num_steps = {per_iteration})")
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
     every_steps: int = 0  # 0: only at the end
     episodes: int = 10
+
+    def __post_init__(self):
+        check_int("eval.every_steps", self.every_steps, 0, MAX_STEPS)
+        check_int("eval.episodes", self.episodes, 1, MAX_EVAL_EPISODES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +143,17 @@ class LoggingSpec:
     profiler: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # ProfilingConfig kwargs
     wandb: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # WandbLoggerConfig kwargs
 
+    def __post_init__(self):
+        check_types(self, "logging")
+        if not self.root:
+            raise ValueError("logging.root must name a folder, got ''")
+        if not self.best_metric.startswith("eval/"):
+            raise ValueError(f"logging.best_metric={self.best_metric!r} must name an evaluation "
+                             "metric, 'eval/mean_reward' or an env's 'eval/<name>'")
+        check_choice("logging.best_mode", self.best_mode, ("max", "min"))
+        check_number("logging.checkpoint_every_seconds", self.checkpoint_every_seconds, 0.0,
+                     low_open=True)
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -104,6 +168,25 @@ class Experiment:
     description: str = ""
     tags: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        check_types(self, "")
+        object.__setattr__(self, "tags", tuple(self.tags))  # TOML/JSON lists
+        if not SAFE_NAME.fullmatch(self.name) or ".." in self.name:
+            raise ValueError(f"name={self.name!r} must be a folder name: letters, digits and "
+                             "'._+-', not starting with '.' and without '..'")
+        check_int("seeds", self.seeds, 1, MAX_SEEDS, " per run (each writes its own folder); "
+                  "run several commands for more")
+        check_int("seed", self.seed, 0, 2**31 - self.seeds, " so that every seed of the run "
+                  "is a 32-bit JAX key")
+        transitions = self.budget.num_envs * self.budget.num_steps * self.seeds
+        if transitions > MAX_TRANSITIONS:
+            raise ValueError(f"budget.num_envs * budget.num_steps * seeds = {transitions} "
+                             f"transitions per iteration would be held in memory at once; at "
+                             f"most {MAX_TRANSITIONS}: lower num_envs, num_steps or seeds")
+        if self.eval.episodes * self.seeds > MAX_EVAL_EPISODES:
+            raise ValueError(f"eval.episodes * seeds = {self.eval.episodes * self.seeds} "
+                             f"episodes run side by side; at most {MAX_EVAL_EPISODES}")
+
     @property
     def seed_list(self) -> list[int]:
         """The seeds a run trains: `seed, seed + 1, ..., seed + seeds - 1`."""
@@ -117,27 +200,58 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Experiment:
-        """From the preset loader's checked dict (or a run's `config.json`)."""
-        agent = data["agent"]
-        spec = get_algorithm(agent["algorithm"])
-        config = agent["config"]
-        if not isinstance(config, spec.config_class):
-            config = spec.config_class(**config)
-        network = dict(agent.get("network", {}))
-        if "hidden_sizes" in network:
-            network["hidden_sizes"] = tuple(int(size) for size in network["hidden_sizes"])
-        return cls(
-            name=data["name"], description=data.get("description", ""),
-            tags=tuple(data.get("tags", ())), seeds=data["seeds"], seed=data.get("seed", 0),
-            env=EnvSpec(**data["env"]),
-            agent=AgentSpec(algorithm=agent["algorithm"], config=config,
-                            network=NetworkSpec(**network),
-                            optimizer=OptimizerSpec(**agent.get("optimizer", {})),
-                            description=agent.get("description", "")),
-            budget=BudgetSpec(**data["budget"]), eval=EvalSpec(**data.get("eval", {})),
-            logging=LoggingSpec(**data.get("logging", {})),
-        )
+        """From the preset loader's dict or a run's `config.json`: every key and value checked,
+        ValueError naming it (a downloaded run folder is data, never trusted)."""
+        data = dict(_table(data, "experiment"))
+        agent = dict(_table(data.get("agent"), "agent"))
+        if not isinstance(agent.get("algorithm"), str):
+            raise ValueError("agent.algorithm must be an algorithm name, got "
+                             f"{agent.get('algorithm')!r}")
+        config_class = _algorithm(agent["algorithm"]).config_class
+        if not isinstance(agent.get("config", {}), config_class):
+            agent["config"] = _build(config_class, agent.get("config", {}), "agent.config")
+        return _build(cls, {**data, "agent": agent}, "")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (`config.json`, hyperparameters in TensorBoard)."""
         return dataclasses.asdict(self)
+
+
+_SECTIONS = {"env": EnvSpec, "agent": AgentSpec, "network": NetworkSpec,
+             "optimizer": OptimizerSpec, "budget": BudgetSpec, "eval": EvalSpec,
+             "logging": LoggingSpec}
+
+
+def _table(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a table, got {value!r}")
+    return value
+
+
+def _algorithm(name: str) -> AlgorithmSpec:
+    try:
+        return get_algorithm(name)
+    except ValueError as err:
+        raise ValueError(f"agent.algorithm: {err}") from None
+
+
+def _build(spec: type, data: Any, where: str) -> Any:
+    """`spec(**data)` for a section read from a file, nested sections built too: unknown,
+    missing and wrong keys are ValueErrors naming them, never TypeErrors."""
+    fields = {f.name: f for f in dataclasses.fields(spec)}
+    data = _table(data, where or "experiment")
+    unknown = sorted(set(data) - set(fields))
+    missing = [name for name, f in fields.items() if name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if unknown:
+        raise ValueError(f"{where or 'experiment'}: unknown {spec.__name__} key(s) {unknown}; "
+                         f"valid keys: {sorted(fields)}")
+    if missing:
+        raise ValueError(f"{where or 'experiment'}: missing key(s) {missing}")
+    values = {name: _build(_SECTIONS[name], value, f"{where}.{name}" if where else name)
+              if name in _SECTIONS and not isinstance(value, _SECTIONS[name]) else value
+              for name, value in data.items()}
+    try:
+        return spec(**values)
+    except ValueError as err:  # algorithm configs name fields `PPOConfig.clip_param`
+        raise ValueError(str(err).replace(f"{spec.__name__}.", f"{where}.", 1)) from None

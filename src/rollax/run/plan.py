@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import gymnasium
@@ -43,8 +44,9 @@ class Plan:
 
 def chunk_size(iterations: int, requested: int) -> int:
     """A divisor of `iterations` (one compiled chunk shape): the request, or about a tenth."""
-    target = requested or max(1, iterations // 10)
-    return max(d for d in range(1, min(target, iterations) + 1) if iterations % d == 0)
+    target = min(requested or max(1, iterations // 10), iterations)
+    small = [d for d in range(1, math.isqrt(iterations) + 1) if iterations % d == 0]
+    return max(d for d in small + [iterations // d for d in small] if d <= target)
 
 
 def make_plan(experiment: Experiment) -> Plan:
