@@ -58,7 +58,7 @@ PRESET_HEAD = (f'env = "{ROOT / "envs" / "cartpole.toml"}"\n'
     ("name='../x'", r"name='../x' must be a folder name"),
     ("name='.hidden'", r"name='.hidden' must be a folder name"),
     # sizes the machine cannot hold
-    ("budget.num_envs=400000", r"budget.num_envs \* budget.num_steps \* seeds = 40000000 transitions"),
+    ("budget.num_envs=2000000", r"budget.num_envs \* budget.num_steps \* seeds = 64000000 transitions"),
 ])
 def test_bad_values_are_rejected_at_load_naming_key_and_value(override, message):
     with pytest.raises(PresetError, match=message):

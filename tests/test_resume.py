@@ -78,9 +78,9 @@ def test_a_conflicting_config_is_named_and_the_run_left_untouched(finished, tmp_
     experiment, run_dir = finished
     run_dir = copy_run(run_dir, tmp_path)
     before = snapshot(run_dir)
-    changed = experiment.replace(agent={"optimizer": replace(experiment.agent.optimizer, learning_rate=1e-3)},
+    changed = experiment.replace(agent={"optimizer": replace(experiment.agent.optimizer, learning_rate=3e-4)},
                                  budget={"num_steps": 25})
-    with pytest.raises(ValueError, match=r"agent\.optimizer\.learning_rate: 0\.00075 -> 0\.001, "
+    with pytest.raises(ValueError, match=r"agent\.optimizer\.learning_rate: 0\.001 -> 0\.0003, "
                                          r"budget\.num_steps: 50 -> 25"):
         train(changed, progress=False, resume=run_dir)
     assert snapshot(run_dir) == before
@@ -92,7 +92,7 @@ def test_cli_resume_needs_no_experiment_and_rejects_a_conflicting_set(finished, 
     code, _, err = cli("train", "--resume", str(run_dir), "--quiet", "--set", "budget.num_steps=25",
                        "--set", "agent.optimizer.learning_rate=0.01")
     assert code == 2
-    assert "budget.num_steps: 50 -> 25" in err and "agent.optimizer.learning_rate: 0.00075 -> 0.01" in err
+    assert "budget.num_steps: 50 -> 25" in err and "agent.optimizer.learning_rate: 0.001 -> 0.01" in err
     before = snapshot(run_dir)
     code, out, err = cli("train", "--resume", str(run_dir), "--quiet")  # finished: completes it
     assert code == 0, err
