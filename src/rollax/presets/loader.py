@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
+from rollax.logging.run_dir import overrides_label
 from rollax.presets.files import PathLike, PresetError, find_experiment, read_toml, shipped_dir
 from rollax.rollout.host_collector import GYMNASIUM_PREFIX, check_gymnasium_id, is_host_env_id
 from rollax.run.callbacks import optional_configs
@@ -145,6 +146,8 @@ def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds
     parsed = [parse_override(text) for text in overrides]
     for key, value in parsed:
         apply_override(experiment, key, value)
+    if not experiment["logging"]["run_name"]:  # runs of one experiment told apart by what differs
+        experiment["logging"]["run_name"] = overrides_label(parsed)
     if seeds is not None:
         experiment["seeds"] = seeds
     try:
