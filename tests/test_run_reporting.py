@@ -177,3 +177,18 @@ def test_samples_are_one_tag_over_env_steps(tmp_path):
     assert images == [("samples", 0), ("samples", 100), ("samples", 200)]
     assert sorted(p.name for p in (seed_dirs[1] / "images").iterdir()) == [
         "samples_0.png", "samples_100.png", "samples_200.png"]
+
+
+def test_pretraining_on_first_use_says_so_and_how_long(tmp_path, monkeypatch, capsys):
+    from rollax.generative import pretrained
+
+    monkeypatch.setenv("ROLLAX_CACHE_DIR", str(tmp_path))
+    # the real training takes tens of seconds: an untrained model stands in for its result
+    monkeypatch.setattr(pretrained, "_train", lambda name, config: (
+        pretrained._build(name, config), {"stand_in": True}))
+    pretrained.load_pretrained("vae")
+    err = capsys.readouterr().err
+    assert f"pretraining vae (first use; cached afterwards in {tmp_path / 'models'})..." in err
+    assert re.search(r"pretrained vae in \d+\.\d s", err)
+    pretrained.load_pretrained("vae")  # from the cache: silent
+    assert capsys.readouterr().err == ""
