@@ -5,6 +5,7 @@ import io
 import json
 import math
 import sys
+import time
 import types
 
 import jax.numpy as jnp
@@ -187,6 +188,18 @@ def test_progress_bar_in_the_loop_shows_the_all_seeds_rate_with_significant_digi
     bar.on_train_batch_end(run, {"rollout/ep_rew_mean": 499.87, "time/fps": 812.04}, 200)
     bar.on_train_end(run)
     assert "ret=500, 812 env steps/s (all 3 seeds)" in out.getvalue()
+
+
+def test_progress_bar_clock_starts_with_the_first_chunk_not_the_compile(monkeypatch):
+    run = types.SimpleNamespace(seeds=[0, 1, 2])
+    bar = ProgressBarCallback(total=200, file=io.StringIO(), disable=False)
+    bar.on_train_begin(run)  # the loop compiles after this
+    monkeypatch.setattr(time, "time", lambda: 5000.0)
+    bar.on_train_batch_end(run, {"time/fps": 600.0}, 100)  # 300 env steps at 600/s: 0.5 s
+    assert bar.bar.start_t == 4999.5
+    bar.on_train_batch_end(run, {"time/fps": 300.0}, 200)  # later chunks leave the clock alone
+    assert bar.bar.start_t == 4999.5
+    bar.on_train_end(run)
 
 
 @pytest.mark.parametrize(("value", "expected"), [

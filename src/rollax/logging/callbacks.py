@@ -210,7 +210,8 @@ class ProgressBarCallback(Callback):
     """A tqdm bar over ``total`` steps with the mean return (``ret``: ``rollout/ep_rew_mean``
     or ``mean_reward``, 3 significant digits), one rate and the ETA. In rollax's loop the rate
     is the last chunk's env steps per second over all seeds (`time/fps`), labelled so; in a
-    plain loop, steps per second since the first batch. Each call advances the bar to ``step``
+    plain loop, steps per second since the first batch; the loop's bar clock starts with its
+    first chunk, not the compile before it (elapsed and ETA are training time). Each call advances the bar to ``step``
     and by at least one, so a loop passing a 0-based batch index also ends at ``total``. As in
     tqdm, ``disable=None`` hides the bar when the output is not a terminal; it redraws at most
     every ``mininterval`` seconds (a loop's bar moves once per jitted chunk)."""
@@ -233,7 +234,7 @@ class ProgressBarCallback(Callback):
         self.leave, self.disable, self.file, self.mininterval = leave, disable, file, mininterval
         self.bar: Any = None
         self._start_time = 0.0
-        self._rate_label = "steps/s"
+        self._rate_label, self._seeds = "steps/s", 0
 
     def on_train_begin(self, trainer: Any) -> None:
         from tqdm.auto import tqdm
@@ -242,9 +243,9 @@ class ProgressBarCallback(Callback):
                         unit_scale=True, leave=self.leave, disable=self.disable, file=self.file,
                         dynamic_ncols=True, mininterval=self.mininterval,
                         bar_format=self.bar_format)
-        seeds = len(getattr(trainer, "seeds", None) or ())
-        if seeds:  # rollax's loop: `time/fps` counts every seed's env steps
-            self._rate_label = "env steps/s" + (f" (all {seeds} seeds)" if seeds > 1 else "")
+        self._seeds = len(getattr(trainer, "seeds", None) or ())
+        if self._seeds:  # rollax's loop: `time/fps` counts every seed's env steps
+            self._rate_label = "env steps/s" + (f" (all {self._seeds} seeds)" if self._seeds > 1 else "")
         self._start_time = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
@@ -260,6 +261,11 @@ class ProgressBarCallback(Callback):
         rate = metrics.get("time/fps", (position - self.initial) / elapsed if elapsed > 0 else None)
         if rate is not None:
             shown.append(f"{significant(to_scalar('time/fps', rate))} {self._rate_label}")
+        if "time/fps" in metrics and self.bar.n == self.initial and to_scalar("time/fps", rate) > 0:
+            # the loop's first chunk: the bar's clock (elapsed, ETA) starts with training, not
+            # with the compile before it (the loop prints how long that took)
+            took = (position - self.bar.n) * max(self._seeds, 1) / to_scalar("time/fps", rate)
+            self.bar.start_t = self.bar.last_print_t = time.time() - took
         self.bar.set_postfix_str(", ".join(shown), refresh=False)
         self.bar.update(position - self.bar.n)
 
