@@ -192,3 +192,11 @@ def test_pretraining_on_first_use_says_so_and_how_long(tmp_path, monkeypatch, ca
     assert re.search(r"pretrained vae in \d+\.\d s", err)
     pretrained.load_pretrained("vae")  # from the cache: silent
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name", ["acrobot_ppo", "cartpole_ppo", "cartpole_reinforce",
+                                  "gymnasium_cartpole_ppo", "pendulum_ppo"])
+def test_classic_control_experiments_evaluate_during_training(name):
+    experiment = load_experiment(name)
+    evaluations = experiment.budget.total_steps // experiment.eval.every_steps  # 0 would fail
+    assert 5 <= evaluations <= 20  # a curve of eval/mean_reward, not one dot at the end
