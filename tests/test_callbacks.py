@@ -5,6 +5,7 @@ import io
 import json
 import math
 import sys
+import time
 import types
 
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ from rollax.logging import (
     WandbLoggerConfig,
     available_steps,
 )
+from rollax.logging.callbacks import significant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,12 +161,13 @@ def test_model_checkpoint_min_mode_keeps_only_the_lowest(tmp_path):
         CheckpointConfig(tmp_path, save_top_k=0, save_last=False)
 
 
-def test_progress_bar_shows_steps_reward_and_rate():
+def test_progress_bar_shows_steps_return_and_one_labelled_rate():
     out = io.StringIO()
     bar = ProgressBarCallback(total=40, file=out, disable=False)  # StringIO is no TTY
     train(StandInTrainer([0.25, 0.5, 0.75, 0.875]), [bar], 4, steps_per_batch=10)
     text = out.getvalue()
-    assert "40.0/40.0" in text and "reward=0.875" in text and "fps=" in text and "<00:00" in text
+    assert "40.0/40.0 step" in text and "ret=0.875" in text and "<00:00" in text
+    assert " steps/s" in text and "step/s" not in text  # ours, labelled; not tqdm's own rate
     # a 0-based batch index (the reference loop) still reaches the total
     out = io.StringIO()
     bar = ProgressBarCallback(total=3, file=out, disable=False)
@@ -173,6 +176,38 @@ def test_progress_bar_shows_steps_reward_and_rate():
         bar.on_train_batch_end(None, {"rollout/ep_rew_mean": 1.0}, index)
     assert bar.bar.n == 3
     bar.on_train_end(None)
+
+
+def test_progress_bar_in_the_loop_shows_the_all_seeds_rate_with_significant_digits():
+    out = io.StringIO()
+    run = types.SimpleNamespace(seeds=[0, 1, 2])  # what the bar reads of rollax's RunContext
+    bar = ProgressBarCallback(total=200, file=out, disable=False, mininterval=0)
+    bar.on_train_begin(run)
+    bar.on_train_batch_end(run, {"rollout/ep_rew_mean": -0.073421, "time/fps": 12345.6}, 100)
+    assert bar.bar.postfix == "ret=-0.0734, 12346 env steps/s (all 3 seeds)"
+    bar.on_train_batch_end(run, {"rollout/ep_rew_mean": 499.87, "time/fps": 812.04}, 200)
+    bar.on_train_end(run)
+    assert "ret=500, 812 env steps/s (all 3 seeds)" in out.getvalue()
+
+
+def test_progress_bar_clock_starts_with_the_first_chunk_not_the_compile(monkeypatch):
+    run = types.SimpleNamespace(seeds=[0, 1, 2])
+    bar = ProgressBarCallback(total=200, file=io.StringIO(), disable=False)
+    bar.on_train_begin(run)  # the loop compiles after this
+    monkeypatch.setattr(time, "time", lambda: 5000.0)
+    bar.on_train_batch_end(run, {"time/fps": 600.0}, 100)  # 300 env steps at 600/s: 0.5 s
+    assert bar.bar.start_t == 4999.5
+    bar.on_train_batch_end(run, {"time/fps": 300.0}, 200)  # later chunks leave the clock alone
+    assert bar.bar.start_t == 4999.5
+    bar.on_train_end(run)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (-0.073421, "-0.0734"), (499.87, "500"), (500.0, "500"), (9.5, "9.5"), (0.1, "0.1"),
+    (12345.6, "12346"), (-1234.4, "-1234"), (0.00012345, "0.000123"), (0.0, "0"),
+    (float("nan"), "nan"), (float("-inf"), "-inf")])
+def test_significant_digits_suit_the_scale(value, expected):
+    assert significant(value) == expected
 
 
 def test_jax_profiler_traces_the_window(tmp_path):

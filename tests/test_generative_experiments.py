@@ -131,7 +131,7 @@ def test_experiment_smoke(shared_cache, tmp_path, name):
     assert set(result.eval_metrics) == expected
     assert all(np.all(np.isfinite(v)) for v in result.eval_metrics.values())
     pictures = sorted(p.name for p in (result.run_dir / "seed_0" / "images").glob("*.png"))
-    assert pictures == ["samples_after_64.png", "samples_before_0.png"]
+    assert pictures == ["samples_0.png", "samples_64.png"]  # one tag, at env steps 0 and 64
 
 
 # ---- targets over 5 seeds (`pytest -m slow`)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
+from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
 from rollax.logging import EpisodeStats, Logger, make_run_dir
 
@@ -142,21 +143,41 @@ def test_bad_inputs_name_the_problem(tmp_path):
         logger.log_scalar("x", 1.0, 0)
 
 
-def test_hparams_text_and_config_files(tmp_path):
-    with Logger(tmp_path) as logger:
-        logger.log_hparams({"agent": {"lr": 3e-4, "clip": 0.2}, "seed": 1}, toml_text="seed = 1\n")
-        logger.log_text("notes", "hello", step=5)
-    assert json.loads((tmp_path / "config.json").read_text()) == {
-        "agent": {"lr": 3e-4, "clip": 0.2}, "seed": 1}
-    assert (tmp_path / "config.toml").read_text() == "seed = 1\n"
-    texts = {}
-    for event in read_events(tmp_path):
+def hparams_plugin_data(log_dir: Path) -> dict[str, HParamsPluginData]:
+    """TensorBoard's HPARAMS records in `log_dir`'s events, by tag."""
+    found = {}
+    for event in read_events(log_dir):
         for value in event.summary.value:
-            if value.HasField("tensor"):
-                texts[value.tag] = b"".join(value.tensor.string_val).decode()
-    assert set(texts) >= {"hparams/text_summary", "config_toml/text_summary",
-                          "notes/text_summary"}
-    assert "agent.lr" in texts["hparams/text_summary"] and "0.0003" in texts["hparams/text_summary"]
+            if value.metadata.plugin_data.plugin_name == "hparams":
+                found[value.tag] = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    return found
+
+
+def test_hparams_go_to_the_hparams_tab_and_config_files(tmp_path):
+    with Logger(tmp_path) as logger:
+        logger.log_hparams({"agent": {"lr": 3e-4, "sizes": [64, 64], "anneal": True},
+                            "name": "x", "seed": 1, "threshold": None},
+                           toml_text="seed = 1\n", session={"seed": 4})
+        logger.log_text("notes", "hello", step=5)
+    assert json.loads((tmp_path / "config.json").read_text()) == {  # session is not the config
+        "agent": {"lr": 3e-4, "sizes": [64, 64], "anneal": True}, "name": "x", "seed": 1,
+        "threshold": None}
+    assert (tmp_path / "config.toml").read_text() == "seed = 1\n"
+    plugin = hparams_plugin_data(tmp_path)
+    assert set(plugin) == {"_hparams_/experiment", "_hparams_/session_start_info"}
+    experiment = plugin["_hparams_/experiment"].experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["eval/mean_reward",
+                                                              "rollout/ep_rew_mean"]
+    assert sorted(h.name for h in experiment.hparam_infos) == [
+        "agent.anneal", "agent.lr", "agent.sizes", "name", "seed"]
+    values = plugin["_hparams_/session_start_info"].session_start_info.hparams
+    assert values["agent.lr"].number_value == pytest.approx(3e-4)
+    assert values["agent.sizes"].string_value == "[64, 64]"
+    assert values["agent.anneal"].bool_value is True
+    assert values["name"].string_value == "x" and values["seed"].number_value == 4
+    texts = {value.tag for event in read_events(tmp_path) for value in event.summary.value
+             if value.HasField("tensor")}
+    assert texts == {"config_toml/text_summary", "notes/text_summary"}  # no Markdown table
 
 
 def test_images_grid_goes_to_png_and_tensorboard(tmp_path):

@@ -1,5 +1,6 @@
 """Learning-curve plots from metrics.jsonl files written by the Logger."""
 
+import matplotlib.figure
 import numpy as np
 import pytest
 from matplotlib.image import imread
@@ -8,9 +9,9 @@ from rollax.logging import Logger
 from rollax.logging.plot import aggregate_seeds, load_curve, plot_runs
 
 
-def write_runs(root, experiment: str, slope: float, seeds: int = 3):
+def write_runs(root, experiment: str, slope: float, seeds: int = 3, folder="20250101-000000"):
     for seed in range(seeds):
-        with Logger(root / experiment / "20250101-000000" / f"seed_{seed}") as logger:
+        with Logger(root / experiment / folder / f"seed_{seed}") as logger:
             for step in range(0, 1000 + 100 * seed, 100):  # seeds cover different ranges
                 value = slope * step / 100 + seed
                 logger.log_scalars({"rollout/ep_rew_mean": value, "train/loss": 1.0}, step)
@@ -27,6 +28,23 @@ def test_plot_has_coloured_curves_and_bands(tmp_path):
     chroma = colours.max(axis=1).astype(int) - colours.min(axis=1)
     assert (chroma > 60).sum() >= 4  # line colours and translucent bands, not only greys
     assert plot_runs(runs[0], tmp_path / "std.png", band="std").stat().st_size > 1000
+
+
+def test_two_runs_of_one_experiment_are_two_labelled_curves(tmp_path, monkeypatch):
+    write_runs(tmp_path, "cartpole_ppo", 2.0, seeds=3)
+    write_runs(tmp_path, "cartpole_ppo", 0.5, seeds=2, folder="20250102-000000_lr=0.001")
+    drawn = {}
+
+    def record(figure, *args, **kwargs):  # what the PNG shows, read from the figure itself
+        axes = figure.axes[0]
+        drawn.update({text.get_text(): line.get_ydata()[-1] for text, line in
+                      zip(axes.get_legend().get_texts(), axes.get_lines())})
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    plot_runs([tmp_path / "cartpole_ppo"], tmp_path / "two.png")
+    # each run's mean over its own seeds at the last step all of them reach (step 900)
+    assert drawn == {"cartpole_ppo/20250101-000000 (3 seeds)": 2.0 * 9 + 1.0,
+                     "cartpole_ppo/20250102-000000_lr=0.001 (2 seeds)": 0.5 * 9 + 0.5}
 
 
 def test_aggregate_matches_a_hand_computed_mean_and_band():

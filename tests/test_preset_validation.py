@@ -122,13 +122,13 @@ def test_a_huge_step_count_in_a_file_fails_at_once(tmp_path):
 
 def test_chunk_size_search_is_quick_on_the_largest_budget():
     start = time.perf_counter()
-    # 2**31 - 2 = 2 * 3**2 * 7 * 11 * 31 * 151 * 331: the largest divisor <= a tenth is n / 11
-    assert chunk_size(2**31 - 2, 0) == (2**31 - 2) // 11
+    # 2**31 - 2 = 2 * 3**2 * 7 * 11 * 31 * 151 * 331: the largest divisor <= a thirtieth is n / 31
+    assert chunk_size(2**31 - 2, 0) == (2**31 - 2) // 31
     assert chunk_size(2**31 - 1, 0) == 1  # a prime: one iteration per chunk
     assert time.perf_counter() - start < 1
     for iterations in range(1, 120):  # the plain search it replaced, where that is quick
         for requested in (0, 1, 2, 5, 7, 30, 500):
-            target = min(requested or max(1, iterations // 10), iterations)
+            target = min(requested or max(1, iterations // 30), iterations)
             expected = max(d for d in range(1, target + 1) if iterations % d == 0)
             assert chunk_size(iterations, requested) == expected, (iterations, requested)
 

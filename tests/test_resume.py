@@ -141,10 +141,10 @@ def test_a_new_total_is_refused_with_an_annealed_rate_or_off_the_chunks(finished
               resume=run_dir)
     config_path = run_dir / "seed_0" / "config.json"
     config = json.loads(config_path.read_text())
-    config["budget"]["iterations_per_chunk"] = 0  # a tenth of the run: 5 of 50 iterations
+    config["budget"]["iterations_per_chunk"] = 0  # a thirtieth of the run: 5 of 150 iterations
     config_path.write_text(json.dumps(config))
-    default_chunks = experiment.replace(budget={"iterations_per_chunk": 0, "total_steps": 50 * PER_ITERATION})
-    with pytest.raises(ValueError, match=r"44 iterations after the checkpoint .* chunks of 5"):
+    default_chunks = experiment.replace(budget={"iterations_per_chunk": 0, "total_steps": 150 * PER_ITERATION})
+    with pytest.raises(ValueError, match=r"144 iterations after the checkpoint .* chunks of 5"):
         train(default_chunks, progress=False, resume=run_dir)
     config["agent"]["optimizer"]["anneal_lr"] = True
     config["budget"]["iterations_per_chunk"] = 1

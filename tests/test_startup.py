@@ -1,5 +1,5 @@
-"""Start-up stays light: `import rollax`, `rollax --help` and `rollax envs` import no jax, gymnax
-or plotting library, and making an env imports only its own gymnax family (checked in a fresh
+"""Start-up stays light: `import rollax`, `rollax --help`, `rollax envs` and `rollax presets`
+import no jax, gymnax or plotting library, and making an env imports only its own gymnax family (checked in a fresh
 interpreter's `sys.modules`; wall times are in benchmarks/startup.py); the static gymnax table
 matches gymnax; ids whose data gymnax downloads are neither listed nor registered."""
 
@@ -40,8 +40,8 @@ def top_level(modules: set[str]) -> set[str]:
     return {name.split(".")[0] for name in modules}
 
 
-@pytest.mark.parametrize("argv", [None, ["--help"], ["envs"], ["plot"]],
-                         ids=["import rollax", "--help", "envs", "plot without arguments"])
+@pytest.mark.parametrize("argv", [None, ["--help"], ["envs"], ["plot"], ["presets"]],
+                         ids=["import rollax", "--help", "envs", "plot without arguments", "presets"])
 def test_light_commands_import_no_jax_gymnax_or_plotting(argv):
     statement = "pass" if argv is None else f"from rollax.cli import main; main({argv!r})"
     modules, _ = fresh_process(statement)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -75,9 +76,13 @@ def _load_or_train(name: str, force: bool, config: dict[str, Any]) -> tuple[nnx.
             )
         else:
             return model, {**report, "source": "cache", "path": str(path)}
+    # the first run of a generative preset waits here (tens of seconds): say why
+    print(f"pretraining {name} (first use; cached afterwards in {path.parent})...",
+          file=sys.stderr, flush=True)
     start = time.perf_counter()
     model, report = _train(name, resolved)
     report["train_seconds"] = round(time.perf_counter() - start, 2)
+    print(f"pretrained {name} in {report['train_seconds']:.1f} s", file=sys.stderr, flush=True)
     _write(path, model, report)
     return model, {**report, "source": "trained", "path": str(path)}
 

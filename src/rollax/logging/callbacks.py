@@ -198,13 +198,26 @@ class TensorBoardLoggerCallback(Callback):
             self.logger.flush()
 
 
+def significant(value: float, digits: int = 3) -> str:
+    """`value` with `digits` significant digits, never in exponent form from 10**digits up:
+    -0.07342 -> "-0.0734", 499.87 -> "500", 12345.6 -> "12346"."""
+    if math.isfinite(value) and abs(value) >= 10**digits:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
+
+
 class ProgressBarCallback(Callback):
-    """A tqdm bar over ``total`` steps showing the mean reward (``mean_reward`` or
-    ``rollout/ep_rew_mean``), fps and ETA. Each call advances the bar to ``step`` and by at
-    least one, so a loop passing a 0-based batch index also ends at ``total``. As in tqdm,
-    ``disable=None`` hides the bar when the output is not a terminal."""
+    """A tqdm bar over ``total`` steps with the mean return (``ret``: ``rollout/ep_rew_mean``
+    or ``mean_reward``, 3 significant digits), one rate and the ETA. In rollax's loop the rate
+    is the last chunk's env steps per second over all seeds (`time/fps`), labelled so; in a
+    plain loop, steps per second since the first batch; the loop's bar clock starts with its
+    first chunk, not the compile before it (elapsed and ETA are training time). Each call advances the bar to ``step``
+    and by at least one, so a loop passing a 0-based batch index also ends at ``total``. As in
+    tqdm, ``disable=None`` hides the bar when the output is not a terminal; it redraws at most
+    every ``mininterval`` seconds (a loop's bar moves once per jitted chunk)."""
 
     reward_keys = ("rollout/ep_rew_mean", "mean_reward", "train/mean_reward", "eval/mean_reward")
+    bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}{postfix}]"
 
     def __init__(
         self,
@@ -215,34 +228,45 @@ class ProgressBarCallback(Callback):
         disable: bool | None = None,
         file: IO[str] | None = None,
         initial: int = 0,
+        mininterval: float = 0.1,
     ) -> None:
         self.total, self.desc, self.unit, self.initial = total, desc, unit, initial
-        self.leave, self.disable, self.file = leave, disable, file
+        self.leave, self.disable, self.file, self.mininterval = leave, disable, file, mininterval
         self.bar: Any = None
         self._start_time = 0.0
+        self._rate_label, self._seeds = "steps/s", 0
 
     def on_train_begin(self, trainer: Any) -> None:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, unit=self.unit,
                         unit_scale=True, leave=self.leave, disable=self.disable, file=self.file,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, mininterval=self.mininterval,
+                        bar_format=self.bar_format)
+        self._seeds = len(getattr(trainer, "seeds", None) or ())
+        if self._seeds:  # rollax's loop: `time/fps` counts every seed's env steps
+            self._rate_label = "env steps/s" + (f" (all {self._seeds} seeds)" if self._seeds > 1 else "")
         self._start_time = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
         if self.bar is None:
             self.on_train_begin(trainer)
         position = max(int(step), self.bar.n + 1)
-        postfix = {}
+        shown = []
         for key in self.reward_keys:
             if key in metrics:
-                postfix["reward"] = f"{to_scalar(key, metrics[key]):.3g}"
+                shown.append(f"ret={significant(to_scalar(key, metrics[key]))}")
                 break
         elapsed = time.perf_counter() - self._start_time
-        fps = metrics.get("time/fps", position / elapsed if elapsed > 0 else None)
-        if fps is not None:
-            postfix["fps"] = f"{to_scalar('time/fps', fps):.0f}"
-        self.bar.set_postfix(postfix, refresh=False)
+        rate = metrics.get("time/fps", (position - self.initial) / elapsed if elapsed > 0 else None)
+        if rate is not None:
+            shown.append(f"{significant(to_scalar('time/fps', rate))} {self._rate_label}")
+        if "time/fps" in metrics and self.bar.n == self.initial and to_scalar("time/fps", rate) > 0:
+            # the loop's first chunk: the bar's clock (elapsed, ETA) starts with training, not
+            # with the compile before it (the loop prints how long that took)
+            took = (position - self.bar.n) * max(self._seeds, 1) / to_scalar("time/fps", rate)
+            self.bar.start_t = self.bar.last_print_t = time.time() - took
+        self.bar.set_postfix_str(", ".join(shown), refresh=False)
         self.bar.update(position - self.bar.n)
 
     def on_train_end(self, trainer: Any) -> None:

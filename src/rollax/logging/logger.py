@@ -14,7 +14,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -26,7 +26,10 @@ from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-__all__ = ["Logger", "image_grid", "to_scalar"]
+__all__ = ["HPARAM_METRICS", "Logger", "image_grid", "to_scalar"]
+
+# what TensorBoard's HPARAMS tab compares runs by (each run's latest value of these tags)
+HPARAM_METRICS = ("eval/mean_reward", "rollout/ep_rew_mean")
 
 # Quoted so each line stays valid JSON; float("NaN") / float("-Infinity") read them back.
 _NON_FINITE_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -108,8 +111,8 @@ class EventFile:
 
 
 class Logger:
-    """Writes scalars to TensorBoard and ``metrics.jsonl`` in ``log_dir``; hyperparameters and
-    text to TensorBoard text plus ``config.json``/``config.toml``; images as PNGs too."""
+    """Writes scalars to TensorBoard and ``metrics.jsonl`` in ``log_dir``; hyperparameters to
+    TensorBoard's HPARAMS tab plus ``config.json``/``config.toml``; images as PNGs too."""
 
     def __init__(self, log_dir: str | Path, *, flush_secs: int = 30, purge_step: int | None = None) -> None:
         """`purge_step` (on resume): TensorBoard hides this run's events at steps >= it."""
@@ -159,9 +162,14 @@ class Logger:
         self._check_open()
         self._events.add(summary.text(tag, text), self._check_step(step))
 
-    def log_hparams(self, hparams: Mapping[str, Any] | Any, toml_text: str | None = None) -> None:
+    def log_hparams(self, hparams: Mapping[str, Any] | Any, toml_text: str | None = None, *,
+                    metrics: Sequence[str] = HPARAM_METRICS,
+                    session: Mapping[str, Any] | None = None) -> None:
         """Save the resolved config (dict or dataclass) as ``config.json`` (and ``config.toml``
-        when its text is given) in the run dir, and write both to TensorBoard as text."""
+        when its text is given) in the run dir, and give TensorBoard's HPARAMS tab this run: the
+        flattened config (``agent.optimizer.learning_rate``, ...) with ``session`` on top (values
+        of this folder alone, e.g. its seed; not saved in ``config.json``), compared by
+        ``metrics`` (scalar tags; HPARAMS shows each one's latest value in this run)."""
         self._check_open()
         if dataclasses.is_dataclass(hparams) and not isinstance(hparams, type):
             hparams = dataclasses.asdict(hparams)
@@ -174,8 +182,11 @@ class Logger:
         tmp = self.log_dir / "config.json.tmp"  # atomic: a resume rewrites the run's only config
         tmp.write_text(as_json + "\n", encoding="utf-8")
         os.replace(tmp, self.log_dir / "config.json")
-        rows = "\n".join(f"| {key} | {value} |" for key, value in _flatten(hparams).items())
-        self._events.add(summary.text("hparams", f"| parameter | value |\n|---|---|\n{rows}"), 0)
+        values = {key: _hparam_value(value) for key, value in
+                  {**_flatten(hparams), **(session or {})}.items() if value is not None}
+        experiment, session_start, _ = summary.hparams(values, dict.fromkeys(metrics, 0.0))
+        self._events.add(experiment, 0)  # the plugin reads names from here, values from ssi
+        self._events.add(session_start, 0)
         if toml_text is not None:
             (self.log_dir / "config.toml").write_text(toml_text, encoding="utf-8")
             self._events.add(summary.text("config_toml", f"```toml\n{toml_text}\n```"), 0)
@@ -241,6 +252,13 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} value {value!r}")
+
+
+def _hparam_value(value: Any) -> str | bool | float:
+    """A number, bool or string as HPARAMS shows it; anything else (a list, a table) as JSON."""
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    return json.dumps(value, default=_json_default)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Learning curves from ``metrics.jsonl``: mean over seeds with a spread band, per experiment."""
+"""Learning curves from ``metrics.jsonl``: mean over seeds with a spread band, one per run
+folder (``<experiment>/<timestamp>``), so two runs of one experiment stay two curves."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["aggregate_seeds", "load_curve", "plot_runs", "seed_dirs"]
+__all__ = ["aggregate_seeds", "load_curve", "plot_runs", "runs_by_folder", "seed_dirs"]
 
 
 def seed_dirs(run_dir: str | Path) -> list[Path]:
     """Every ``seed_*`` directory with a ``metrics.jsonl`` under ``run_dir`` (an experiment
-    dir pools all its timestamps; pass a timestamp dir to plot one run)."""
+    dir: those of all its runs; ``runs_by_folder`` groups them by run)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
@@ -24,6 +25,17 @@ def seed_dirs(run_dir: str | Path) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"no seed_*/metrics.jsonl under {run_dir}")
     return found
+
+
+def runs_by_folder(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """``{"<experiment>/<run folder>": [seed dirs]}`` for every run under ``run_dirs`` (an
+    experiment folder gives each of its runs), in the order given, then by folder name."""
+    runs: dict[str, list[Path]] = {}
+    for run_dir in run_dirs:
+        for seed in seed_dirs(run_dir):
+            run = seed.parent
+            runs.setdefault(f"{run.parent.name}/{run.name}", []).append(seed)
+    return runs
 
 
 def load_curve(metrics_jsonl: str | Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -75,9 +87,9 @@ def plot_runs(
     metric: str = "rollout/ep_rew_mean",
     band: Literal["minmax", "std"] = "minmax",
 ) -> Path:
-    """Draw ``metric`` against environment steps for each run dir (one colour each): the mean
-    over its seeds and a min-max (or +-std) band (see ``aggregate_seeds``). Writes and
-    returns ``out_png``."""
+    """Draw ``metric`` against environment steps for each run folder under ``run_dirs`` (one
+    colour each, labelled ``<experiment>/<run folder> (N seeds)``): the mean over its seeds and
+    a min-max (or +-std) band (see ``aggregate_seeds``). Writes and returns ``out_png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,18 +103,17 @@ def plot_runs(
         raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, run_dir in enumerate(run_dirs):
-        seeds = seed_dirs(run_dir)
+    for index, (name, seeds) in enumerate(runs_by_folder(run_dirs).items()):
         curves = [load_curve(seed / "metrics.jsonl", metric) for seed in seeds]
         curves = [(steps, values) for steps, values in curves if steps.size]
         if not curves:
             raise ValueError(
-                f"metric {metric!r} not found under {run_dir}; available: "
+                f"metric {metric!r} not found under {seeds[0].parent}; available: "
                 f"{_available_tags([s / 'metrics.jsonl' for s in seeds])}"
             )
         grid, mean, low, high = aggregate_seeds(curves, band)
         colour = colours[index % len(colours)]
-        label = f"{Path(run_dir).name} ({len(curves)} seed{'s' * (len(curves) > 1)})"
+        label = f"{name} ({len(curves)} seed{'s' * (len(curves) > 1)})"
         axes.plot(grid, mean, color=colour, label=label, linewidth=1.8,
                   marker="o" if grid.size == 1 else None)
         axes.fill_between(grid, low, high, color=colour, alpha=0.25, linewidth=0)

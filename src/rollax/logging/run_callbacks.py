@@ -2,7 +2,7 @@
 preset's `[logging]` table; see `rollax.run.callbacks.default_callbacks`):
 
 - `MetricsLogger`: per seed, every scalar to `metrics.jsonl` and TensorBoard, the config.
-- `SampleImages`: the env's sample pictures before and after training.
+- `SampleImages`: the env's sample pictures before and after training (tag `samples`).
 - `BestCheckpoint`: per seed, the model params at its best greedy evaluation.
 - `ResumeCheckpoint`: the stacked training state of all seeds, for `--resume`.
 - `ResultWriter`: `results.json` and `learning_curves.png` after a run that ended normally.
@@ -51,8 +51,10 @@ __all__ = ["BestCheckpoint", "MetricsLogger", "ResultWriter", "ResumeCheckpoint"
 
 
 class MetricsLogger(Callback):
-    """One `Logger` per seed: trainer metrics as `train/<name>` at every iteration's env step,
-    episode statistics (SB3 and CleanRL names), `time/fps`, evaluations as `eval/<name>`."""
+    """One `Logger` per seed: trainer metrics as `train/<name>` at every iteration's env step
+    (with `train/learning_rate`), episode statistics (SB3 and CleanRL names), `time/fps` (this
+    seed's env steps per second, per chunk), evaluations as `eval/<name>`, the config in
+    `config.json` and TensorBoard's HPARAMS tab."""
 
     def __init__(self) -> None:
         self.loggers: list[Logger] = []
@@ -61,8 +63,7 @@ class MetricsLogger(Callback):
     def on_train_begin(self, run: Any) -> None:
         if run.resume_step is None:
             self.loggers = [Logger(d) for d in run.seed_dirs]
-            for logger in self.loggers:
-                logger.log_hparams(run.experiment.to_dict())
+            self._log_hparams(run)
             return
         for seed_dir in run.seed_dirs:
             truncate_metrics(seed_dir / "metrics.jsonl", run.resume_step)
@@ -72,8 +73,12 @@ class MetricsLogger(Callback):
                 return  # nothing left to log: no new event files, config or pictures
         # TensorBoard drops this run's events after the checkpoint, as metrics.jsonl does
         self.loggers = [Logger(d, purge_step=run.resume_step + 1) for d in run.seed_dirs]
-        for logger in self.loggers:  # the same config, or a new budget.total_steps
-            logger.log_hparams(run.experiment.to_dict())
+        self._log_hparams(run)  # the same config, or a new budget.total_steps
+
+    def _log_hparams(self, run: Any) -> None:
+        """`config.json` and TensorBoard's HPARAMS, where each seed folder shows its own seed."""
+        for logger, seed in zip(self.loggers, run.seeds):
+            logger.log_hparams(run.experiment.to_dict(), session={"seed": seed})
 
     def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
         num_iterations = next(iter(chunk.metrics.values())).shape[1]
@@ -83,7 +88,8 @@ class MetricsLogger(Callback):
                 logger.log_scalars({name: values[s, k] for name, values in chunk.metrics.items()},
                                    step, prefix="train")
                 logger.log_scalars(chunk.rollout[s][k], step)
-            logger.log_scalars({"time/fps": chunk.fps}, chunk.step)
+            # seeds train side by side in one program: each advanced chunk.fps / S steps per second
+            logger.log_scalars({"time/fps": chunk.fps / len(run.seeds)}, chunk.step)
             logger.flush()
 
     def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
@@ -101,14 +107,17 @@ class MetricsLogger(Callback):
 
 
 class SampleImages(Callback):
-    """A grid of the env's greedy samples per seed (`samples/before`, `samples/after`), for
-    envs with a `render` hook; the same conditions before and after."""
+    """A grid of the env's greedy samples per seed under one tag, `samples`, at the env step it
+    shows (0 before training, then at each evaluation), so TensorBoard's step slider compares
+    them; for envs with a `render` hook; the same conditions each time."""
 
     def __init__(self, metrics: MetricsLogger) -> None:
         self.metrics = metrics
+        self._last_step: int | None = None
 
     def _draw(self, run: Any, tag: str) -> None:
         images = run.render_samples()
+        self._last_step = run.step
         if images is None:
             return
         for logger, seed_images in zip(self.metrics.loggers, np.asarray(images)):
@@ -116,11 +125,11 @@ class SampleImages(Callback):
 
     def on_train_begin(self, run: Any) -> None:
         if run.resume_step is None:
-            self._draw(run, "samples/before")
+            self._draw(run, "samples")
 
     def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
-        if evaluation.final:
-            self._draw(run, "samples/after")
+        if evaluation.step != self._last_step:  # a stop right after a periodic evaluation
+            self._draw(run, "samples")
 
 
 class BestCheckpoint(Callback):

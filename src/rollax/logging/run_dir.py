@@ -1,4 +1,6 @@
-"""Run directories: ``<root>/<experiment>/<timestamp>/seed_<k>/``, never overwritten or shared."""
+"""Run directories: ``<root>/<experiment>/<timestamp>[_<label>]/seed_<k>/``, never overwritten
+or shared. The label (e.g. ``learning_rate=0.001``, from ``--set``) tells runs of one experiment
+apart in TensorBoard's run list and in ``rollax plot``."""
 
 from __future__ import annotations
 
@@ -7,10 +9,29 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["claim_run_folder", "make_run_dir", "new_timestamp", "newest_run"]
+__all__ = ["LABEL", "claim_run_folder", "make_run_dir", "new_timestamp", "newest_run",
+           "overrides_label"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
-_RUN_NAME = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")  # a timestamp, then -2, -3, ... if taken
+LABEL = re.compile(r"[A-Za-z0-9._+=,-]*")  # what a run folder's label may hold
+MAX_LABEL = 80
+# a timestamp, then -2, -3, ... if taken, then the label
+_RUN_NAME = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?(?:_[A-Za-z0-9._+=,-]+)?$")
+
+
+def overrides_label(overrides: list[tuple[str, object]]) -> str:
+    """A run-folder label from `(key, value)` overrides: each key's last part and its value,
+    joined by ``,`` (``learning_rate=0.001,seed=3``); ``logging.*`` keys (where and how a run
+    is written) are left out, other characters become ``-``; whole parts up to 80 characters."""
+    label = ""
+    for key, value in overrides:
+        part = re.sub(r"[^A-Za-z0-9._+=-]", "-", f"{key.rsplit('.', 1)[-1]}={value}")
+        if not key.startswith("logging."):
+            joined = f"{label},{part}" if label else part
+            if len(joined) > MAX_LABEL:
+                return label or joined[:MAX_LABEL]
+            label = joined
+    return label
 
 
 def new_timestamp() -> str:
@@ -18,14 +39,19 @@ def new_timestamp() -> str:
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def claim_run_folder(root: str | Path, experiment: str) -> Path:
-    """Create ``root/experiment/<timestamp>/`` for a new run, or ``<timestamp>-2`` (``-3``, ...)
-    when a run started in the same second: each ``mkdir`` is an atomic claim, so concurrent
-    runs never share a folder. ``PermissionError`` naming the path when it cannot be made."""
+def claim_run_folder(root: str | Path, experiment: str, label: str = "") -> Path:
+    """Create ``root/experiment/<timestamp>[_<label>]/`` for a new run, or ``<timestamp>-2``
+    (``-3``, ...) when a run started in the same second: each ``mkdir`` is an atomic claim, so
+    concurrent runs never share a folder. ``PermissionError`` naming the path when it cannot be
+    made."""
     _check_name(experiment)
+    if not LABEL.fullmatch(label) or len(label) > MAX_LABEL:
+        raise ValueError(f"run label {label!r} must be at most {MAX_LABEL} letters, digits or "
+                         "'._+=,-'")
     parent = Path(root) / experiment
     stamp = new_timestamp()
-    folder, suffix = parent / stamp, 1
+    tail = f"_{label}" if label else ""
+    folder, suffix = parent / f"{stamp}{tail}", 1
     try:
         parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -34,14 +60,14 @@ def claim_run_folder(root: str | Path, experiment: str) -> Path:
                 return folder
             except FileExistsError:
                 suffix += 1
-                folder = parent / f"{stamp}-{suffix}"
+                folder = parent / f"{stamp}-{suffix}{tail}"
     except OSError as err:
         raise PermissionError(f"cannot create a run folder under {parent}: {err}") from err
 
 
 def newest_run(experiment_dir: str | Path) -> Path | None:
-    """The newest run folder (``<timestamp>[-N]``) in ``experiment_dir`` that has checkpoints,
-    or None."""
+    """The newest run folder (``<timestamp>[-N][_<label>]``) in ``experiment_dir`` that has
+    checkpoints, or None."""
     runs = [(match[1], int(match[2] or 1), p) for p in Path(experiment_dir).iterdir()
             if (match := _RUN_NAME.match(p.name)) and (p / "checkpoints").is_dir()]
     return max(runs)[2] if runs else None
@@ -69,7 +95,7 @@ def make_run_dir(
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     timestamp = new_timestamp() if timestamp is None else timestamp
-    if not timestamp or not _SAFE_NAME.match(timestamp):
+    if not timestamp or not LABEL.fullmatch(timestamp):  # a labelled run folder's name too
         raise ValueError(f"timestamp must be a plain directory name, got {timestamp!r}")
     parent = Path(root) / experiment / timestamp
     try:

@@ -47,7 +47,8 @@ def default_callbacks(experiment: Experiment, total_steps: int, start_step: int,
         callbacks.append(WandbLoggerCallback(optional["wandb"]))
     if progress and logging.progress:  # shown even when the output is not a terminal
         closing.append(ProgressBarCallback(total=total_steps, initial=start_step,
-                                           desc=experiment.name, disable=False))
+                                           desc=experiment.name, unit="env steps per seed",
+                                           disable=False))
     return callbacks, closing
 
 

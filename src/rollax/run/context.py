@@ -71,7 +71,8 @@ def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Pat
         return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)
     if not experiment.logging.enabled:
         return RunContext(experiment, plan, program, seeds, None, [], stats)
-    run_dir = claim_run_folder(experiment.logging.root, experiment.name)  # this run's alone
+    run_dir = claim_run_folder(experiment.logging.root, experiment.name,  # this run's alone
+                               experiment.logging.run_name)
     seed_dirs = [make_run_dir(experiment.logging.root, experiment=experiment.name, seed=seed,
                               timestamp=run_dir.name) for seed in seeds]
     return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rollax.checks import check_choice, check_int, check_number, check_types
+from rollax.logging.run_dir import LABEL, MAX_LABEL
 from rollax.networks.mlp import ACTIVATIONS
 from rollax.rl.registry import get_algorithm
 from rollax.rl.spec import AlgorithmSpec
@@ -100,7 +101,7 @@ class BudgetSpec:
     total_steps: int
     num_envs: int = 8
     num_steps: int = 128
-    iterations_per_chunk: int = 0  # 0: about a tenth of the run per jitted chunk
+    iterations_per_chunk: int = 0  # 0: about a thirtieth of the run per jitted chunk
     group_size: int = 4  # DPO's samples per prompt (GRPO/RLOO use their num_generations)
 
     def __post_init__(self):
@@ -131,6 +132,7 @@ class LoggingSpec:
     """Which callbacks the loop attaches (see `rollax.run.callbacks.default_callbacks`)."""
 
     root: str = "runs"
+    run_name: str = ""  # run folder <timestamp>_<run_name>; load_experiment: the --set overrides
     enabled: bool = True  # the run directory, metrics (TensorBoard + JSONL), results
     checkpoint: bool = True  # resume checkpoints and per-seed best models
     best_metric: str = "eval/mean_reward"  # what ranks the best models: an eval/<name> metric
@@ -147,6 +149,9 @@ class LoggingSpec:
         check_types(self, "logging")
         if not self.root:
             raise ValueError("logging.root must name a folder, got ''")
+        if not LABEL.fullmatch(self.run_name) or len(self.run_name) > MAX_LABEL:
+            raise ValueError(f"logging.run_name={self.run_name!r} must be at most {MAX_LABEL} "
+                             "letters, digits or '._+=,-' (it ends the run folder's name)")
         if not self.best_metric.startswith("eval/"):
             raise ValueError(f"logging.best_metric={self.best_metric!r} must name an evaluation "
                              "metric, 'eval/mean_reward' or an env's 'eval/<name>'")

@@ -13,11 +13,16 @@ from rollax.run.experiment import AgentSpec, OptimizerSpec
 from rollax.run.plan import Plan
 
 
-def make_optimizer(spec: OptimizerSpec, total_updates: int) -> optax.GradientTransformation:
-    """The agent's optimizer; `anneal_lr` decays the rate linearly to 0 over the run."""
-    lr = spec.learning_rate
+def learning_rate_schedule(spec: OptimizerSpec, total_updates: int) -> optax.Schedule:
+    """The rate of each update by its count; `anneal_lr` decays it linearly to 0 over the run."""
     if spec.anneal_lr:
-        lr = optax.linear_schedule(lr, 0.0, max(total_updates, 1))
+        return optax.linear_schedule(spec.learning_rate, 0.0, max(total_updates, 1))
+    return optax.constant_schedule(spec.learning_rate)
+
+
+def make_optimizer(spec: OptimizerSpec, total_updates: int) -> optax.GradientTransformation:
+    """The agent's optimizer, its rate from `learning_rate_schedule`."""
+    lr = learning_rate_schedule(spec, total_updates)
     if spec.name == "sgd":
         return optax.sgd(lr)
     if spec.name == "rmsprop":
@@ -43,7 +48,9 @@ class Learner:
 
     def __init__(self, agent: AgentSpec, plan: Plan):
         self.agent, self.plan = agent, plan
-        self.tx = make_optimizer(agent.optimizer, plan.iterations * plan.updates_per_iteration)
+        total_updates = plan.iterations * plan.updates_per_iteration
+        self.tx = make_optimizer(agent.optimizer, total_updates)
+        self.learning_rate = learning_rate_schedule(agent.optimizer, total_updates)
 
         def abstract_model_and_optimizer():  # shapes only: nothing is computed or compiled
             model = build_model(agent, plan, jax.random.key(0))
@@ -68,6 +75,9 @@ class Learner:
         return nnx.merge(self.model_graphdef, reference_state)
 
     def update(self, state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
-        """The algorithm's pure update (traceable: runs inside the jitted chunk)."""
-        return self.plan.algorithm.update(self.graphdef, state, batch, key, self.plan.config,
-                                          {"group_size": self.plan.group_size})
+        """The algorithm's pure update (traceable: runs inside the jitted chunk); its metrics
+        gain `learning_rate`, the rate the iteration's last update used."""
+        state, metrics = self.plan.algorithm.update(self.graphdef, state, batch, key,
+                                                    self.plan.config, {"group_size": self.plan.group_size})
+        updates = nnx.merge(self.graphdef, state.model_optimizer)[1].step[...]  # counted after each
+        return state, {**metrics, "learning_rate": self.learning_rate(updates - 1)}

@@ -8,6 +8,7 @@ checkpoints, early stopping, ...), evaluates when due, and checks for a stop.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -51,9 +52,11 @@ def train(
         experiment = resumed_experiment(resume, experiment)
     elif experiment is None:
         raise ValueError("train needs an experiment, or resume=RUN_DIR to continue a run")
-    plan, program = make_program(experiment)
+    plan, program = make_program(experiment)  # a generative env pretrains here (says so)
     run, hooks, failed = None, CallbackList(), False
+    say = _announcer(progress and experiment.logging.progress)
     try:
+        say(f"compiling the training and evaluation programs for {len(experiment.seed_list)} seed(s)...")
         (chunk_job, eval_job), compile_start = program.compile(experiment.seed_list)
         run = open_run(experiment, plan, program, resume)
         run.state = program.init(run.seeds)  # runs while the chunk compiles in the background
@@ -66,6 +69,7 @@ def train(
         run_chunk = chunk_job.result()
         eval_job.result()  # a chunk run while the evaluation compiled hung XLA:CPU in some runs
         compile_seconds = time.perf_counter() - compile_start  # what training waited for
+        say(f"compiled in {compile_seconds:.1f} s; training")
         with graceful_shutdown() as shutdown:
             train_seconds = _train_chunks(run, run_chunk, eval_job.result, hooks,
                                           lambda: shutdown.requested, stop_at_step)
@@ -86,6 +90,11 @@ def train(
     finally:
         _finish(run, hooks, program, failed)
     return run.result
+
+
+def _announcer(enabled: bool):
+    """Print a phase line above the progress bar (stderr), or nothing for a quiet run."""
+    return (lambda line: tqdm.write(line, file=sys.stderr)) if enabled else (lambda line: None)
 
 
 def _finish(run: RunContext | None, hooks: CallbackList, program, failed: bool) -> None:

@@ -42,9 +42,16 @@ class Plan:
         return self.iterations * self.steps_per_iteration
 
 
+# The loop gets control (progress, logs, evaluation, signals) only between chunks. 30 per run
+# redraws the bar every ~0.4 s on cartpole_ppo (1e5 steps, 2 CPU cores) without measurable cost;
+# 390 one-iteration chunks there cost ~15 ms each (flushes, transfers, dispatch).
+CHUNKS_PER_RUN = 30
+
+
 def chunk_size(iterations: int, requested: int) -> int:
-    """A divisor of `iterations` (one compiled chunk shape): the request, or about a tenth."""
-    target = min(requested or max(1, iterations // 10), iterations)
+    """A divisor of `iterations` (one compiled chunk shape): the request, or about a thirtieth
+    of the run (`CHUNKS_PER_RUN`)."""
+    target = min(requested or max(1, iterations // CHUNKS_PER_RUN), iterations)
     small = [d for d in range(1, math.isqrt(iterations) + 1) if iterations % d == 0]
     return max(d for d in small + [iterations // d for d in small] if d <= target)
 

@@ -13,7 +13,7 @@ from rollax.run.experiment import Experiment
 from rollax.run.plan import chunk_size
 
 # where the run lives is the folder passed; a progress bar changes nothing that is saved
-NOT_COMPARED = ("logging.root", "logging.progress")
+NOT_COMPARED = ("logging.root", "logging.run_name", "logging.progress")
 
 
 def resumed_experiment(run_dir: str | Path, experiment: Experiment | None = None) -> Experiment:
