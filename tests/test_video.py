@@ -115,6 +115,8 @@ def test_folder_without_the_extra_gets_a_gif_and_mp4_says_what_to_install(run_di
     with pytest.raises(ValueError, match=r"\.mp4 needs imageio and imageio-ffmpeg: pip install "
                                          r"'rollax\[video\]', or ask for a \.gif"):
         rollax.record_video(run_dir, tmp_path / "c.mp4")
+    with pytest.raises(ValueError, match=r"video .*c\.avi: name a \.mp4 or \.gif file, or a folder"):
+        rollax.record_video(run_dir, tmp_path / "c.avi")
     with pytest.raises(ValueError, match="episodes must be an int >= 1, got 0"):
         rollax.record_video(run_dir, tmp_path / "c.gif", episodes=0)
 
@@ -125,3 +127,19 @@ def test_eval_cli_records_a_video(run_dir, tmp_path, capsys):
     assert f"wrote {out} (" in capsys.readouterr().out and out.stat().st_size > 0
     assert main(["eval", str(run_dir), "--episodes", "1", "--video", str(out), "--seed", "5"]) == 2
     assert "seed=5 is not a seed of" in capsys.readouterr().err
+
+
+def test_gymnasium_run_is_filmed_in_its_own_env(tmp_path):
+    """A `gymnasium:CartPole-v1` run: Gymnasium's CartPole drawn by Gymnasium itself."""
+    run_dir = train_in(tmp_path, preset("gymnasium_cartpole"))[1]
+    path, frames = rollax.record_video(run_dir, tmp_path / "host.gif", checkpoint="last")
+    agent = rollax.load_agent(run_dir, checkpoint="last")
+    env = gymnasium.make("CartPole-v1", render_mode="rgb_array")
+    observation, _ = env.reset(seed=agent.seed)
+    first, steps, done = env.render(), 0, False
+    while not done:
+        observation, _, terminated, truncated, _ = env.step(agent.predict(observation)[0])
+        steps, done = steps + 1, terminated or truncated
+    assert frames == steps + 1
+    with Image.open(path) as gif:
+        np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), first)

@@ -77,7 +77,8 @@ class Agent:
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
         """Stable-Baselines3's `predict`: one observation gives one action, a batch
         `[B, *obs_shape]` a batch; returns `(actions, None)` (no recurrent state, so `state`
-        and `episode_start` are accepted for SB3's signature and unused)."""
+        and `episode_start` are accepted for SB3's signature and unused). Samples, when not
+        `deterministic`, come from a key chain that starts at the seed."""
         observation = np.asarray(observation)
         shape = tuple(self.observation_space.shape)
         single = observation.shape == shape

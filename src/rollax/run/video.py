@@ -38,9 +38,9 @@ def record_video(run_dir: str | Path, out: str | Path, *, episodes: int = 1,
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
         raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
     out = Path(out)
-    if out.suffix not in FORMATS and out.exists() and not out.is_dir():
+    if out.suffix not in FORMATS and (out.suffix or out.is_file()) and not out.is_dir():
         raise ValueError(f"video {out}: name a .mp4 or .gif file, or a folder")
-    if out.suffix == ".mp4" or (out.suffix not in FORMATS and _has_mp4()):
+    if out.suffix == ".mp4":
         _check_mp4()
     agent = load_agent(run_dir, seed, checkpoint)
     if out.suffix not in FORMATS:
