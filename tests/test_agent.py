@@ -115,8 +115,11 @@ def test_predict_follows_sb3_shapes(jitted_run):
     action, state = agent.predict(np.zeros(4, np.float32))
     assert np.shape(action) == () and state is None
     assert agent.predict(np.zeros((3, 4)))[0].shape == (3,)
-    sampled = [agent.predict(np.zeros(4), deterministic=False)[0] for _ in range(40)]
-    assert set(sampled) == {0, 1}  # an untrained-ish policy samples both actions
+    zeros = np.zeros((4000, 4), np.float32)  # samples follow the policy's probabilities
+    distribution, _ = policy_distribution(agent.model, zeros[:1], agent.action_space)
+    p_right = float(np.exp(distribution.log_prob(np.ones(1, np.int32)))[0])
+    sampled = agent.predict(zeros, deterministic=False)[0]
+    assert abs(sampled.mean() - p_right) < 5 * np.sqrt(p_right * (1 - p_right) / 4000) + 1e-3
     with pytest.raises(ValueError, match=r"observation of shape \(3,\): expected \(4,\)"):
         agent.predict(np.zeros(3))
     with pytest.raises(ValueError, match="pass key"):

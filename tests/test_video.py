@@ -17,10 +17,11 @@ os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rol
 
 pytest.importorskip("pygame", reason="Gymnasium draws classic control with pygame (the video extra)")
 
+from test_agent import preset, train_in
+
 import rollax
 from rollax.cli import main
 from rollax.run import video
-from test_agent import preset, train_in
 
 
 @pytest.fixture(scope="module")

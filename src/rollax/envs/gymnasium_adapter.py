@@ -22,12 +22,12 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 from gymnax.environments import spaces as gymnax_spaces
 
-from rollax.envs.render import StateRenderer, can_render, has_pygame
 from rollax.envs.registry import (  # noqa: F401  (the id helpers are public here too)
     gymnasium_id,
     make,
     register_gymnasium_ids,
 )
+from rollax.envs.render import StateRenderer, can_render, has_pygame
 
 
 def to_gymnasium_space(space: Any) -> gymnasium.spaces.Space:

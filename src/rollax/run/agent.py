@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from gymnax.environments import spaces
 
 from rollax.logging.checkpoint import load_checkpoint
 from rollax.logging.run_callbacks import CHECKPOINT_FORMAT
