@@ -128,6 +128,9 @@ def test_eval_cli_records_a_video(run_dir, tmp_path, capsys):
     assert f"wrote {out} (" in capsys.readouterr().out and out.stat().st_size > 0
     assert main(["eval", str(run_dir), "--episodes", "1", "--video", str(out), "--seed", "5"]) == 2
     assert "seed=5 is not a seed of" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--video", str(tmp_path / "x.avi")]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and "name a .mp4 or .gif file" in printed.err  # before evaluating
 
 
 def test_gymnasium_run_is_filmed_in_its_own_env(tmp_path):

@@ -103,8 +103,11 @@ def _envs(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from rollax.run.evaluation import evaluate_run, find_run
+    from rollax.run.video import check_output, record_video
 
     _import_modules(args.import_module)
+    if args.video is not None:
+        check_output(Path(args.video))  # before the evaluation, which takes a while
     run_dir = find_run(args.run_dir)
     experiment, returns, step = evaluate_run(run_dir, args.episodes)
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
@@ -112,8 +115,6 @@ def _eval(args: argparse.Namespace) -> int:
     for seed, r in zip(experiment.seed_list, returns):
         print(f"{seed:>4}  {r.mean():>12.2f}  {r.std():>8.2f}")
     if args.video is not None:
-        from rollax.run.video import record_video
-
         path, frames = record_video(run_dir, args.video, episodes=args.video_episodes,
                                     seed=args.seed, checkpoint=args.checkpoint)
         print(f"wrote {path} ({frames} frames)")

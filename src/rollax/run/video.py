@@ -38,10 +38,7 @@ def record_video(run_dir: str | Path, out: str | Path, *, episodes: int = 1,
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
         raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
     out = Path(out)
-    if out.suffix not in FORMATS and (out.suffix or out.is_file()) and not out.is_dir():
-        raise ValueError(f"video {out}: name a .mp4 or .gif file, or a folder")
-    if out.suffix == ".mp4":
-        _check_mp4()
+    check_output(out)
     agent = load_agent(run_dir, seed, checkpoint)
     if out.suffix not in FORMATS:
         out = out / f"{agent.experiment.name}_seed{agent.seed}{'.mp4' if _has_mp4() else '.gif'}"
@@ -50,6 +47,15 @@ def record_video(run_dir: str | Path, out: str | Path, *, episodes: int = 1,
     else:
         frames, fps = _episodes(agent, episodes)
     return write_frames(frames, out, fps), len(frames)
+
+
+def check_output(out: Path) -> None:
+    """ValueError for a video path that cannot be written (an unknown format, or MP4 without
+    the `video` extra), before anything runs."""
+    if out.suffix not in FORMATS and (out.suffix or out.is_file()) and not out.is_dir():
+        raise ValueError(f"video {out}: name a .mp4 or .gif file, or a folder")
+    if out.suffix == ".mp4":
+        _check_mp4()
 
 
 def _episodes(agent: Agent, episodes: int) -> tuple[list[np.ndarray], float]:
