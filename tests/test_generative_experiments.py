@@ -173,3 +173,27 @@ def test_vae_dpo_ranks_fresh_pairs_and_beats_the_reference(shared_cache, tmp_pat
         # each iteration's pairs are fresh samples, scored before the update that sees them
         assert np.mean(accuracy[-10:]) >= 0.9, seed_dir.name
     assert np.all(after["judge_success"] >= before["judge_success"] + 0.5)
+
+
+def test_loaded_agent_and_video_of_a_generative_run(shared_cache, tmp_path):
+    """`load_agent` acts as the run's evaluation policy (its mode, clipped into the action Box
+    as the env receives it); the video is the sample grids over training, oldest first."""
+    from PIL import Image
+    from test_agent import evaluation_policy_actions
+
+    import rollax
+
+    experiment = _load("vae_ppo", 1, tmp_path, "budget.num_envs=32", "budget.total_steps=64",
+                       "eval.episodes=20", "agent.network.hidden_sizes=[16]", "logging.plot=false")
+    run_dir = train(experiment, progress=False).run_dir
+    agent = rollax.load_agent(run_dir, checkpoint="last")
+    observations = np.asarray(_reset(agent.env, agent.env_params, 8))
+    space = agent.action_space
+    expected = np.clip(evaluation_policy_actions(run_dir, 0, observations), space.low, space.high)
+    np.testing.assert_allclose(agent.predict(observations)[0], expected, rtol=1e-6)
+    path, frames = rollax.record_video(run_dir, tmp_path / "samples.gif")
+    with Image.open(run_dir / "seed_0/images/samples_0.png") as before:
+        first = np.asarray(before.convert("RGB"))
+    with Image.open(path) as gif:
+        assert frames == gif.n_frames == 2
+        np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), first)

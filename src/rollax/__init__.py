@@ -27,7 +27,10 @@ _LAZY = {
         "ThresholdReward", "utils")},
     **{name: "rollax.rollout" for name in (
         "RolloutState", "Trajectory", "collect", "evaluate", "init_rollout")},
-    "train": "rollax.run",
+    "train": "rollax.api",
+    "Agent": "rollax.run.agent",
+    "load_agent": "rollax.run.agent",
+    "record_video": "rollax.run.video",
     "TrainResult": "rollax.run",
     "TrainingDiverged": "rollax.run",
     "Experiment": "rollax.run",
@@ -57,6 +60,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
+    "Agent",
     "Callback",
     "CallbackList",
     "Categorical",
@@ -102,10 +106,12 @@ __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
     "evaluate",
     "from_model",
     "init_rollout",
+    "load_agent",
     "load_experiment",
     "load_pretrained",
     "make",
     "pretrain",
+    "record_video",
     "register",
     "registered_ids",
     "train",

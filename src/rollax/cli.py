@@ -103,14 +103,21 @@ def _envs(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from rollax.run.evaluation import evaluate_run, find_run
+    from rollax.run.video import check_output, record_video
 
     _import_modules(args.import_module)
+    if args.video is not None:
+        check_output(Path(args.video))  # before the evaluation, which takes a while
     run_dir = find_run(args.run_dir)
     experiment, returns, step = evaluate_run(run_dir, args.episodes)
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
           f"after {step} env steps, {run_dir})")
     for seed, r in zip(experiment.seed_list, returns):
         print(f"{seed:>4}  {r.mean():>12.2f}  {r.std():>8.2f}")
+    if args.video is not None:
+        path, frames = record_video(run_dir, args.video, episodes=args.video_episodes,
+                                    seed=args.seed, checkpoint=args.checkpoint)
+        print(f"wrote {path} ({frames} frames)")
     return 0
 
 
@@ -184,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
                    help=IMPORT_HELP)
+    p.add_argument("--video", metavar="OUT",
+                   help="also record greedy episodes (generative envs: the sample grids over "
+                   "training) to OUT: a .mp4 (pip install 'rollax[video]'), a .gif, or a folder")
+    p.add_argument("--video-episodes", type=int, default=1, metavar="N",
+                   help="episodes in the video (default 1)")
+    p.add_argument("--seed", type=int, help="the seed whose policy the video shows "
+                   "(default: the run's first)")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="the video's params: the newest checkpoint (default, as evaluated) or "
+                   "the seed's best evaluation")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("envs", help="list environment ids")

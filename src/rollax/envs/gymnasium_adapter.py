@@ -27,6 +27,7 @@ from rollax.envs.registry import (  # noqa: F401  (the id helpers are public her
     make,
     register_gymnasium_ids,
 )
+from rollax.envs.render import StateRenderer, can_render, has_pygame
 
 
 def to_gymnasium_space(space: Any) -> gymnasium.spaces.Space:
@@ -174,19 +175,28 @@ class RollaxGymnasiumEnv(gymnasium.Env):
     """A rollax/gymnax env as a `gymnasium.Env`: no auto-reset, `reset(seed=...)` seeds a JAX key.
 
     Observations are numpy arrays of the declared dtype, clipped into the observation space;
-    rewards are Python floats and flags Python bools.
+    rewards are Python floats and flags Python bools. `render_mode="rgb_array"` draws the
+    classic-control envs with Gymnasium's own renderer (`rollax.envs.render`; needs pygame).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    # the class's modes are what `gymnasium.make` offers (its 'human' wrapper draws
+    # 'rgb_array' frames); each env's own `metadata` lists the modes it can draw now
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
 
     def __init__(self, env_id: str, render_mode: str | None = None, **params: Any):
+        self._renderer = None
+        self.metadata = {"render_modes": ["rgb_array"] if can_render(env_id) and has_pygame() else []}
         if render_mode is not None:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; rollax envs do not render")
+            if render_mode != "rgb_array" or not can_render(env_id):
+                raise ValueError(f"render_mode {render_mode!r} is not supported for {env_id!r}; "
+                                 "rollax draws 'rgb_array' frames of the classic-control envs")
+            self._renderer = StateRenderer(env_id)
+            self.metadata["render_fps"] = self._renderer.render_fps
         self.env_id = env_id
         self._jitted = _jitted_env(env_id, params)
         self.observation_space = self._jitted.observation_space
         self.action_space = self._jitted.action_space
-        self.render_mode = None
+        self.render_mode = render_mode
         self._key: jax.Array | None = None
         self._state = None
 
@@ -216,6 +226,18 @@ class RollaxGymnasiumEnv(gymnasium.Env):
             bool(truncated),
             {},
         )
+
+    def render(self) -> np.ndarray | None:
+        """The current state as `uint8 [H, W, 3]` with `render_mode="rgb_array"`, else None."""
+        if self._renderer is None:
+            return None
+        if self._state is None:
+            raise RuntimeError("call reset() before render()")
+        return self._renderer(self._state)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
 
     def _observation(self, obs: jax.Array) -> Any:
         if isinstance(self.observation_space, gymnasium.spaces.Discrete):

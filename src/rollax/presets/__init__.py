@@ -28,11 +28,12 @@ from rollax.presets.files import (
 )
 
 _LOADER = ("AGENT_SCHEMA", "ENV_SCHEMA", "OPEN_TABLES", "REQUIRED", "SCHEMA", "apply_override",
-           "check_preset_paths", "load_experiment", "parse_override")
+           "check_preset_paths", "experiment_from_dict", "load_experiment", "parse_override")
 
 __all__ = ["AGENT_SCHEMA", "ENV_SCHEMA", "KINDS", "OPEN_TABLES", "REQUIRED", "SCHEMA",
            "PathLike", "PresetError", "apply_override", "baseline_experiments",
-           "check_preset_paths", "describe", "find_experiment", "load_experiment",
+           "check_preset_paths", "describe", "experiment_from_dict", "find_experiment",
+           "load_experiment",
            "parse_override", "preset_files", "preset_names", "search_dirs", "shipped_dir"]
 
 

@@ -132,15 +132,31 @@ def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds
     working folder (see `check_preset_paths`).
     """
     path = find_experiment(path_or_name, dirs)
-    raw = read_toml(path)
-    root = path.resolve().parent.parent
-    experiment = _apply_schema(raw, SCHEMA, str(path))
+    return _resolve(read_toml(path), str(path), path.resolve().parent.parent, path.stem,
+                    overrides, seeds)
+
+
+def experiment_from_dict(data: dict[str, Any], overrides: Iterable[str] = (),
+                         seeds: int | None = None) -> Experiment:
+    """`load_experiment` for a preset's content given as a dict (what `tomllib` reads from a
+    file): env and agent names are looked up in `./envs/`, `./agents/`, then the shipped
+    presets; `name` defaults to "experiment"."""
+    if not isinstance(data, dict):
+        raise PresetError(f"an experiment preset must be a dict, got {type(data).__name__}")
+    return _resolve(copy.deepcopy(data), "experiment dict", Path.cwd(), "experiment", overrides,
+                    seeds)
+
+
+def _resolve(raw: dict, where: str, root: Path, default_name: str, overrides: Iterable[str],
+             seeds: int | None) -> Experiment:
+    """A preset's raw tables -> the checked `Experiment` (`root` holds its `envs/`, `agents/`)."""
+    experiment = _apply_schema(raw, SCHEMA, where)
     env_raw, env_where = _find_preset(experiment["env"], [root / "envs", shipped_dir("envs")], "env")
     agent_raw, agent_where = _find_preset(experiment["agent"],
                                           [root / "agents", shipped_dir("agents")], "agent")
     experiment["env"] = _apply_schema(env_raw, ENV_SCHEMA, env_where)
     experiment["agent"] = _apply_schema(agent_raw, AGENT_SCHEMA, agent_where)
-    experiment["name"] = experiment["name"] or path.stem
+    experiment["name"] = experiment["name"] or default_name
     for key, value in experiment.pop("overrides").items():
         apply_override(experiment, key, value)
     parsed = [parse_override(text) for text in overrides]
@@ -157,7 +173,7 @@ def load_experiment(path_or_name: PathLike, overrides: Iterable[str] = (), seeds
             check_gymnasium_id(typed.env.id.removeprefix(GYMNASIUM_PREFIX))
         optional_configs(typed)
     except ValueError as err:
-        raise PresetError(f"{path}: {err}") from None
+        raise PresetError(f"{where}: {err}") from None
     return typed
 
 

@@ -1,0 +1,174 @@
+"""A trained agent loaded from a run folder: `rollax.load_agent(path).predict(obs)`.
+
+The policy is rebuilt from the run's `config.json` and filled with one seed's params, from its
+best-evaluation checkpoint (`seed_<k>/checkpoints/best`) or the run's newest training
+checkpoint (`checkpoints/<step>`). Nothing is trained or compiled beyond the policy itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rollax.logging.checkpoint import load_checkpoint
+from rollax.logging.run_callbacks import CHECKPOINT_FORMAT
+from rollax.rollout.collector import env_actions, policy_distribution
+from rollax.rollout.host_collector import GYMNASIUM_PREFIX, check_gymnasium_id
+from rollax.run.evaluation import find_run, read_experiment
+from rollax.run.experiment import Experiment
+from rollax.run.learner import build_model
+from rollax.run.plan import Plan, make_plan
+
+CHECKPOINTS = ("best", "last")
+HOST_ONLY_KWARGS = ("autoreset_mode", "vectorization_mode")  # HostCollector's, not the env's
+_SEED_DIR = re.compile(r"^seed_(\d+)$")
+
+
+class Agent:
+    """One seed's trained policy with the env it was trained on.
+
+    `model`: the policy module (`model(obs)` gives its distribution); `env`/`env_params`: the
+    run's env from its config (for `gymnasium:<id>` runs a `gymnasium.Env` and None);
+    `experiment`, `seed`, `step` (env steps trained when the checkpoint was written) and
+    `checkpoint` ("best" or "last") say where it comes from.
+    """
+
+    def __init__(self, experiment: Experiment, plan: Plan, model: nnx.Module, seed: int,
+                 step: int, checkpoint: str):
+        self.experiment, self.model = experiment, model
+        self.seed, self.step, self.checkpoint = seed, step, checkpoint
+        self.observation_space, self.action_space = plan.observation_space, plan.action_space
+        if plan.host_env_id is None:
+            self.env, self.env_params = plan.env, plan.env_params
+            self._action_start = 0
+        else:
+            gym_id = check_gymnasium_id(plan.host_env_id.removeprefix(GYMNASIUM_PREFIX))
+            kwargs = {k: v for k, v in experiment.env.kwargs.items() if k not in HOST_ONLY_KWARGS}
+            self.env, self.env_params = gymnasium.make(gym_id, **kwargs), None
+            self._action_start = int(getattr(self.env.action_space, "start", 0))
+        self._graphdef, self._state = nnx.split(model)
+        self._key = jax.random.key(seed)
+
+    def act(self, observations: Any, key: jax.Array | None = None, deterministic: bool = True
+            ) -> jax.Array:
+        """Env actions for a batch of observations `[B, *obs_shape]`: the policy's mode, or a
+        sample with `key` when not `deterministic`; continuous actions clipped to the Box."""
+        if not deterministic and key is None:
+            raise ValueError("act(deterministic=False) samples actions: pass key=jax.random.key(...)")
+        observations = jnp.asarray(observations, self.observation_space.dtype)
+        if observations.shape[1:] != tuple(self.observation_space.shape):
+            raise ValueError(f"observations of shape {observations.shape}: expected a batch "
+                             f"[B, {', '.join(map(str, self.observation_space.shape))}]")
+        key = jax.random.key(0) if key is None else key
+        actions = _act(self._graphdef, self._state, observations, key, deterministic,
+                       self.action_space)
+        return actions + self._action_start if self._action_start else actions
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """Stable-Baselines3's `predict`: one observation gives one action, a batch
+        `[B, *obs_shape]` a batch; returns `(actions, None)` (no recurrent state, so `state`
+        and `episode_start` are accepted for SB3's signature and unused). Samples, when not
+        `deterministic`, come from a key chain that starts at the seed."""
+        observation = np.asarray(observation)
+        shape = tuple(self.observation_space.shape)
+        single = observation.shape == shape
+        if not single and observation.shape[1:] != shape:
+            raise ValueError(f"observation of shape {observation.shape}: expected {shape} or a "
+                             f"batch [B, {', '.join(map(str, shape))}]")
+        key = None
+        if not deterministic:
+            self._key, key = jax.random.split(self._key)
+        actions = np.asarray(self.act(observation[None] if single else observation, key,
+                                      deterministic))
+        return (actions[0] if single else actions), None
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _act(graphdef, state, observations, key, deterministic, action_space):
+    distribution, _ = policy_distribution(nnx.merge(graphdef, state), observations, action_space)
+    actions = distribution.mode() if deterministic else distribution.sample(key)
+    return env_actions(actions, action_space)
+
+
+def load_agent(run_dir: str | Path, seed: int | None = None, checkpoint: str = "best") -> Agent:
+    """The policy of a saved run, ready to act.
+
+    `run_dir`: a seed folder (`.../seed_<k>`), a run folder (then `seed` picks one of its
+    seeds, default the first) or an experiment folder (its newest run). `checkpoint`: "best"
+    (the params at the seed's best evaluation, `[logging] best_metric`) or "last" (the newest
+    training checkpoint).
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
+        raise ValueError(f"seed must be an int (one of the run's seeds) or None, got {seed!r}")
+    run_dir, seed = _run_and_seed(Path(run_dir), seed)
+    experiment = read_experiment(run_dir)
+    if seed is None:
+        seed = experiment.seed_list[0]
+    elif seed not in experiment.seed_list:
+        raise ValueError(f"seed={seed} is not a seed of {run_dir}; its seeds: {experiment.seed_list}")
+    plan = make_plan(experiment)
+    # the params' structure; the key is irrelevant, every value is overwritten
+    model = build_model(experiment.agent, plan, jax.random.key(0))
+    params = nnx.state(model, nnx.Param)
+    if checkpoint == "best":
+        params, step = _load_best(run_dir / f"seed_{seed}" / "checkpoints" / "best", params)
+    else:
+        params, step = _load_last(run_dir / "checkpoints", params, experiment.seed_list.index(seed))
+    nnx.update(model, params)
+    return Agent(experiment, plan, model, int(seed), step, checkpoint)
+
+
+def _run_and_seed(path: Path, seed: int | None) -> tuple[Path, int | None]:
+    """The run folder and the seed a seed folder names (it must agree with `seed`)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no run folder at {path}")
+    match = _SEED_DIR.match(path.name)
+    if match is None:
+        return find_run(path), seed
+    if seed is not None and seed != int(match[1]):
+        raise ValueError(f"seed={seed} disagrees with the seed folder {path}")
+    return path.parent, int(match[1])
+
+
+def _load_best(best_dir: Path, params: nnx.State) -> tuple[nnx.State, int]:
+    if not best_dir.is_dir():
+        raise FileNotFoundError(f"{best_dir} does not exist: this run saved no best-model "
+                                "checkpoint ([logging] checkpoint = false, or no evaluation); "
+                                "load checkpoint='last' instead")
+    loaded, metadata = load_checkpoint(best_dir, target=params)
+    return loaded, int(metadata["env_steps"])
+
+
+def _load_last(directory: Path, params: nnx.State, seed_index: int) -> tuple[nnx.State, int]:
+    """One seed's params from the run's newest stacked training state (read without a
+    target: building the whole training state would compile the run's init)."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist: this run saved no training "
+                                "checkpoint ([logging] checkpoint = false)")
+    state, metadata = load_checkpoint(directory)
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{directory} was written by an earlier rollax (training-state format "
+                         f"{metadata.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}); "
+                         "train a new run")
+    model_state = state["train"]["model_optimizer"]["0"]  # the (model, optimizer) tuple's model
+    seed_params = jax.tree.map(lambda x: np.asarray(x)[seed_index], model_state)
+    nnx.replace_by_pure_dict(params, _only(seed_params, nnx.to_pure_dict(params)))
+    return params, int(metadata["env_steps"])
+
+
+def _only(tree: dict, like: dict) -> dict:
+    """The entries of `tree` at the paths of `like` (the model's params among its variables);
+    orbax hands integer keys (list indices) back as strings."""
+    picked = {k: tree[k if k in tree else str(k)] for k in like}
+    return {k: _only(picked[k], v) if isinstance(v, dict) else picked[k] for k, v in like.items()}
