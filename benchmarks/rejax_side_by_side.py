@@ -59,8 +59,15 @@ def train_rejax(seeds: int, first_seed: int) -> tuple[np.ndarray, np.ndarray, np
     from rejax import PPO
     from rejax.evaluate import evaluate
 
+    class FiveValueStep(LegacyStepAPIWrapper):
+        """rejax reads the five-value step of gymnax < 1.0; it also deep-copies its config, and
+        a bare copy of the wrapper recurses in its `__getattr__`, so a copy is the wrapper."""
+
+        def __deepcopy__(self, memo):
+            return self
+
     env, env_params = gymnax.make("CartPole-v1")
-    env = LegacyStepAPIWrapper(env)
+    env = FiveValueStep(env)
 
     def greedy_returns(algo, ts, rng):
         def act(obs, _):
