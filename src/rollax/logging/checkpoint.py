@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -173,6 +174,7 @@ def _disk_full_named(step_dir: Path) -> Iterator[None]:
     """A full disk as one `OSError(ENOSPC)` naming the step, with orbax's half-written
     temporary folder removed (its space back for the logs). orbax's writer threads log each
     failed write with a traceback: silenced here, the error itself is raised."""
+    _ignore_abandoned_callbacks()
     try:
         with _absl_quiet():
             yield
@@ -183,6 +185,24 @@ def _disk_full_named(step_dir: Path) -> Iterator[None]:
         for tmp in step_dir.parent.glob(f"{step_dir.name}.orbax-checkpoint-tmp*"):
             shutil.rmtree(tmp, ignore_errors=True)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(step_dir)) from None
+
+
+def _ignore_abandoned_callbacks() -> None:
+    """When a save or restore fails, tensorstore finishes the operations orbax abandoned and
+    their callbacks find orbax's event loop closed: dozens of "Event loop is closed" tracebacks
+    (via `sys.unraisablehook`, from other threads, before and after the error reaches us).
+    Installed before each save and restore, once per process; drops those only."""
+    previous = sys.unraisablehook
+    if getattr(previous, "rollax_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not (unraisable.object is None and isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.rollax_filter = True
+    sys.unraisablehook = hook
 
 
 @contextlib.contextmanager
@@ -331,6 +351,7 @@ def load_checkpoint(
         )
         _check_stored_shapes(step_path / "state", abstract)
         state_args = ocp.args.StandardRestore(abstract)
+    _ignore_abandoned_callbacks()
     try:
         with checkpoint_manager(directory, read_only=True) as manager:
             restored = manager.restore(
