@@ -1,6 +1,6 @@
 """Bad inputs and faults, tried as a user would meet them; one table of what happened.
 
-    python benchmarks/adversarial.py            # about 5-8 minutes on 2 CPU cores
+    python benchmarks/adversarial.py            # 55-190 s on 2 busy CPU cores (516 cases)
 
 Each case is classified as a clear error (a ValueError, or exit 1/2 with one `rollax ...:
 error:` line naming the thing, argparse's usage line allowed), a handled case (a case that must
@@ -13,7 +13,8 @@ The cases come from lists: the bad preset values of tests/test_preset_validation
 key of the shipped CartPole experiment crossed with values of the wrong kind (in-process through
 `rollax.cli.main`, with training replaced by building the plan; a sample as real subprocesses),
 the bad batches of tests/test_batch_checks.py through the trainers' `train_step`, bad calls on
-rollax's Gymnasium ids, bad command lines, damaged run folders, and kill -9 at several points.
+rollax's Gymnasium ids, bad command lines, damaged run folders, a full disk (injected, and on a
+small tmpfs where this user may mount one), and kill -9 at several points.
 """
 
 from __future__ import annotations
@@ -364,6 +365,39 @@ def _steps_lost(run: Path, total: int, read_jsonl, seen_by_tensorboard) -> int:
     return wrong + sum((logged - shown).values()) + sum((shown - logged).values())
 
 
+# -- a full disk ------------------------------------------------------------------------------
+def run_full_disk(root: Path) -> None:
+    """The disk fills after N metrics.jsonl writes (injected), or for real on a small tmpfs
+    (root only): one clear line and exit 1 each time."""
+    from test_faults import FullAfter, can_mount_tmpfs
+    from test_resume import TINY
+
+    import rollax.logging.logger as logger_module
+
+    real_init = logger_module.Logger.__init__
+    for room in (0, 1, 4, 12):
+        def init_on_a_small_disk(self, *args, room=room, **kwargs):
+            real_init(self, *args, **kwargs)
+            self._jsonl = FullAfter(self._jsonl, room=room)
+
+        logger_module.Logger.__init__ = init_on_a_small_disk
+        try:
+            sets = [a for o in [*TINY, f"logging.root='{root / f'full_{room}'}'"] for a in ("--set", o)]
+            try_cli("a full disk", ["train", str(PRESET), "--quiet", *sets])
+        finally:
+            logger_module.Logger.__init__ = real_init
+    for size in ("16k", "24k", "300k"):
+        small = root / f"tmpfs_{size}"
+        if not can_mount_tmpfs(small, size):
+            continue
+        try:
+            record("a full disk (real tmpfs)", size, subprocess_cli(
+                ["train", str(PRESET), "--quiet", "--set", "budget.total_steps=4096",
+                 "--set", f"logging.root='{small}'"], timeout=300))
+        finally:
+            subprocess.run(["umount", str(small)], check=False)
+
+
 # -- the table --------------------------------------------------------------------------------
 def print_table(seconds: float) -> None:
     columns = ["cases", "clear", "handled", "traceback", "silent", "hang"]
@@ -384,7 +418,7 @@ def main_() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for part in (run_command_lines, run_presets, run_damaged, run_kills):
+        for part in (run_command_lines, run_presets, run_damaged, run_full_disk, run_kills):
             part(root)
         run_batches()
         run_gymnasium()
