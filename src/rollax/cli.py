@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from pathlib import Path
@@ -17,6 +18,12 @@ def _import_modules(modules: list[str]) -> None:
             raise ValueError(f"--import-module {module}: {err}") from None
 
 
+def _check_dirs(folders: list[str] | None) -> None:
+    for folder in folders or ():
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--dir {folder}: no such folder")
+
+
 def _train(args: argparse.Namespace) -> int:
     from rollax.cache import enable_compilation_cache
     from rollax.presets import load_experiment
@@ -24,6 +31,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    _check_dirs(args.dir)
     _import_modules(args.import_module)
     if args.resume:
         experiment = _experiment_to_resume(args)
@@ -80,9 +88,7 @@ def _baselines(args: argparse.Namespace) -> int:
 def _presets(args: argparse.Namespace) -> int:
     from rollax.presets import KINDS, describe, preset_files, search_dirs, shipped_dir
 
-    for folder in args.dir:
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"--dir {folder}: no such folder")
+    _check_dirs(args.dir)
     for number, kind in enumerate(KINDS):
         shipped = shipped_dir(kind).resolve()
         user = [str(f) for f in search_dirs(kind, args.dir) if f.resolve() != shipped]
@@ -221,13 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 2 for bad input, 1 for a failed run (a full disk, divergence), 130 for Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, PermissionError) as err:
         print(f"rollax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # a first signal in the loop exits 130 after a checkpoint
+        print(f"rollax {args.command}: interrupted{f' ({err})' if str(err) else ''}; a run that "
+              "had not finished a chunk is not kept", file=sys.stderr)
+        return 130
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        # the records written so far are kept; a run resumes from its last checkpoint
+        print(f"rollax {args.command}: error: disk full while writing {err.filename}: "
+              f"{err.strerror}", file=sys.stderr)
+        return 1
     except RuntimeError as err:
         # imported only here: the training loop imports jax, which `--help` and `envs` never need
         from rollax.run import TrainingDiverged

@@ -13,12 +13,17 @@ older rollax, or a kill between orbax's commit and the manifest) loads with a wa
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
+import shutil
+import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,18 +154,67 @@ def save_to_manager(
     clean_metadata[_KEYS_FIELD] = key_impls
     if step in manager.all_steps():
         raise ValueError(f"checkpoint step {step} already exists in {manager.directory}")
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(storable),
-            metadata=ocp.args.JsonSave(clean_metadata),
-        ),
-        metrics=dict(metrics) if metrics is not None else None,
-    )
-    manager.wait_until_finished()
     step_dir = Path(manager.directory) / str(step)
-    if step_dir.is_dir():  # a best-N preservation policy may have dropped it at once
-        _write_manifest(step_dir)
+    with _disk_full_named(step_dir):
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(storable),
+                metadata=ocp.args.JsonSave(clean_metadata),
+            ),
+            metrics=dict(metrics) if metrics is not None else None,
+        )
+        manager.wait_until_finished()
+        if step_dir.is_dir():  # a best-N preservation policy may have dropped it at once
+            _write_manifest(step_dir)
+
+
+@contextlib.contextmanager
+def _disk_full_named(step_dir: Path) -> Iterator[None]:
+    """A full disk as one `OSError(ENOSPC)` naming the step, with orbax's half-written
+    temporary folder removed (its space back for the logs). orbax's writer threads log each
+    failed write with a traceback: silenced here, the error itself is raised."""
+    _ignore_abandoned_callbacks()
+    try:
+        with _absl_quiet():
+            yield
+    except Exception as err:
+        text = f"{err!r} {getattr(err, 'strerror', '')}"
+        if not any(sign in text for sign in ("RESOURCE_EXHAUSTED", "No space left", "Disk quota")):
+            raise
+        for tmp in step_dir.parent.glob(f"{step_dir.name}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(step_dir)) from None
+
+
+def _ignore_abandoned_callbacks() -> None:
+    """When a save or restore fails, tensorstore finishes the operations orbax abandoned and
+    their callbacks find orbax's event loop closed: dozens of "Event loop is closed" tracebacks
+    (via `sys.unraisablehook`, from other threads, before and after the error reaches us).
+    Installed before each save and restore, once per process; drops those only."""
+    previous = sys.unraisablehook
+    if getattr(previous, "rollax_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not (unraisable.object is None and isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.rollax_filter = True
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _absl_quiet() -> Iterator[None]:
+    """orbax's log lines (via absl) off; its errors still raise."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
 
 
 def _file_digests(step_dir: Path) -> dict[str, str]:
@@ -201,6 +255,43 @@ def _verify_manifest(step_dir: Path) -> None:
         if actual[name] != expected[name]:
             raise ValueError(f"checkpoint {step_dir} is corrupt: {name} does not match its "
                              "recorded checksum")
+
+
+def _leaf_names(tree: Any) -> dict[str, Any]:
+    """``{"a/b/0": leaf}``: dict keys, attributes and indices alike, as orbax stores them."""
+
+    def name(entry: Any) -> str:
+        for field in ("key", "name", "idx"):
+            if hasattr(entry, field):
+                return str(getattr(entry, field))
+        return str(entry)
+
+    return {"/".join(name(e) for e in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_stored_shapes(state_dir: Path, abstract: Any) -> None:
+    """ValueError naming the first leaf whose stored shape or presence differs from the
+    target's. Checked before orbax reads: its failed restores leave async reads behind that
+    print dozens of "Event loop is closed" tracebacks after the error."""
+    try:
+        with _absl_quiet(), ocp.StandardCheckpointer() as checkpointer:  # it warns of no step metadata
+            stored = _leaf_names(checkpointer.metadata(state_dir).item_metadata)
+    except Exception:  # noqa: BLE001 - an unreadable _METADATA: the restore below names it
+        return
+    wanted = _leaf_names(abstract)
+    for name in sorted(stored.keys() | wanted.keys()):
+        if name not in stored:
+            raise ValueError(f"checkpoint {state_dir.parent} does not match the target: it has no "
+                             f"{name!r} (its state was saved by a different program)")
+        if name not in wanted:
+            raise ValueError(f"checkpoint {state_dir.parent} does not match the target: it holds "
+                             f"{name!r}, which the target lacks")
+        if tuple(stored[name].shape) != tuple(wanted[name].shape):
+            raise ValueError(f"checkpoint {state_dir.parent} does not match the target: {name!r} "
+                             f"has shape {tuple(stored[name].shape)} there, the target "
+                             f"{tuple(wanted[name].shape)} (a different network, batch or seed "
+                             "count?)")
 
 
 def save_checkpoint(
@@ -258,7 +349,9 @@ def load_checkpoint(
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x)), storable_target
         )
+        _check_stored_shapes(step_path / "state", abstract)
         state_args = ocp.args.StandardRestore(abstract)
+    _ignore_abandoned_callbacks()
     try:
         with checkpoint_manager(directory, read_only=True) as manager:
             restored = manager.restore(

@@ -7,6 +7,7 @@ step is always the number of environment steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -14,7 +15,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -91,6 +92,7 @@ class EventFile:
 
     def __init__(self, log_dir: Path, flush_secs: float, purge_step: int | None) -> None:
         self._file = EventsWriter(str(log_dir / "events"))
+        self.path = Path(self._file._file_name)  # tensorboardX names it (time, host)
         self._flush_secs = flush_secs
         self._next_flush = time.monotonic() + flush_secs
         if purge_step is not None:  # as SummaryWriter: TensorBoard hides older events >= it
@@ -149,8 +151,10 @@ class Logger:
                     stacklevel=2,
                 )
             record[tag] = _json_number(scalar)
-            self._events.add(summary.scalar(tag, scalar), step)
-        self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
+            with _naming_the_file(self._events.path):
+                self._events.add(summary.scalar(tag, scalar), step)
+        with _naming_the_file(self.jsonl_path):
+            self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
 
     def log_scalar(self, tag: str, value: Any, step: int) -> None:
         """Log one scalar (see ``log_scalars``)."""
@@ -211,16 +215,21 @@ class Logger:
     def flush(self) -> None:
         """Push buffered records to disk (call between jitted chunks and before exiting)."""
         if not self._closed:
-            self._jsonl.flush()
-            self._events.flush()
+            with _naming_the_file(self.jsonl_path):
+                self._jsonl.flush()
+            with _naming_the_file(self._events.path):
+                self._events.flush()
 
     def close(self) -> None:
         """Flush and close both files; further logging raises ``RuntimeError``."""
         if not self._closed:
-            self.flush()
-            self._jsonl.close()
-            self._events.close()
-            self._closed = True
+            self._closed = True  # also when a full disk fails the last flush: closed, not retried
+            try:
+                with _naming_the_file(self.jsonl_path):
+                    self._jsonl.close()  # flushes
+            finally:
+                with _naming_the_file(self._events.path):
+                    self._events.close()
 
     def __enter__(self) -> Self:
         return self
@@ -243,6 +252,17 @@ class Logger:
         if as_int != step or as_int < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
         return as_int
+
+
+@contextlib.contextmanager
+def _naming_the_file(path: Path) -> Iterator[None]:
+    """A failed buffered write (a full disk) names no file: give it the one being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
 
 
 def _json_default(value: Any) -> Any:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["aggregate_seeds", "load_curve", "plot_runs", "runs_by_folder", "seed_dirs"]
+__all__ = ["aggregate_seeds", "load_curve", "plot_runs", "read_records", "runs_by_folder",
+           "seed_dirs"]
 
 
 def seed_dirs(run_dir: str | Path) -> list[Path]:
@@ -38,14 +40,32 @@ def runs_by_folder(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     return runs
 
 
+def read_records(metrics_jsonl: str | Path) -> list[dict]:
+    """The records of one ``metrics.jsonl``. A torn last line (a run killed mid-write) is
+    skipped with a warning naming the file; a bad line before it is a ValueError naming it."""
+    lines = [(number, line) for number, line in enumerate(
+        Path(metrics_jsonl).read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
+    records = []
+    for number, line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == lines[-1][0]:
+                warnings.warn(f"{metrics_jsonl}: skipped its torn last line {number} (a run "
+                              "killed while writing it)", RuntimeWarning, stacklevel=2)
+                break
+            raise ValueError(f"{metrics_jsonl} line {number} is not JSON: {err}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ValueError(f"{metrics_jsonl} line {number} is not a record with an integer 'step'")
+        records.append(record)
+    return records
+
+
 def load_curve(metrics_jsonl: str | Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """``(steps [K], values [K])`` of ``metric`` in one ``metrics.jsonl``, sorted by step, with
     non-finite values (written as "NaN"/"Infinity") dropped."""
     steps, values = [], []
-    for line in Path(metrics_jsonl).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
+    for record in read_records(metrics_jsonl):
         if metric in record:
             value = float(record[metric])  # float("NaN") / float("Infinity") parse the strings
             if math.isfinite(value):
@@ -58,9 +78,8 @@ def load_curve(metrics_jsonl: str | Path, metric: str) -> tuple[np.ndarray, np.n
 def _available_tags(paths: Sequence[Path]) -> list[str]:
     tags: set[str] = set()
     for path in paths:
-        for line in path.read_text(encoding="utf-8").splitlines()[:50]:
-            if line.strip():
-                tags.update(json.loads(line))
+        for record in read_records(path)[:50]:
+            tags.update(record)
     return sorted(tags - {"step"})
 
 
@@ -101,6 +120,9 @@ def plot_runs(
         raise ValueError("run_dirs is empty")
     if band not in ("minmax", "std"):
         raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
+    out_png = Path(out_png)
+    if not out_png.parent.is_dir():  # a typo must not create folders anywhere
+        raise FileNotFoundError(f"cannot write {out_png}: folder {out_png.parent} does not exist")
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (name, seeds) in enumerate(runs_by_folder(run_dirs).items()):
@@ -124,8 +146,6 @@ def plot_runs(
     band_name = "min-max" if band == "minmax" else "±1 std"
     axes.set_title(f"{metric}: mean over seeds, {band_name} band")
     figure.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_png)
     plt.close(figure)
     return out_png

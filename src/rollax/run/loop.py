@@ -8,6 +8,8 @@ checkpoints, early stopping, ...), evaluates when due, and checks for a stop.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 import time
 import warnings
@@ -53,7 +55,7 @@ def train(
     elif experiment is None:
         raise ValueError("train needs an experiment, or resume=RUN_DIR to continue a run")
     plan, program = make_program(experiment)  # a generative env pretrains here (says so)
-    run, hooks, failed = None, CallbackList(), False
+    run, hooks, failed = None, CallbackList(), None
     say = _announcer(progress and experiment.logging.progress)
     try:
         say(f"compiling the training and evaluation programs for {len(experiment.seed_list)} seed(s)...")
@@ -82,13 +84,15 @@ def train(
                 ep_rew_mean=[s.ep_rew_mean for s in run.episode_stats], env_steps=run.step,
                 compile_seconds=compile_seconds, train_seconds=train_seconds,
                 solved_threshold=experiment.env.solved_threshold, start_step=start_step)
-    except BaseException:
-        failed = True
+    except BaseException as err:
+        failed = err
         if run is not None and run.outcome == "running":
             run.outcome = "failed"
         raise
     finally:
         _finish(run, hooks, program, failed)
+        if failed is not None and run is not None and resume is None and run.iteration == 0:
+            _discard(run)
     return run.result
 
 
@@ -97,17 +101,30 @@ def _announcer(enabled: bool):
     return (lambda line: tqdm.write(line, file=sys.stderr)) if enabled else (lambda line: None)
 
 
-def _finish(run: RunContext | None, hooks: CallbackList, program, failed: bool) -> None:
+def _discard(run: RunContext) -> None:
+    """A fresh run that ended before its first chunk (Ctrl-C while compiling, an error) holds
+    nothing but its config: its folder is removed rather than left looking like a run."""
+    if run.run_dir is not None:
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the experiment's folder, if this was its only run
+            run.run_dir.parent.rmdir()
+
+
+def _finish(run: RunContext | None, hooks: CallbackList, program,
+            failed: BaseException | None) -> None:
     """Every callback's end hook, then the program's resources. When the run already failed,
-    a callback's own error is a warning, so it cannot hide the first error. A first signal
-    waits for the final checkpoint and results (then exits 128 + signal); a second one stops."""
+    a callback's own error is a warning, so it cannot hide the first error (the same full
+    disk again is not news). A first signal waits for the final checkpoint and results (then
+    exits 128 + signal); a second one stops."""
     with graceful_shutdown():
         try:
             if run is not None:
                 hooks.on_train_end(run)
         except Exception as err:
-            if not failed:
+            if failed is None:
                 raise
+            if isinstance(err, OSError) and getattr(failed, "errno", None) == err.errno:
+                return
             warnings.warn(f"a callback failed while ending a failed run: {err!r}", RuntimeWarning,
                           stacklevel=4)
         finally:
