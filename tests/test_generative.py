@@ -190,7 +190,7 @@ def test_encoder_policy_starts_at_encoder_mean_and_is_a_copy(models):
     policy = encoder_policy(vae, log_std_init=-2.0, with_value=True)
     gaussian, value = policy(images)
     mean, log_std = gaussian.mean, gaussian.log_std
-    np.testing.assert_allclose(mean, vae.encoder(images)[0], atol=1e-6)
+    np.testing.assert_allclose(mean, vae.encoder(images)[0], rtol=1e-5, atol=1e-5)  # float32, two programs
     np.testing.assert_allclose(log_std, np.full(vae.latent_dim, -2.0))
     assert value.shape == (4,)
     policy.mean.kernel[...] = policy.mean.kernel[...] + 1.0
