@@ -258,3 +258,14 @@ def test_a_checkpoint_without_a_manifest_loads_with_a_warning(saved):
     with pytest.warns(RuntimeWarning, match=f"{directory / '7'} has no checksum manifest"):
         state, _ = load_checkpoint(directory)
     np.testing.assert_array_equal(state["w"], np.arange(4096.0))
+
+
+def test_a_relative_directory_loads_into_a_target(tmp_path, monkeypatch):
+    """`rollax eval runs/<experiment>` passes a relative path: the shape check before the
+    restore read orbax's metadata of a relative path as empty and refused every checkpoint."""
+    state = {"w": jnp.arange(6.0).reshape(2, 3), "key": jax.random.key(1)}
+    save_checkpoint(tmp_path / "run" / "checkpoints", 5, state)
+    monkeypatch.chdir(tmp_path)
+    restored, _ = load_checkpoint("run/checkpoints", target=state)
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert jax.random.key_data(restored["key"]).tolist() == jax.random.key_data(state["key"]).tolist()
