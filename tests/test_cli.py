@@ -53,9 +53,10 @@ def test_train_prints_the_result_table_and_writes_the_run(cli_run):
     assert (run_dir / "results.json").exists() and (run_dir / "learning_curves.png").exists()
 
 
-def test_eval_reads_the_newest_checkpoint(cli_run, capsys):
+def test_eval_reads_the_newest_checkpoint(cli_run, capsys, caplog):
     run_dir, _ = cli_run
     assert main(["eval", str(run_dir), "--episodes", "2"]) == 0
+    assert not [r.getMessage() for r in caplog.records if r.name == "absl"]  # no orbax chatter
     lines = capsys.readouterr().out.splitlines()
     assert "after 2000 env steps" in lines[0]
     rows = [line.split() for line in lines[1:]]

@@ -128,7 +128,8 @@ def checkpoint_manager(
     ``metadata`` items. Read-only managers never create, clean up or delete anything."""
     directory = Path(directory).absolute()
     if read_only:
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        with _absl_quiet():  # it logs that it sets save_interval_steps=0
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
     else:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if preservation_policy is not None else max_to_keep,
@@ -137,7 +138,8 @@ def checkpoint_manager(
             create=True,
             cleanup_tmp_directories=True,  # leftovers of a run killed mid-write
         )
-    return ocp.CheckpointManager(directory, item_names=("state", "metadata"), options=options)
+    with _absl_quiet():  # a read-only manager logs that it is read-only
+        return ocp.CheckpointManager(directory, item_names=("state", "metadata"), options=options)
 
 
 def save_to_manager(
