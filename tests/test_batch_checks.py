@@ -67,6 +67,9 @@ def valid_batch(name, rng):
     def choices(*shape, n=NUM_ACTIONS):
         return rng.integers(0, n, shape).astype(np.int32)
 
+    def near_uniform(n, *shape):  # old log-probs near the fresh policy's, so the clipped
+        return np.float32(-np.log(n)) + floats(*shape, low=-0.05, high=0.05)  # ratio has a gradient
+
     if name == "reinforce":
         return {"observations": floats(T, N, OBS_DIM), "actions": choices(T, N), "rewards": floats(T, N),
                 "dones": rng.random((T, N)) < 0.5}
@@ -77,11 +80,11 @@ def valid_batch(name, rng):
         mask = np.ones((B, SEQ_LEN), bool)
         mask[1, -1] = False
         return {"observations": choices(B, SEQ_LEN, n=VOCAB), "actions": choices(B, SEQ_LEN, n=VOCAB),
-                "mask": mask, "rewards": floats(B), "log_probs": floats(B, SEQ_LEN, low=-3, high=0),
+                "mask": mask, "rewards": floats(B), "log_probs": near_uniform(VOCAB, B, SEQ_LEN),
                 "ref_log_probs": floats(B, SEQ_LEN, low=-3, high=0), "group_size": 2}
     if name == "rloo":
         return {"observations": floats(B, OBS_DIM), "actions": choices(B), "rewards": floats(B),
-                "log_probs": floats(B, low=-3, high=0), "ref_log_probs": floats(B, low=-3, high=0),
+                "log_probs": near_uniform(NUM_ACTIONS, B), "ref_log_probs": floats(B, low=-3, high=0),
                 "group_size": 2}
     return {"chosen_observations": floats(3, OBS_DIM), "chosen_actions": choices(3),
             "rejected_observations": floats(3, OBS_DIM), "rejected_actions": choices(3),
