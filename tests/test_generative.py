@@ -184,6 +184,19 @@ def test_vae_realism_scores_prior_latents_above_box_corners(models):
     assert np.median(corner_score) < np.median(real_score)
 
 
+def test_a_model_loaded_from_the_cache_holds_device_arrays(models):
+    """NumPy leaves were written in place through `variable[...] = ...`, so fine-tuning a copy
+    (`encoder_policy`) of a cached VAE changed the VAE too."""
+    vae, report = load_pretrained("vae")  # the fixture trained or loaded it: now from the cache
+    assert report["source"] == "cache"
+    leaves = jax.tree.leaves(nnx.state(vae))
+    assert leaves and all(isinstance(leaf, jax.Array) for leaf in leaves)
+    policy = encoder_policy(vae)
+    kernel = np.array(vae.encoder.mean.kernel[...])
+    policy.mean.kernel[...] = policy.mean.kernel[...] + 1.0
+    np.testing.assert_array_equal(vae.encoder.mean.kernel[...], kernel)
+
+
 def test_encoder_policy_starts_at_encoder_mean_and_is_a_copy(models):
     vae, _ = models["vae"]
     images = jnp.asarray(load_digits_split().test_images[:4])

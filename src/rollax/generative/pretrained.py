@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -141,5 +142,7 @@ def _read(path: Path, model: nnx.Module) -> dict[str, Any]:
                              f"model expects {expected.shape} {expected.dtype}")
         if not np.all(np.isfinite(stored)):
             raise ValueError(f"array {i} holds non-finite values")
-    nnx.update(model, jax.tree.unflatten(treedef, leaves))
+    # device arrays, as after training: NumPy leaves would be written in place by
+    # `variable[...] = ...`, reaching every `nnx.clone` of the model that shares them
+    nnx.update(model, jax.tree.unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves]))
     return report
