@@ -52,8 +52,9 @@ def train_rollax(seeds: int, first_seed: int) -> tuple[np.ndarray, np.ndarray, n
             seconds)
 
 
-def train_rejax(seeds: int, first_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """The same figures for rejax, evaluated greedily (the mode of its policy) like rollax."""
+def rejax_ppo(eval_every: int):
+    """rejax's PPO at its published CartPole settings, evaluated greedily (the mode of its
+    policy, 10 episodes) every `eval_every` steps, like rollax."""
     import gymnax
     from gymnax.wrappers import LegacyStepAPIWrapper
     from rejax import PPO
@@ -75,8 +76,13 @@ def train_rejax(seeds: int, first_seed: int) -> tuple[np.ndarray, np.ndarray, np
             return jnp.argmax(logits[0])
         return evaluate(act, rng, env, env_params, EVAL_EPISODES, env_params.max_steps_in_episode)
 
-    algo = PPO.create(env=env, env_params=env_params, eval_freq=EVAL_EVERY, **REJAX_PPO)
-    algo = algo.replace(eval_callback=greedy_returns)
+    algo = PPO.create(env=env, env_params=env_params, eval_freq=eval_every, **REJAX_PPO)
+    return algo.replace(eval_callback=greedy_returns)
+
+
+def train_rejax(seeds: int, first_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The same figures for rejax."""
+    algo = rejax_ppo(EVAL_EVERY)
     keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
     start = time.perf_counter()
     _, (_, returns) = jax.block_until_ready(jax.jit(jax.vmap(algo.train))(keys))
