@@ -41,6 +41,7 @@ import numpy as np
 
 import rollax.run
 from rollax.cli import main
+from rollax.logging.logger import flatten_dotted
 
 RESULTS: dict[str, Counter] = defaultdict(Counter)
 LOST: dict[str, int] = defaultdict(int)
@@ -137,7 +138,7 @@ def preset_cases() -> list[str]:
     from rollax.presets import load_experiment
 
     cases = [c[0] for c in reported.test_bad_values_are_rejected_at_load_naming_key_and_value.pytestmark[0].args[1]]
-    flat = _flat(load_experiment(PRESET).to_dict())
+    flat = flatten_dotted(load_experiment(PRESET).to_dict())
     for key, value in sorted(flat.items()):
         if key in ("logging.root", "name", "description") or value is None:
             continue  # any string is a valid root or name below the log root
@@ -146,16 +147,6 @@ def preset_cases() -> list[str]:
     cases += [f"{table}.no_such_key=1" for table in ("budget", "eval", "logging", "agent.config",
                                                        "agent.optimizer", "agent.network", "env")]
     return cases
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def run_presets(root: Path) -> None:

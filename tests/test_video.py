@@ -82,15 +82,22 @@ def test_missing_pygame_says_what_to_install(monkeypatch):
     assert gymnasium.make("rollax/CartPole-v1").unwrapped.metadata["render_modes"] == []
 
 
-def test_gif_has_one_frame_per_step_starting_at_the_reset(run_dir, tmp_path):
-    path, frames = rollax.record_video(run_dir, tmp_path / "a.gif", checkpoint="last")
+def greedy_episode(run_dir, env_id):
+    """The reset frame and the step count of one greedy episode of the run's agent, played in
+    Gymnasium's `env_id` as the video records it."""
     agent = rollax.load_agent(run_dir, checkpoint="last")
-    env = gymnasium.make("rollax/CartPole-v1", render_mode="rgb_array")
+    env = gymnasium.make(env_id, render_mode="rgb_array")
     observation, _ = env.reset(seed=agent.seed)
     first, steps, done = env.render(), 0, False
     while not done:
         observation, _, terminated, truncated, _ = env.step(agent.predict(observation)[0])
         steps, done = steps + 1, terminated or truncated
+    return first, steps
+
+
+def test_gif_has_one_frame_per_step_starting_at_the_reset(run_dir, tmp_path):
+    path, frames = rollax.record_video(run_dir, tmp_path / "a.gif", checkpoint="last")
+    first, steps = greedy_episode(run_dir, "rollax/CartPole-v1")
     assert path == tmp_path / "a.gif" and frames == steps + 1
     with Image.open(path) as gif:
         # Pillow merges identical consecutive frames into one longer frame
@@ -137,13 +144,7 @@ def test_gymnasium_run_is_filmed_in_its_own_env(tmp_path):
     """A `gymnasium:CartPole-v1` run: Gymnasium's CartPole drawn by Gymnasium itself."""
     run_dir = train_in(tmp_path, preset("gymnasium_cartpole"))[1]
     path, frames = rollax.record_video(run_dir, tmp_path / "host.gif", checkpoint="last")
-    agent = rollax.load_agent(run_dir, checkpoint="last")
-    env = gymnasium.make("CartPole-v1", render_mode="rgb_array")
-    observation, _ = env.reset(seed=agent.seed)
-    first, steps, done = env.render(), 0, False
-    while not done:
-        observation, _, terminated, truncated, _ = env.step(agent.predict(observation)[0])
-        steps, done = steps + 1, terminated or truncated
+    first, steps = greedy_episode(run_dir, "CartPole-v1")
     assert frames == steps + 1
     with Image.open(path) as gif:
         np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), first)

@@ -187,7 +187,7 @@ class Logger:
         tmp.write_text(as_json + "\n", encoding="utf-8")
         os.replace(tmp, self.log_dir / "config.json")
         values = {key: _hparam_value(value) for key, value in
-                  {**_flatten(hparams), **(session or {})}.items() if value is not None}
+                  {**flatten_dotted(hparams), **(session or {})}.items() if value is not None}
         experiment, session_start, _ = summary.hparams(values, dict.fromkeys(metrics, 0.0))
         self._events.add(experiment, 0)  # the plugin reads names from here, values from ssi
         self._events.add(session_start, 0)
@@ -281,12 +281,14 @@ def _hparam_value(value: Any) -> str | bool | float:
     return json.dumps(value, default=_json_default)
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`: nested settings named by their dotted keys (the
+    HPARAMS names, the keys a resume conflict names)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten_dotted(value, f"{name}."))
         else:
             flat[name] = value
     return flat

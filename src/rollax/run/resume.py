@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rollax.logging.checkpoint import available_steps
+from rollax.logging.logger import flatten_dotted
 from rollax.run.evaluation import read_experiment
 from rollax.run.experiment import Experiment
 from rollax.run.plan import chunk_size
@@ -29,7 +30,7 @@ def resumed_experiment(run_dir: str | Path, experiment: Experiment | None = None
     saved = read_experiment(run_dir)
     if experiment is None:
         return saved
-    old, new = _flat(saved.to_dict()), _flat(experiment.to_dict())
+    old, new = flatten_dotted(saved.to_dict()), flatten_dotted(experiment.to_dict())
     changed = sorted(key for key in old.keys() | new.keys()
                      if old.get(key) != new.get(key) and key not in NOT_COMPARED)
     conflicts = [key for key in changed if key != "budget.total_steps"]
@@ -65,15 +66,4 @@ def _check_new_total(saved: Experiment, total: int, checkpoint_step: int) -> Non
         raise ValueError(f"{where}: {iterations - done} iterations after the checkpoint at env "
                          f"step {checkpoint_step} are not a whole number of chunks of {chunk}; "
                          "pick a total that is")
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """`{"a": {"b": 1}}` -> `{"a.b": 1}`, so a difference is named by its dotted key."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
