@@ -1,10 +1,19 @@
 """Test-wide settings: CPU JAX (no accelerator needed, deterministic), shared fixtures."""
 
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One cache root for the whole suite (and across sessions): test runs that share a program
+# shape compile it once. Tests that need their own root set ROLLAX_CACHE_DIR themselves.
+os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
 
 import pytest
+
+from rollax.cache import enable_compilation_cache
+
+enable_compilation_cache()
 
 
 @pytest.fixture(scope="session")

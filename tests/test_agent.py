@@ -6,16 +6,12 @@ turns on the compilation cache; (`-m slow`) a solved CartPole run reaches its re
 in Gymnasium's own CartPole driven by `predict`."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import gymnasium
 import jax
 import numpy as np
 import pytest
-
-os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
 
 import rollax
 from rollax.cache import compiled_dir

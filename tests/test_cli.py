@@ -6,15 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 from test_logging import read_jsonl, scalar_events
-
-os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
 
 from rollax.cli import main
 

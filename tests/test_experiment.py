@@ -6,7 +6,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import jax
@@ -16,16 +15,11 @@ import pytest
 from flax import nnx
 from test_logging import read_jsonl, scalar_events
 
-os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
-
-from rollax.cache import enable_compilation_cache
 from rollax.logging import available_steps, load_checkpoint
 from rollax.presets import load_experiment
 from rollax.run import TrainingDiverged, train
 from rollax.run.learner import build_model
 from rollax.run.plan import make_plan
-
-enable_compilation_cache()  # the runs below share one program shape: compile it once
 
 ROOT = Path(__file__).resolve().parent.parent
 NUM_ENVS, NUM_STEPS, TOTAL = 4, 50, 2000

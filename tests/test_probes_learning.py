@@ -2,8 +2,6 @@
 few thousand env steps (see `rollax.envs.probes`). The truncation probe catches bootstrap bugs:
 treating its time limit as termination would give V(s) ~ 3.4 instead of 1/(1-gamma) = 10."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import jax
@@ -11,17 +9,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
-
-from rollax.cache import enable_compilation_cache
 from rollax.logging import load_checkpoint
 from rollax.networks.distributions import as_distribution
 from rollax.presets import load_experiment
 from rollax.run import train
 from rollax.run.learner import build_model
 from rollax.run.plan import make_plan
-
-enable_compilation_cache()
 
 ROOT = Path(__file__).resolve().parent.parent
 OBS = np.array([[0.0], [1.0], [-1.0]], np.float32)

@@ -10,23 +10,17 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from test_logging import read_jsonl
 
-os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
-
-from rollax.cache import enable_compilation_cache
 from rollax.cli import main
 from rollax.logging import Callback, Logger, available_steps
 from rollax.presets import load_experiment, preset_names
 from rollax.run import train
 from rollax.run.experiment import Experiment
-
-enable_compilation_cache()
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "experiments" / "cartpole_ppo.toml"
@@ -212,11 +206,9 @@ def test_a_periodic_checkpoint_on_the_last_chunk_is_not_saved_twice(tmp_path):
 KILLED_AFTER_FINAL_CHECKPOINT = """
 import os, signal, sys
 import rollax.logging.run_callbacks as run_callbacks
-from rollax.cache import enable_compilation_cache
 from rollax.presets import load_experiment
 from rollax.run import train
 
-enable_compilation_cache()
 
 # the results are written right after the final checkpoint: die there, as kill -9 would
 run_callbacks.write_results = lambda result: os.kill(os.getpid(), signal.SIGKILL)

@@ -5,9 +5,7 @@ learning rate actually used, per-seed TensorBoard HPARAMS and fps, periodic eval
 import contextlib
 import io
 import json
-import os
 import re
-import tempfile
 import types
 from pathlib import Path
 
@@ -16,17 +14,12 @@ import pytest
 from tensorboardX.proto import event_pb2
 from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
-os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
-
-from rollax.cache import enable_compilation_cache
 from rollax.logging import Callback
 from rollax.logging.callbacks import Evaluation
 from rollax.logging.run_callbacks import MetricsLogger, SampleImages
 from rollax.logging.run_dir import claim_run_folder, newest_run, overrides_label
 from rollax.presets import load_experiment
 from rollax.run import train
-
-enable_compilation_cache()
 
 LR, SEEDS, NUM_ENVS, NUM_STEPS, K, TOTAL = 1e-3, 2, 4, 16, 2, 384
 EPOCHS, MINIBATCHES = 2, 2  # 4 optimizer updates per iteration
