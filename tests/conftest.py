@@ -10,8 +10,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
 
 import pytest
+from hypothesis import settings
 
 from rollax.cache import enable_compilation_cache
+
+# Property suites draw the same examples on every run, so CI cannot fail on a draw nobody saw
+# locally; HYPOTHESIS_PROFILE=explore draws fresh ones when hunting for new cases.
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 enable_compilation_cache()
 
