@@ -20,9 +20,11 @@ def learning_rate_schedule(spec: OptimizerSpec, total_updates: int) -> optax.Sch
     return optax.constant_schedule(spec.learning_rate)
 
 
-def make_optimizer(spec: OptimizerSpec, total_updates: int) -> optax.GradientTransformation:
-    """The agent's optimizer, its rate from `learning_rate_schedule`."""
-    lr = learning_rate_schedule(spec, total_updates)
+def make_optimizer(spec: OptimizerSpec, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """The agent's optimizer. A constant rate goes in as a number: a schedule would add a
+    step counter to the optimizer state (and so to every checkpoint) that `nnx.Optimizer`
+    already keeps."""
+    lr = schedule if spec.anneal_lr else spec.learning_rate
     if spec.name == "sgd":
         return optax.sgd(lr)
     if spec.name == "rmsprop":
@@ -49,8 +51,8 @@ class Learner:
     def __init__(self, agent: AgentSpec, plan: Plan):
         self.agent, self.plan = agent, plan
         total_updates = plan.iterations * plan.updates_per_iteration
-        self.tx = make_optimizer(agent.optimizer, total_updates)
         self.learning_rate = learning_rate_schedule(agent.optimizer, total_updates)
+        self.tx = make_optimizer(agent.optimizer, self.learning_rate)
 
         def abstract_model_and_optimizer():  # shapes only: nothing is computed or compiled
             model = build_model(agent, plan, jax.random.key(0))
