@@ -145,6 +145,19 @@ def test_train_and_baselines_accept_repeated_dirs():
     assert build_parser().parse_args(["baselines"]).dir is None
 
 
+@pytest.mark.parametrize(("argv", "seed"), [([], 0), (["--first-seed", "10"], 10)])
+def test_baselines_first_seed_moves_the_seeds_without_naming_the_run_folders(monkeypatch, argv, seed):
+    import rollax.run.baselines as baselines
+    from rollax.cli import main
+
+    seen = []
+    monkeypatch.setattr(baselines, "run_baselines", lambda experiments, progress: seen.extend(experiments) or [])
+    monkeypatch.setattr(baselines, "baseline_table", lambda rows: "")
+    assert main(["baselines", "--seeds", "2", *argv]) == 0
+    assert seen and all(e.seed_list == [seed, seed + 1] for e in seen)
+    assert all(e.logging.run_name == "" for e in seen)  # run folders named by the timestamp alone
+
+
 def _can_build_wheels_offline() -> bool:
     try:
         version = tuple(int(x) for x in importlib.metadata.version("setuptools").split(".")[:2])

@@ -79,7 +79,9 @@ def _baselines(args: argparse.Namespace) -> int:
     if not paths:
         where = args.dir or ["./experiments", str(shipped_dir("experiments"))]
         raise ValueError(f"no experiment in {', '.join(map(str, where))} is tagged 'baseline'")
-    experiments = [load_experiment(p, [f"seed={args.first_seed}"], seeds=args.seeds) for p in paths]
+    experiments = [load_experiment(p, seeds=args.seeds) for p in paths]
+    if args.first_seed is not None:  # not an override: the run folders keep their plain names
+        experiments = [experiment.replace(seed=args.first_seed) for experiment in experiments]
     rows = run_baselines(experiments, progress=not args.quiet)
     print(baseline_table(rows))
     return 0 if all(row.passed for row in rows) else 1
@@ -176,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(PASS: at least 80%% of the seeds reach the env's threshold with their greedy eval return)")
     p.add_argument("--seeds", type=int, default=5,
                    help="seeds per experiment, trained together in one program (default 5)")
-    p.add_argument("--first-seed", type=int, default=0,
-                   help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default 0), to check another seed set")
+    p.add_argument("--first-seed", type=int,
+                   help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default: each preset's seed, "
+                   "0 for the shipped ones), to check another seed set")
     p.add_argument("--dir", action="append", metavar="FOLDER",
                    help="a folder of experiment presets (repeatable; default: ./experiments/ if it "
                    "exists, then the shipped presets)")
