@@ -269,7 +269,8 @@ class RollaxVectorEnv(gymnasium.vector.VectorEnv):
         **params: Any,
     ):
         if render_mode is not None:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; rollax envs do not render")
+            raise ValueError(f"render_mode {render_mode!r} is not supported: the vector env does "
+                             "not render; gymnasium.make(id, render_mode='rgb_array') does")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)

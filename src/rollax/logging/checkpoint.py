@@ -274,8 +274,8 @@ def _leaf_names(tree: Any) -> dict[str, Any]:
 
 def _check_stored_shapes(state_dir: Path, abstract: Any) -> None:
     """ValueError naming the first leaf whose stored shape or presence differs from the
-    target's. Checked before orbax reads: its failed restores leave async reads behind that
-    print dozens of "Event loop is closed" tracebacks after the error."""
+    target's, checked before orbax reads (whose own error names a storage path, not a leaf,
+    and once truncated a NumPy target of another shape silently)."""
     state_dir = Path(state_dir).absolute()  # orbax reads a relative path's metadata as empty
     try:
         with _absl_quiet(), ocp.StandardCheckpointer() as checkpointer:  # it warns of no step metadata

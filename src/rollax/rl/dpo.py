@@ -104,11 +104,10 @@ class DPOTrainer(Trainer):
                         for side in SIDES}
 
             self._reference_log_probs = reference_log_probs
-
-    @property
-    def batch_spec(self) -> BatchSpec:
-        needs_refs = not self.config.reference_free and self.reference_model is None
-        return BatchSpec(
+        # the reference log-probs are inputs unless a reference model computes them (or SimPO
+        # needs none); config and reference are fixed, so the spec is built once
+        needs_refs = not self.config.reference_free and reference_model is None
+        self.batch_spec = BatchSpec(
             required=INPUTS + (REFS if needs_refs else ()),
             optional=("chosen_mask", "rejected_mask") + REFS, leading_key="chosen_actions",
             batch_ndim=1, shapes=dict.fromkeys(REFS, STEP),

@@ -112,7 +112,7 @@ class REINFORCETrainer(Trainer):
     def validate(self, batch):
         arrays, static = super().validate(batch)
         keys = self.config.num_baseline_keys
-        if "task_ids" in arrays and self.config.baseline == "ema":
+        if "task_ids" in arrays and arrays["task_ids"].size and self.config.baseline == "ema":
             low, high = int(arrays["task_ids"].min()), int(arrays["task_ids"].max())
             if low < 0 or high >= keys:
                 raise ValueError(f"batch['task_ids'] must lie in [0, num_baseline_keys={keys}), got "
