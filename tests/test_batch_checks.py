@@ -266,3 +266,17 @@ def test_valid_random_batches_still_train(trainers, name, seed):
     metrics = trainer.train_step(batch)
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert any(not np.array_equal(a, b) for a, b in zip(before, parameters(trainer), strict=True))
+
+
+def test_device_arrays_pass_through_the_checks_unchanged():
+    """A batch already on the device is checked on a host copy but handed on as given (one
+    upload per step, not a download and a second upload)."""
+    from rollax.rl.batch_checks import check_batch
+
+    trainer = TRAINERS["reinforce"][0]
+    host = valid_batch("reinforce", np.random.default_rng(0))
+    device = {k: jnp.asarray(v) for k, v in host.items()}
+    arrays, _ = check_batch(device, trainer.batch_spec)
+    assert all(arrays[k] is device[k] for k in device)
+    arrays, _ = check_batch(host, trainer.batch_spec)
+    assert all(isinstance(arrays[k], np.ndarray) for k in host)

@@ -84,8 +84,9 @@ def resolve_keys(batch: Mapping[str, Any], spec: BatchSpec) -> tuple[dict[str, A
 def check_batch(
     batch: Mapping[str, Any], spec: BatchSpec, model: Any = None, cache: dict | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Check `batch` against `spec` (and `model`, when given); return `(arrays, static)` with
-    the arrays as NumPy in the dtypes JAX will use."""
+    """Check `batch` against `spec` (and `model`, when given); return `(arrays, static)`: the
+    caller's device arrays as given (not uploaded twice), others as NumPy in the dtypes JAX
+    will use."""
     values, static = resolve_keys(batch, spec)
     arrays = {key: host_array(key, value) for key, value in values.items()}
     lead = arrays[spec.leading_key].shape[:spec.batch_ndim]
@@ -107,7 +108,8 @@ def check_batch(
     for key, kind in spec.shapes.items():
         if key in arrays:
             check_shape(key, arrays[key].shape, kind, lead, token_shape)
-    return arrays, static
+    return {key: values[key] if isinstance(values[key], jax.Array) else array
+            for key, array in arrays.items()}, static
 
 
 def host_array(key: str, value: Any) -> np.ndarray:

@@ -183,10 +183,12 @@ class Trainer:
 
     def validate(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         """`(arrays, static ints)` of `batch`; subclasses add their own checks on top."""
-        if not self.check_batches:
+        if self.check_batches:
+            values, static = check_batch(batch, self.batch_spec, self.model, self._policy_shapes)
+        else:
             values, static = resolve_keys(batch, self.batch_spec)
-            return {k: jnp.asarray(v) for k, v in values.items()}, static
-        return check_batch(batch, self.batch_spec, self.model, self._policy_shapes)
+        # on the device once: DPO's reference pass and the update share the upload
+        return {k: jnp.asarray(v) for k, v in values.items()}, static
 
     @staticmethod
     def update(graphdef, state, batch, key, config, static) -> tuple[TrainState, dict[str, jax.Array]]:
