@@ -147,8 +147,8 @@ def test_train_and_baselines_accept_repeated_dirs():
 
 @pytest.mark.parametrize(("argv", "seed"), [([], 0), (["--first-seed", "10"], 10)])
 def test_baselines_first_seed_moves_the_seeds_without_naming_the_run_folders(monkeypatch, argv, seed):
-    from rollax.run import baselines
     from rollax.cli import main
+    from rollax.run import baselines
 
     seen = []
     monkeypatch.setattr(baselines, "run_baselines", lambda experiments, progress: seen.extend(experiments) or [])
