@@ -97,6 +97,7 @@ def test_envs_lists_gymnax_and_probe_ids(capsys):
     (["--set", "budget.total_steps=10"], r"smaller than one iteration"),
     (["--seeds", "0"], r"--seeds must be >= 1, got 0"),
     (["--resume", "/nonexistent/run"], r"/nonexistent/run: no checkpoints/ folder"),
+    (["--resume", "/nonexistent/run", "--no-log"], r"--no-log cannot go with --resume"),
 ])
 def test_bad_input_exits_2_naming_the_problem(extra, message, capsys, tmp_path):
     import re

@@ -34,6 +34,9 @@ def _train(args: argparse.Namespace) -> int:
     _check_dirs(args.dir)
     _import_modules(args.import_module)
     if args.resume:
+        if args.no_log:
+            raise ValueError("--no-log cannot go with --resume: a resumed run goes on writing "
+                             "to its own folder")
         experiment = _experiment_to_resume(args)
     elif args.experiment is None:
         raise ValueError("name an experiment to train, or --resume RUN_DIR to continue a run")

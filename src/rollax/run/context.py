@@ -65,9 +65,8 @@ def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Pat
         run_dir = Path(resume)
         seed_dirs = [run_dir / f"seed_{seed}" for seed in seeds]
         missing = [str(d) for d in seed_dirs if not d.is_dir()]
-        if missing and experiment.logging.enabled:
+        if missing:  # a resumed experiment is the run's own, so it logs
             raise FileNotFoundError(f"cannot resume: missing seed directories {missing}")
-        run_dir = run_dir if experiment.logging.enabled else None
         return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)
     if not experiment.logging.enabled:
         return RunContext(experiment, plan, program, seeds, None, [], stats)
