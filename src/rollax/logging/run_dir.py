@@ -9,10 +9,10 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["LABEL", "claim_run_folder", "make_run_dir", "new_timestamp", "newest_run",
-           "overrides_label"]
+__all__ = ["LABEL", "claim_run_folder", "is_folder_name", "make_run_dir", "new_timestamp",
+           "newest_run", "overrides_label"]
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")  # a folder name, not a path
 LABEL = re.compile(r"[A-Za-z0-9._+=,-]*")  # what a run folder's label may hold
 MAX_LABEL = 80
 # a timestamp, then -2, -3, ... if taken, then the label
@@ -73,12 +73,16 @@ def newest_run(experiment_dir: str | Path) -> Path | None:
     return max(runs)[2] if runs else None
 
 
+def is_folder_name(name: str) -> bool:
+    """Letters, digits and '._+-', not starting with '.' and without '..': one folder below
+    the log root, never a path out of it."""
+    return bool(_SAFE_NAME.fullmatch(name)) and ".." not in name
+
+
 def _check_name(experiment: str) -> None:
-    if not experiment or not _SAFE_NAME.match(experiment):
-        raise ValueError(
-            f"experiment must be a non-empty name of letters, digits, '.', '_', '+', '-'; "
-            f"got {experiment!r}"
-        )
+    if not is_folder_name(experiment):
+        raise ValueError("experiment must be a folder name: letters, digits and '._+-', not "
+                         f"starting with '.' and without '..'; got {experiment!r}")
 
 
 def make_run_dir(

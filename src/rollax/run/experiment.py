@@ -9,12 +9,11 @@ stores, so a run directory can be read back with `Experiment.from_dict`.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from rollax.checks import check_choice, check_int, check_number, check_types
-from rollax.logging.run_dir import LABEL, MAX_LABEL
+from rollax.logging.run_dir import LABEL, MAX_LABEL, is_folder_name
 from rollax.networks.mlp import ACTIVATIONS
 from rollax.rl.registry import get_algorithm
 from rollax.rl.spec import AlgorithmSpec
@@ -26,7 +25,6 @@ MAX_STEPS = 2**31 - 1  # env steps per seed: JAX counts updates and steps in 32-
 MAX_TRANSITIONS = 2**25  # num_envs * num_steps * seeds, held in memory at once each iteration
 MAX_EVAL_EPISODES = 2**16  # eval.episodes * seeds, run side by side
 MAX_LAYER = 2**16  # units in one hidden layer
-SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")  # a folder name, not a path
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
@@ -176,7 +174,7 @@ class Experiment:
     def __post_init__(self):
         check_types(self, "")
         object.__setattr__(self, "tags", tuple(self.tags))  # TOML/JSON lists
-        if not SAFE_NAME.fullmatch(self.name) or ".." in self.name:
+        if not is_folder_name(self.name):
             raise ValueError(f"name={self.name!r} must be a folder name: letters, digits and "
                              "'._+-', not starting with '.' and without '..'")
         check_int("seeds", self.seeds, 1, MAX_SEEDS, " per run (each writes its own folder); "
