@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike
 from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
+from tensorboardX.proto.summary_pb2 import Summary
 
 __all__ = ["HPARAM_METRICS", "Logger", "image_grid", "to_scalar"]
 
@@ -38,6 +39,8 @@ _NON_FINITE_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 def to_scalar(tag: str, value: Any) -> float:
     """Bring one metric (Python number, NumPy or JAX array of size 1) to a host float."""
+    if isinstance(value, (int, float, np.number, np.bool_)):  # the loop's host metrics
+        return float(value)
     array = np.asarray(jax.device_get(value))
     if array.size != 1:
         raise ValueError(f"metric {tag!r} must be a scalar, got shape {array.shape}")
@@ -130,11 +133,13 @@ class Logger:
     def log_scalars(
         self, metrics: Mapping[str, Any], step: int, prefix: str | None = None
     ) -> None:
-        """Log every ``tag -> scalar`` at environment step ``step`` as one JSONL record; with
-        ``prefix`` a bare name ``m`` becomes ``prefix/m`` (names with a ``/`` are kept)."""
+        """Log every ``tag -> scalar`` at environment step ``step`` as one JSONL record and one
+        TensorBoard event; with ``prefix`` a bare name ``m`` becomes ``prefix/m`` (names with a
+        ``/`` are kept)."""
         self._check_open()
         step = self._check_step(step)
         record: dict[str, Any] = {"step": step}
+        values = []
         for name, value in metrics.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"metric names must be non-empty strings, got {name!r}")
@@ -151,8 +156,10 @@ class Logger:
                     stacklevel=2,
                 )
             record[tag] = _json_number(scalar)
-            with _naming_the_file(self._events.path):
-                self._events.add(summary.scalar(tag, scalar), step)
+            values.append(Summary.Value(tag=tag, simple_value=scalar))
+        if values:
+            with _naming_the_file(self._events.path):  # one event: each costs a pure-Python checksum
+                self._events.add(Summary(value=values), step)
         with _naming_the_file(self.jsonl_path):
             self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
 
