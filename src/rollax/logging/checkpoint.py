@@ -33,6 +33,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from rollax.logging.run_dir import write_text_atomically
+
 __all__ = [
     "available_steps",
     "checkpoint_manager",
@@ -230,9 +232,8 @@ def _file_digests(step_dir: Path) -> dict[str, str]:
 
 
 def _write_manifest(step_dir: Path) -> None:
-    tmp = step_dir / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"sha256": _file_digests(step_dir)}, indent=1) + "\n")
-    os.replace(tmp, step_dir / MANIFEST)
+    write_text_atomically(step_dir / MANIFEST,
+                          json.dumps({"sha256": _file_digests(step_dir)}, indent=1) + "\n")
 
 
 def _verify_manifest(step_dir: Path) -> None:

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import re
 import time
 import warnings
@@ -27,6 +26,8 @@ from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
+
+from rollax.logging.run_dir import write_text_atomically
 
 __all__ = ["HPARAM_METRICS", "Logger", "image_grid", "to_scalar"]
 
@@ -190,9 +191,8 @@ class Logger:
             as_json = json.dumps(hparams, indent=2, sort_keys=True, default=_json_default)
         except (TypeError, ValueError) as err:
             raise ValueError(f"hyperparameters are not JSON-serialisable: {err}") from None
-        tmp = self.log_dir / "config.json.tmp"  # atomic: a resume rewrites the run's only config
-        tmp.write_text(as_json + "\n", encoding="utf-8")
-        os.replace(tmp, self.log_dir / "config.json")
+        # atomic: a resume rewrites the run's only config
+        write_text_atomically(self.log_dir / "config.json", as_json + "\n")
         values = {key: _hparam_value(value) for key, value in
                   {**flatten_dotted(hparams), **(session or {})}.items() if value is not None}
         experiment, session_start, _ = summary.hparams(values, dict.fromkeys(metrics, 0.0))

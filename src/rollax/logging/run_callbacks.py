@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 import warnings
@@ -42,6 +41,7 @@ from flax import nnx
 from rollax.logging.callbacks import Callback, Chunk, Evaluation
 from rollax.logging.checkpoint import available_steps, load_checkpoint, save_checkpoint
 from rollax.logging.logger import Logger
+from rollax.logging.run_dir import write_text_atomically
 
 # 2: the training state is {"train": TrainState(model_optimizer, algorithm), ...}
 CHECKPOINT_FORMAT = 2
@@ -257,9 +257,7 @@ def truncate_metrics(path: Path, max_step: int) -> int:
         else:
             removed += 1
     if removed:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomically(path, "".join(f"{line}\n" for line in kept))
     return removed
 
 
@@ -310,7 +308,4 @@ def write_results(result) -> None:
                "train_ep_rew_mean": result.ep_rew_mean, "solved": result.solved,
                "start_step": result.start_step, "compile_seconds": result.compile_seconds,
                "train_seconds": result.train_seconds}
-    path = result.run_dir / "results.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(result.run_dir / "results.json", json.dumps(summary, indent=2) + "\n")

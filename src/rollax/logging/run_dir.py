@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 __all__ = ["LABEL", "claim_run_folder", "is_folder_name", "make_run_dir", "new_timestamp",
-           "newest_run", "overrides_label"]
+           "newest_run", "overrides_label", "write_text_atomically"]
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")  # a folder name, not a path
 LABEL = re.compile(r"[A-Za-z0-9._+=,-]*")  # what a run folder's label may hold
@@ -71,6 +71,13 @@ def newest_run(experiment_dir: str | Path) -> Path | None:
     runs = [(match[1], int(match[2] or 1), p) for p in Path(experiment_dir).iterdir()
             if (match := _RUN_NAME.match(p.name)) and (p / "checkpoints").is_dir()]
     return max(runs)[2] if runs else None
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """`path` holds either its old content or `text`, never a torn mix (a kill, a full disk)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def is_folder_name(name: str) -> bool:
