@@ -22,8 +22,8 @@ from PIL import Image
 
 from rollax.envs.registry import gymnasium_id
 from rollax.envs.render import can_render, prepare_pygame
-from rollax.rollout.host_collector import GYMNASIUM_PREFIX, is_host_env_id
-from rollax.run.agent import HOST_ONLY_KWARGS, Agent, load_agent
+from rollax.rollout.host_collector import is_host_env_id
+from rollax.run.agent import Agent, load_agent
 from rollax.run.evaluation import find_run
 
 FORMATS = (".mp4", ".gif")
@@ -81,9 +81,7 @@ def _rendering_env(agent: Agent) -> gymnasium.Env:
     spec = agent.experiment.env
     if is_host_env_id(spec.id):
         prepare_pygame(f"a video of {spec.id}")  # most Gymnasium envs draw with it
-        kwargs = {k: v for k, v in spec.kwargs.items() if k not in HOST_ONLY_KWARGS}
-        gym_id = agent.env.spec.id if agent.env.spec else spec.id.removeprefix(GYMNASIUM_PREFIX)
-        env = gymnasium.make(gym_id, render_mode="rgb_array", **kwargs)
+        env = gymnasium.make(agent.env.spec, render_mode="rgb_array")  # the agent's env, drawn
     elif can_render(spec.id):
         env = gymnasium.make(gymnasium_id(spec.id), render_mode="rgb_array", **spec.params,
                              **spec.kwargs)
