@@ -56,6 +56,15 @@ def chunk_size(iterations: int, requested: int) -> int:
     return max(d for d in small + [iterations // d for d in small] if d <= target)
 
 
+def iteration_layout(budget: Any, total_steps: int | None = None) -> tuple[int, int, int]:
+    """`(env steps per iteration, iterations, iterations per chunk)` of a budget (with another
+    total, for a resume that changes it)."""
+    steps_per_iteration = budget.num_envs * budget.num_steps
+    iterations = (budget.total_steps if total_steps is None else total_steps) // steps_per_iteration
+    # (a total below one iteration, which only a resume can ask for, is refused by the caller)
+    return steps_per_iteration, iterations, chunk_size(max(iterations, 1), budget.iterations_per_chunk)
+
+
 def make_plan(experiment: Experiment) -> Plan:
     """Build the env and check the agent fits it."""
     algorithm, config, budget = experiment.agent.spec, experiment.agent.config, experiment.budget
@@ -73,13 +82,12 @@ def make_plan(experiment: Experiment) -> Plan:
         group_size = algorithm.group_size(config, budget)
         _check_groups(algorithm.name, budget, group_size)
         _check_single_step(env, env_params, algorithm.name)
-    steps_per_iteration = budget.num_envs * budget.num_steps
-    iterations = budget.total_steps // steps_per_iteration
+    steps_per_iteration, iterations, iterations_per_chunk = iteration_layout(budget)
     return Plan(
         env=env, env_params=env_params, observation_space=observation_space,
         action_space=action_space, algorithm=algorithm, config=config,
         num_envs=budget.num_envs, num_steps=budget.num_steps, group_size=group_size,
-        iterations=iterations, iterations_per_chunk=chunk_size(iterations, budget.iterations_per_chunk),
+        iterations=iterations, iterations_per_chunk=iterations_per_chunk,
         steps_per_iteration=steps_per_iteration, eval_episodes=experiment.eval.episodes,
         eval_max_steps=max_steps, updates_per_iteration=algorithm.updates_per_iteration(config),
         host_env_id=host_env_id,

@@ -11,7 +11,7 @@ from rollax.logging.checkpoint import available_steps
 from rollax.logging.logger import flatten_dotted
 from rollax.run.evaluation import read_experiment
 from rollax.run.experiment import Experiment
-from rollax.run.plan import chunk_size
+from rollax.run.plan import iteration_layout
 
 # where the run lives is the folder passed; a progress bar changes nothing that is saved
 NOT_COMPARED = ("logging.root", "logging.run_name", "logging.progress")
@@ -55,13 +55,10 @@ def _check_new_total(saved: Experiment, total: int, checkpoint_step: int) -> Non
     if saved.agent.optimizer.anneal_lr:
         raise ValueError(f"{where}: cannot change on resume while agent.optimizer.anneal_lr is "
                          "true (the learning-rate decay is laid out over the original total)")
-    budget = saved.budget
-    per_iteration = budget.num_envs * budget.num_steps
-    iterations = total // per_iteration
+    per_iteration, iterations, chunk = iteration_layout(saved.budget, total)
     done = checkpoint_step // per_iteration
     if iterations < done:
         raise ValueError(f"{where}: the run's checkpoint is already at env step {checkpoint_step}")
-    chunk = chunk_size(iterations, budget.iterations_per_chunk)
     if (iterations - done) % chunk:
         raise ValueError(f"{where}: {iterations - done} iterations after the checkpoint at env "
                          f"step {checkpoint_step} are not a whole number of chunks of {chunk}; "
