@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# one training process (the other CartPole benchmarks run it too): the shipped experiment with
+# overrides (argv[1], JSON), argv[2] seeds, no run folder; prints its figures as JSON
 CHILD = """
 import json, sys
 from rollax.cache import enable_compilation_cache
 from rollax.presets import load_experiment
 from rollax.run import train
-experiment = load_experiment(sys.argv[1], ["logging.enabled=false"], seeds=int(sys.argv[2]))
+experiment = load_experiment("cartpole_ppo", ["logging.enabled=false", *json.loads(sys.argv[1])],
+                             seeds=int(sys.argv[2]))
 enable_compilation_cache()
 result = train(experiment, progress=False)
 print(json.dumps({"compile": result.compile_seconds, "train": result.train_seconds,
@@ -29,11 +32,20 @@ print(json.dumps({"compile": result.compile_seconds, "train": result.train_secon
 """
 
 
-def run(seeds: int, cache_dir: str) -> dict:
-    env = {**os.environ, "ROLLAX_CACHE_DIR": cache_dir, "JAX_PLATFORMS": "cpu"}
+def run(seeds: int, overrides: list[str] = (), cache_dir: str | None = None,
+        timeout: float | None = None) -> dict:
+    """One fresh process training the shipped experiment: its figures plus its whole wall
+    time; `cache_dir` a compile cache of its own. TimeoutExpired past `timeout` seconds."""
+    return run_code([CHILD, json.dumps(list(overrides)), str(seeds)], cache_dir, timeout)
+
+
+def run_code(code: list[str], cache_dir: str | None = None, timeout: float | None = None) -> dict:
+    """`python -c *code` in a fresh process on CPU, in the repository (whose `experiments/`
+    the name lookup finds first): the JSON it prints last, plus `process` seconds."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **({"ROLLAX_CACHE_DIR": cache_dir} if cache_dir else {})}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "experiments/cartpole_ppo.toml"),
-                          str(seeds)], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", *code], env=env, capture_output=True, text=True,
+                         check=True, cwd=ROOT, timeout=timeout)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process"] = time.perf_counter() - start
     return result
@@ -46,7 +58,7 @@ def main() -> None:
     for seeds in (1, 8):
         with tempfile.TemporaryDirectory() as cache_dir:
             for cache in ("cold", "warm"):
-                r = run(seeds, cache_dir)
+                r = run(seeds, cache_dir=cache_dir)
                 rate = r["steps"] * seeds / r["train"]
                 evals = " ".join(f"{v:.0f}" for v in r["eval"])
                 print(f"{seeds:>5} {cache:>5} {r['compile']:>9.2f} {r['train']:>8.2f} "

@@ -12,34 +12,16 @@ the rollax/rejax ratios per round (medians over the rounds at the bottom).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from cartpole_ablation import REJAX
+from cartpole_ppo import run, run_code
 
 HERE = Path(__file__).resolve().parent
 TOTAL_STEPS = 100_000
-# the shipped cartpole_ppo experiment moved to rejax's published settings
-REJAX_SETTINGS = ["budget.num_envs=5", "budget.num_steps=100", "agent.config.num_epochs=5",
-                  "agent.config.num_minibatches=5", "agent.config.gamma=0.99",
-                  "agent.config.gae_lambda=0.95", "agent.config.entropy_coeff=0.01",
-                  "agent.config.clip_value_loss=false", "agent.optimizer.learning_rate=7.5e-4",
-                  "agent.optimizer.anneal_lr=false", "eval.every_steps=0", "logging.enabled=false"]
-ROLLAX_CHILD = """
-import json, sys
-from rollax.cache import enable_compilation_cache
-from rollax.presets import load_experiment
-from rollax.run import train
-enable_compilation_cache()
-experiment = load_experiment("cartpole_ppo", json.loads(sys.argv[1]), seeds=int(sys.argv[2]))
-result = train(experiment, progress=False)
-print(json.dumps({"compile": result.compile_seconds, "train": result.train_seconds,
-                  "steps": result.env_steps, "eval": result.eval_returns.mean(axis=1).tolist()}))
-"""
+REJAX_SETTINGS = [*REJAX, "eval.every_steps=0"]  # the shipped experiment at rejax's settings
 REJAX_CHILD = f"""
 import json, sys, time
 import jax, jax.numpy as jnp
@@ -57,23 +39,14 @@ print(json.dumps({{"compile": compile_seconds, "train": time.perf_counter() - st
 """
 
 
-def run(code: list[str], cache_dir: str) -> dict:
-    """One fresh process: its printed figures plus its whole wall time."""
-    env = {**os.environ, "ROLLAX_CACHE_DIR": cache_dir, "JAX_PLATFORMS": "cpu"}
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", *code], env=env, capture_output=True, text=True,
-                         check=True)
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
-    figures["process"] = time.perf_counter() - start
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=1, help="seeds vmapped in one program")
     args = parser.parse_args()
-    rollax = [ROLLAX_CHILD, json.dumps(REJAX_SETTINGS), str(args.seeds)]
+    def rollax(cache_dir: str) -> dict:
+        return run(args.seeds, REJAX_SETTINGS, cache_dir)
+
     rejax = [REJAX_CHILD, str(HERE), str(args.seeds)]
     print(f"PPO CartPole-v1 at rejax's published settings, 1e5 steps, {args.seeds} seed(s); "
           "seconds per fresh process")
@@ -81,11 +54,11 @@ def main() -> None:
           "  greedy eval")
     ratios: dict[str, list[float]] = {"cold process": [], "warm process": [], "train throughput": []}
     with tempfile.TemporaryDirectory() as warm_cache:
-        run(rollax, warm_cache)  # fills the warm cache; not counted
+        rollax(warm_cache)  # fills the warm cache; not counted
         for round_ in range(1, args.rounds + 1):
             with tempfile.TemporaryDirectory() as cold_cache:
-                rows = {"rollax cold": run(rollax, cold_cache), "rollax warm": run(rollax, warm_cache),
-                        "rejax": run(rejax, cold_cache)}
+                rows = {"rollax cold": rollax(cold_cache), "rollax warm": rollax(warm_cache),
+                        "rejax": run_code(rejax, cold_cache)}
             for name, r in rows.items():
                 rate = r["steps"] * args.seeds / r["train"]
                 print(f"{round_:>5} {name:<12} {r['process']:>8.2f} {r['compile']:>8.2f} "
