@@ -41,6 +41,7 @@ from flax import nnx
 from rollax.logging.callbacks import Callback, Chunk, Evaluation
 from rollax.logging.checkpoint import available_steps, load_checkpoint, save_checkpoint
 from rollax.logging.logger import Logger
+from rollax.logging.plot import read_records
 from rollax.logging.run_dir import write_text_atomically
 
 # 2: the training state is {"train": TrainState(model_optimizer, algorithm), ...}
@@ -65,9 +66,8 @@ class MetricsLogger(Callback):
             self.loggers = [Logger(d) for d in run.seed_dirs]
             self._log_hparams(run)
             return
-        for seed_dir in run.seed_dirs:
-            truncate_metrics(seed_dir / "metrics.jsonl", run.resume_step)
-        if _has_evaluation_at(run.seed_dirs[0] / "metrics.jsonl", run.resume_step):
+        kept = [truncate_metrics(seed_dir / "metrics.jsonl", run.resume_step) for seed_dir in run.seed_dirs]
+        if any(r["step"] == run.resume_step and "eval/mean_reward" in r for r in kept[0]):
             self._last_eval_step = run.resume_step  # a finished run resumed: not logged twice
             if run.resume_step >= run.plan.total_steps:
                 return  # nothing left to log: no new event files, config or pictures
@@ -240,32 +240,17 @@ def model_params(state: dict, seed_index: int) -> nnx.State:
     return jax.tree.map(lambda x: np.asarray(x[seed_index]), params)
 
 
-def truncate_metrics(path: Path, max_step: int) -> int:
-    """Keep the records of `metrics.jsonl` at `path` with `step <= max_step` (atomic rewrite;
-    a torn last line from a killed run is dropped too). Returns the number of records removed."""
+def truncate_metrics(path: Path, max_step: int) -> list[dict]:
+    """Keep the records of `metrics.jsonl` at `path` with `step <= max_step` (read as
+    `read_records` reads them: a torn last line from a killed run is dropped with a warning);
+    rewritten atomically when anything goes. Returns the records kept."""
     if not path.exists():
-        return 0
-    kept, removed = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            removed += 1
-            continue
-        if int(record["step"]) <= max_step:
-            kept.append(line)
-        else:
-            removed += 1
-    if removed:
-        write_text_atomically(path, "".join(f"{line}\n" for line in kept))
-    return removed
-
-
-def _has_evaluation_at(path: Path, step: int) -> bool:
-    if not path.exists():
-        return False
-    return any(record.get("step") == step and "eval/mean_reward" in record
-               for record in map(json.loads, path.read_text(encoding="utf-8").splitlines()))
+        return []
+    lines = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    kept = [record for record in read_records(path) if record["step"] <= max_step]
+    if len(kept) < lines:
+        write_text_atomically(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+    return kept
 
 
 def restore(run_dir: Path, state: dict, stats: list) -> tuple[dict, int, int]:
