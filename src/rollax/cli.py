@@ -25,9 +25,8 @@ def _check_dirs(folders: list[str] | None) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rollax.cache import enable_compilation_cache
+    from rollax.api import train
     from rollax.presets import load_experiment
-    from rollax.run import train
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
@@ -44,7 +43,6 @@ def _train(args: argparse.Namespace) -> int:
         experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
     if args.no_log:
         experiment = experiment.replace(logging={"enabled": False})
-    enable_compilation_cache()
     result = train(experiment, progress=not args.quiet, resume=args.resume)
     print(result.table())
     if result.run_dir is not None:
