@@ -77,8 +77,9 @@ class MetricsLogger(Callback):
 
     def _log_hparams(self, run: Any) -> None:
         """`config.json` and TensorBoard's HPARAMS, where each seed folder shows its own seed."""
+        config = run.experiment.to_dict()
         for logger, seed in zip(self.loggers, run.seeds):
-            logger.log_hparams(run.experiment.to_dict(), session={"seed": seed})
+            logger.log_hparams(config, session={"seed": seed})
 
     def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
         num_iterations = next(iter(chunk.metrics.values())).shape[1]
