@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from rollax.logging import available_steps, load_checkpoint, save_checkpoint
+from rollax.logging.checkpoint import load_metadata
 from rollax.logging.shutdown import ShutdownRequested, graceful_shutdown
 
 CHILD_ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -238,6 +239,14 @@ def test_flipped_bytes_in_the_largest_data_file_name_it(saved):
     flip_bytes(largest)
     with pytest.raises(ValueError, match=f"{largest.relative_to(directory / '7')}.*checksum"):
         load_checkpoint(directory)
+
+
+def test_metadata_reads_without_the_arrays(saved):
+    directory, largest = saved
+    flip_bytes(largest)  # damaged arrays: the state cannot be loaded, its metadata still can
+    assert load_metadata(directory) == {"step": 7}
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        load_metadata(directory / "elsewhere")
 
 
 def test_a_missing_or_extra_file_is_named(saved):

@@ -39,6 +39,7 @@ __all__ = [
     "available_steps",
     "checkpoint_manager",
     "load_checkpoint",
+    "load_metadata",
     "save_checkpoint",
     "save_to_manager",
     "to_storable",
@@ -325,6 +326,25 @@ def available_steps(directory: str | Path) -> list[int]:
         raise FileNotFoundError(f"no checkpoint directory at {directory}")
     with checkpoint_manager(directory, read_only=True) as manager:
         return sorted(manager.all_steps())
+
+
+def load_metadata(directory: str | Path, step: int | None = None) -> dict[str, Any]:
+    """The JSON metadata of step ``step`` (default: the newest complete one) of ``directory``,
+    without reading or hashing the arrays."""
+    directory = Path(directory)
+    steps = available_steps(directory)
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    step = steps[-1] if step is None else int(step)
+    try:
+        with checkpoint_manager(directory, read_only=True) as manager:
+            restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+    except Exception as err:  # orbax raises many types for damaged files
+        raise ValueError(f"checkpoint {directory / str(step)} has no readable metadata: "
+                         f"{type(err).__name__}: {err}") from err
+    metadata = dict(restored["metadata"] or {})
+    metadata.pop(_KEYS_FIELD, None)
+    return metadata
 
 
 def load_checkpoint(

@@ -39,7 +39,12 @@ import numpy as np
 from flax import nnx
 
 from rollax.logging.callbacks import Callback, Chunk, Evaluation
-from rollax.logging.checkpoint import available_steps, load_checkpoint, save_checkpoint
+from rollax.logging.checkpoint import (
+    available_steps,
+    load_checkpoint,
+    load_metadata,
+    save_checkpoint,
+)
 from rollax.logging.logger import Logger
 from rollax.logging.plot import read_records
 from rollax.logging.run_dir import write_text_atomically
@@ -262,7 +267,7 @@ def restore(run_dir: Path, state: dict, stats: list) -> tuple[dict, int, int]:
     try:
         loaded, metadata = load_checkpoint(directory, target=state)
     except ValueError:
-        _, metadata = load_checkpoint(directory)
+        metadata = load_metadata(directory)
         if metadata.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{directory} was written by an earlier rollax (training-state format "
                              f"{metadata.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}): "
@@ -283,8 +288,7 @@ def _rewind_best(best_dir: Path, max_step: int) -> float:
     remaining = available_steps(best_dir)
     if not remaining:
         return -math.inf
-    _, metadata = load_checkpoint(best_dir, remaining[-1])
-    return float(metadata["value"])
+    return float(load_metadata(best_dir, remaining[-1])["value"])
 
 
 def write_results(result) -> None:
