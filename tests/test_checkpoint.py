@@ -245,7 +245,7 @@ def test_metadata_reads_without_the_arrays(saved):
     directory, largest = saved
     flip_bytes(largest)  # damaged arrays: the state cannot be loaded, its metadata still can
     assert load_metadata(directory) == {"step": 7}
-    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
         load_metadata(directory / "elsewhere")
 
 
