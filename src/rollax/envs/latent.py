@@ -11,13 +11,20 @@ Conventions:
 - Conditions come from a table `[M, C]` in the params (one-hot classes, images, ...); reset picks
   a row uniformly, or row `target_index` when it is >= 0. Unconditioned envs observe a single
   zero and give `conditions=None` to the reward.
+- `noise=True`: reset also draws a prior sample `noise ~ N(0, I_d)` and the observation ends
+  with it (`concat(condition, noise)`, or `noise` alone when unconditioned), so a policy can map
+  noise to a latent and stay a generator (horizon 1 only).
+- `action="sample"` (with `noise`): the generator itself is the policy; the action is the
+  flattened sample in `[0, 1]`, which the reward scores directly.
 - `horizon == 1`: a contextual bandit, action = latent, terminated after one step.
   `horizon == K > 1`: action = delta added to the current latent (clipped to the box),
   observation = concat(condition, latent); reward on the final step only (`reward_on="final"`)
   or every step (`"step"`). Episodes end by termination; they are never truncated.
 - Optional `evaluator(samples [B, ...], conditions [B, C] | None) -> {name: [B]}` (e.g. an
-  independent judge classifier): the training loop calls `evaluation_metrics` on greedy actions
-  and logs the batch means as `eval/<name>`; `render` returns the decoded samples as images.
+  independent judge classifier, whose set metrics such as diversity are scalars): the training
+  loop calls `evaluation_metrics` on greedy and on sampled actions and logs the batch means as
+  `eval/<name>` and `eval/sampled_<name>`. `decode(params, observations, actions)` is the
+  sample an action produces, as pictures; `render` draws them.
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ from gymnax.environments import environment, spaces
 
 @struct.dataclass
 class LatentEnvState(environment.EnvState):
-    """Condition row `[C]`, current latent `[d]`, step counter."""
+    """Condition row `[C]`, current latent `[d]`, prior noise `[d]` (zeros without `noise`),
+    step counter."""
 
     condition: jax.Array
     latent: jax.Array
+    noise: jax.Array
     time: int
 
 
@@ -54,7 +63,9 @@ class LatentEnvParams(environment.EnvParams):
     target_index: int = struct.field(pytree_node=False, default=-1)
 
 
-RENDER_LIMIT = 36  # pictures of an unconditioned env's samples (greedy ones are all alike)
+RENDER_LIMIT = 36  # pictures of an unconditioned env's samples
+ACTIONS = ("latent", "sample")
+SAMPLE_RANGE = (0.0, 1.0)  # what a sample-valued action is clipped to (pixel intensities)
 
 
 class _Frozen:
@@ -90,6 +101,8 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         reward_on: str = "final",
         name: str = "LatentEnv-v0",
         evaluator: Callable | nnx.Module | None = None,
+        noise: bool = False,
+        action: str = "latent",
     ):
         super().__init__()
         if int(latent_dim) != latent_dim or latent_dim < 1:
@@ -100,6 +113,15 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
             raise ValueError(f"action_bound must be > 0, got {action_bound!r}")
         if reward_on not in ("final", "step"):
             raise ValueError(f"reward_on must be 'final' or 'step', got {reward_on!r}")
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
+        if noise and horizon != 1:
+            raise ValueError(f"noise=True needs horizon=1 (a noise-to-latent map), got {horizon}")
+        if action == "sample" and not noise:
+            raise ValueError("action='sample' (the generator as the policy) needs noise=True: the "
+                             "policy maps the observed noise to a sample")
+        self.noise = bool(noise)
+        self.action = action
         self.latent_dim = int(latent_dim)
         self.horizon = int(horizon)
         self.action_bound = float(action_bound)
@@ -120,9 +142,38 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         self.sample_shape = self._probe()
 
     # --- model calls, batched: latents [B, d] -> samples [B, ...] -> rewards [B]
-    def decode(self, params: LatentEnvParams, latents: jax.Array) -> jax.Array:
+    def decode_latents(self, params: LatentEnvParams, latents: jax.Array) -> jax.Array:
         """Decoded samples `[B, ...]` for latents `[B, d]`."""
         return self._decoder(params.decoder_state, latents)
+
+    def generator(self) -> nnx.Module:
+        """A copy of the decoder module (to fine-tune it as a policy); ValueError for a function."""
+        if self._decoder.fn is not None:
+            raise ValueError(f"{self.name}'s decoder is a plain function; the generator-as-policy "
+                             "needs an nnx.Module decoder")
+        return nnx.clone(nnx.merge(self._decoder.graphdef, self._decoder.state))
+
+    def samples(self, params: LatentEnvParams, observations: jax.Array,
+                actions: jax.Array) -> jax.Array:
+        """Samples `[B, ...]` that actions `[B, A]` produce from reset observations `[B, ...]`
+        (for `horizon > 1`: the first edit), as the reward sees them."""
+        actions = jnp.asarray(actions, jnp.float32)
+        if actions.ndim != 2 or actions.shape[1] != self.num_actions:
+            size = "latent_dim" if self.action == "latent" else "sample size"
+            raise ValueError(f"actions must be [B, {size}={self.num_actions}], got {actions.shape}")
+        if self.action == "sample":
+            return jnp.clip(actions, *SAMPLE_RANGE).reshape(-1, *self.sample_shape)
+        return self.decode_latents(params, self.first_latents(observations, actions))
+
+    def decode(self, params: LatentEnvParams, observations: jax.Array,
+               actions: jax.Array) -> jax.Array:
+        """The samples actions `[B, A]` produce from reset observations, as pictures
+        `[B, H, W]` (as `samples` when they are not pictures): with `rollax.load_agent`, all
+        a user needs to draw from a trained run."""
+        samples = self.samples(params, observations, actions)
+        if self.image_shape is None:
+            return samples
+        return samples.reshape(samples.shape[0], *self.image_shape)
 
     def reward(self, params: LatentEnvParams, samples: jax.Array,
                conditions: jax.Array | None) -> jax.Array:
@@ -134,7 +185,7 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         params = self.default_params
         latents = jnp.zeros((1, self.latent_dim), jnp.float32)
         try:
-            samples = self.decode(params, latents)
+            samples = self.decode_latents(params, latents)
         except Exception as error:
             raise ValueError(f"decoder failed on latents of shape {latents.shape} "
                              f"(latent_dim={self.latent_dim}): {error}") from error
@@ -160,9 +211,9 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
     def first_latents(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
         """Latents `[B, d]` after one step from reset observations `[B, ...]` (as `step` clips)."""
         actions = jnp.asarray(actions, jnp.float32)
-        if actions.ndim != 2 or actions.shape[1] != self.latent_dim:
-            raise ValueError(f"actions must be [B, latent_dim={self.latent_dim}], "
-                             f"got {actions.shape}")
+        if self.action != "latent" or actions.ndim != 2 or actions.shape[1] != self.latent_dim:
+            raise ValueError(f"actions must be latents [B, latent_dim={self.latent_dim}], "
+                             f"got {actions.shape} (action={self.action!r})")
         base = observations[:, -self.latent_dim:] if self.horizon > 1 else 0.0
         return jnp.clip(base + actions, -self.action_bound, self.action_bound)
 
@@ -187,9 +238,9 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
     def evaluation_metrics(self, params: LatentEnvParams, observations: jax.Array,
                            actions: jax.Array) -> dict[str, jax.Array]:
         """Batch means of `mean_reward` and the evaluator's metrics for one step from reset
-        observations `[B, ...]` with actions `[B, d]` (for `horizon > 1`: the first edit)."""
+        observations `[B, ...]` with actions `[B, A]` (for `horizon > 1`: the first edit)."""
         conditions = self.conditions_of(observations)
-        samples = self.decode(params, self.first_latents(observations, actions))
+        samples = self.samples(params, observations, actions)
         metrics = {"mean_reward": jnp.mean(self.reward(params, samples, conditions))}
         if self._evaluator is not None:
             values = self._evaluator(params.evaluator_state, samples, conditions)
@@ -207,12 +258,11 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
 
     def render(self, params: LatentEnvParams, observations: jax.Array,
                actions: jax.Array) -> jax.Array:
-        """Decoded greedy samples as images `[B', H, W]`. With one-hot conditions over M classes:
+        """The samples of actions as images `[B', H, W]`. With one-hot conditions over M classes:
         an M x M grid whose row c holds the first M samples asked for class c (blank if fewer)."""
         if self.image_shape is None:
             raise ValueError(f"samples of shape {self.sample_shape} are not pictures")
-        samples = self.decode(params, self.first_latents(observations, actions))
-        images = samples.reshape(samples.shape[0], *self.image_shape)
+        images = self.decode(params, observations, actions)
         if not self._one_hot:
             return images[:RENDER_LIMIT]
         return _rows_by_class(images, self.conditions_of(observations).argmax(-1),
@@ -235,18 +285,22 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         """Move (or set) the latent, decode it, score it; terminate after `horizon` steps."""
         del key
         action = jnp.asarray(action, jnp.float32)
-        if action.shape != (self.latent_dim,):
-            raise ValueError(f"action must have shape ({self.latent_dim},) = (latent_dim,) per "
-                             f"env, got {action.shape}")
-        base = state.latent if self.horizon > 1 else jnp.zeros_like(state.latent)
-        latent = jnp.clip(base + action, -self.action_bound, self.action_bound)
-        samples = self.decode(params, latent[None])
+        if action.shape != (self.num_actions,):
+            raise ValueError(f"action must have shape ({self.num_actions},) per env "
+                             f"(action={self.action!r}), got {action.shape}")
+        if self.action == "sample":
+            latent = state.latent
+            samples = jnp.clip(action, *SAMPLE_RANGE).reshape(1, *self.sample_shape)
+        else:
+            base = state.latent if self.horizon > 1 else jnp.zeros_like(state.latent)
+            latent = jnp.clip(base + action, -self.action_bound, self.action_bound)
+            samples = self.decode_latents(params, latent[None])
         reward = self.reward(params, samples, state.condition[None])[0]
         time = state.time + 1
         terminated = time >= self.horizon
         if self.reward_on == "final":
             reward = jnp.where(terminated, reward, 0.0)
-        state = LatentEnvState(condition=state.condition, latent=latent, time=time)
+        state = state.replace(latent=latent, time=time)
         return (jax.lax.stop_gradient(self._observe(state)), jax.lax.stop_gradient(state),
                 reward.astype(jnp.float32), terminated, {})
 
@@ -257,7 +311,7 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         if not -1 <= params.target_index < num_rows:
             raise ValueError(f"target_index must be -1 (uniform) or in [0, {num_rows}), "
                              f"got {params.target_index}")
-        row_key, latent_key = jax.random.split(key)
+        row_key, latent_key, noise_key = jax.random.split(key, 3)
         if params.target_index >= 0:
             row = jnp.asarray(params.target_index)
         else:
@@ -266,13 +320,21 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
         if self.horizon > 1:
             latent = params.init_latent_std * jax.random.normal(latent_key, (self.latent_dim,))
             latent = jnp.clip(latent, -self.action_bound, self.action_bound)
-        state = LatentEnvState(condition=params.conditions[row], latent=latent, time=0)
+        noise = jnp.zeros(self.latent_dim, jnp.float32)
+        if self.noise:
+            noise = jax.random.normal(noise_key, (self.latent_dim,))
+        state = LatentEnvState(condition=params.conditions[row], latent=latent, noise=noise, time=0)
         return self._observe(state), state
 
     def _observe(self, state: LatentEnvState) -> jax.Array:
-        if self.horizon == 1:
-            return state.condition
-        return jnp.concatenate([state.condition, state.latent])
+        """`[condition, noise, latent]`, each part only where it applies (an unconditioned env
+        without noise observes a single zero)."""
+        parts = [state.condition] if self.conditioned or not self.noise else []
+        if self.noise:
+            parts.append(state.noise)
+        if self.horizon > 1:
+            parts.append(state.latent)
+        return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def is_truncated(self, state: LatentEnvState, params: LatentEnvParams) -> jax.Array:
         """Never: every episode terminates after exactly `horizon` steps."""
@@ -287,15 +349,20 @@ class LatentEnv(environment.Environment[LatentEnvState, LatentEnvParams]):
 
     @property
     def num_actions(self) -> int:
-        return self.latent_dim
+        return int(np.prod(self.sample_shape)) if self.action == "sample" else self.latent_dim
 
     def action_space(self, params: LatentEnvParams | None = None) -> spaces.Box:
+        if self.action == "sample":
+            return spaces.Box(*SAMPLE_RANGE, (self.num_actions,), jnp.float32)
         return spaces.Box(-self.action_bound, self.action_bound, (self.latent_dim,), jnp.float32)
 
     def observation_space(self, params: LatentEnvParams | None = None) -> spaces.Box:
-        width = self._conditions.shape[1]
+        width = self._conditions.shape[1] if self.conditioned or not self.noise else 0
         low = np.full(width, self._condition_bounds[0], np.float32)
         high = np.full(width, self._condition_bounds[1], np.float32)
+        if self.noise:  # a standard normal: unbounded
+            low = np.concatenate([low, np.full(self.latent_dim, -np.inf, np.float32)])
+            high = np.concatenate([high, np.full(self.latent_dim, np.inf, np.float32)])
         if self.horizon > 1:
             low = np.concatenate([low, np.full(self.latent_dim, -self.action_bound, np.float32)])
             high = np.concatenate([high, np.full(self.latent_dim, self.action_bound, np.float32)])
@@ -333,18 +400,22 @@ def from_model(
     reward_on: str = "final",
     target_index: int = -1,
     evaluator: Callable | nnx.Module | None = None,
+    noise: bool = False,
+    action: str = "latent",
 ) -> tuple[LatentEnv, LatentEnvParams]:
     """Wrap a user's decoder (NNX module or function, `[B, d] -> [B, ...]`) as `(env, params)`.
 
     `num_conditions > 0` makes the observation a one-hot target class of that many; reward_fn
     then receives those one-hots `[B, num_conditions]` as `conditions`. `evaluator(samples,
     conditions) -> {name: [B]}` adds evaluation metrics (logged by the loop as `eval/<name>`).
+    `noise`/`action`: see the module docstring (a noise-conditioned or generator policy).
     """
     if num_conditions < 0:
         raise ValueError(f"num_conditions must be >= 0, got {num_conditions}")
     conditions = one_hot_conditions(num_conditions) if num_conditions else None
     env = LatentEnv(decoder, reward_fn, latent_dim, conditions=conditions, horizon=horizon,
-                    action_bound=action_bound, reward_on=reward_on, evaluator=evaluator)
+                    action_bound=action_bound, reward_on=reward_on, evaluator=evaluator,
+                    noise=noise, action=action)
     return env, with_target(env, env.default_params, target_index)
 
 

@@ -35,5 +35,5 @@ class ReconstructionEnv(LatentEnv):
         """`[2P, 8, 8]`: target, reconstruction, target, ... for the first P observations."""
         pairs = min(RENDER_PAIRS, observations.shape[0])
         targets = self.conditions_of(observations)[:pairs]
-        samples = self.decode(params, self.first_latents(observations[:pairs], actions[:pairs]))
+        samples = self.samples(params, observations[:pairs], actions[:pairs])
         return jnp.stack([targets, samples], axis=1).reshape(2 * pairs, *self.image_shape)
