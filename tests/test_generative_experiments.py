@@ -125,10 +125,11 @@ def test_experiment_smoke(shared_cache, tmp_path, name):
                        "eval.episodes=20", "agent.network.hidden_sizes=[16]",
                        "logging.checkpoint=false", "logging.plot=false")
     result = train(experiment, progress=False)
-    expected = {"mean_reward", "judge_confident", "realism", "realistic"}
+    greedy = {"mean_reward", "judge_confident", "realism", "realistic", "diversity",
+              "classes_covered", "class_entropy"}
     if name != "gan_reinforce":
-        expected.add("judge_success")
-    assert set(result.eval_metrics) == expected
+        greedy |= {"judge_success", "diversity_min"}
+    assert set(result.eval_metrics) == greedy | {f"sampled_{metric}" for metric in greedy}
     assert all(np.all(np.isfinite(v)) for v in result.eval_metrics.values())
     pictures = sorted(p.name for p in (result.run_dir / "seed_0" / "images").glob("*.png"))
     assert pictures == ["samples_0.png", "samples_64.png"]  # one tag, at env steps 0 and 64

@@ -61,7 +61,7 @@ class JittedProgram:
         if self.plan.algorithm.batch_source == "rollout":
             rollout, trajectory = collect(model, self.plan.env, self.plan.env_params, state["rollout"],
                                           collect_key, self.plan.num_steps)
-            batch = trajectory.as_batch()
+            batch = self.learner.with_reference(trajectory.as_batch(), state["reference"])
             if hasattr(self.plan.env, "task_ids"):  # e.g. the condition class, for per-task baselines
                 batch["task_ids"] = self.plan.env.task_ids(self.plan.env_params, trajectory.observations)
             episodes = (trajectory.episode_returns, trajectory.episode_lengths, trajectory.dones)
@@ -90,8 +90,10 @@ class JittedProgram:
     def _env_hook(self, model, key: jax.Array, name: str):
         """Call the env's optional `name(params, observations, greedy_actions)` on a reset batch.
 
-        Generative envs use it for judge metrics (`evaluation_metrics -> {name: scalar}`) and
-        sample pictures (`render -> images [B, H, W]`); other envs return `{}`/`None`.
+        Generative envs use it for judge metrics (`evaluation_metrics -> {name: scalar}`; also
+        on the sampling policy's actions, as `sampled_<name>`: a greedy policy can look diverse
+        while the sampling one collapses, and the reverse) and sample pictures (`render ->
+        images [B, H, W]`); other envs return `{}`/`None`.
         """
         env, params = self.plan.env, self.plan.env_params
         hook = getattr(env, name, None)
@@ -100,7 +102,11 @@ class JittedProgram:
         observations, _ = jax.vmap(env.reset, in_axes=(0, None))(
             jax.random.split(key, self.plan.eval_episodes), params)
         distribution, _ = policy_distribution(model, observations, self.plan.action_space)
-        return hook(params, observations, distribution.mode())
+        greedy = hook(params, observations, distribution.mode())
+        if name != "evaluation_metrics":
+            return greedy
+        sampled = hook(params, observations, distribution.sample(jax.random.fold_in(key, 1)))
+        return {**greedy, **{f"sampled_{metric}": value for metric, value in sampled.items()}}
 
     def render(self, state: dict, keys: jax.Array):
         """Images `[S, B, H, W]` of greedy samples per seed, or None when the env cannot render."""
