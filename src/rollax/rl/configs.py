@@ -55,11 +55,15 @@ class REINFORCEConfig(_Config):
     baseline: str = "none"  # none | ema
     ema_decay: float = 0.95  # b <- decay * b + (1 - decay) * mean(returns of the key)
     num_baseline_keys: int = 1  # task keys (e.g. condition classes), ids in [0, num_baseline_keys)
+    # extra: KL anchor, reward - kl_coeff * (log pi - log pi_ref) per step (the batch then
+    # needs `log_probs` and `ref_log_probs`; the training loop scores the initial policy's)
+    kl_coeff: float = 0.0
 
     def _check_values(self):
         _check_range(self, "gamma", 0.0, 1.0)
         _check_range(self, "entropy_coeff", 0.0, INF)
         _check_optional_positive(self, "max_grad_norm")
+        _check_range(self, "kl_coeff", 0.0, INF)
         _check_choice(self, "baseline", ("none", "ema"))
         _check_range(self, "ema_decay", 0.0, 1.0, high_open=True)
         _check_int(self, "num_baseline_keys")
@@ -81,6 +85,7 @@ class PPOConfig(_Config):
     normalize_advantages: bool = True
     clip_value_loss: bool = False  # clip V around the rollout's values by clip_param
     target_kl: float | None = None  # skip remaining updates once approx KL exceeds it
+    kl_coeff: float = 0.0  # KL anchor to a reference policy, as REINFORCEConfig's
 
     def _check_values(self):
         _check_range(self, "gamma", 0.0, 1.0)
@@ -92,6 +97,7 @@ class PPOConfig(_Config):
         _check_int(self, "num_epochs")
         _check_int(self, "num_minibatches")
         _check_optional_positive(self, "target_kl")
+        _check_range(self, "kl_coeff", 0.0, INF)
 
 
 @dataclass(frozen=True)

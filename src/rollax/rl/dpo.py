@@ -18,6 +18,7 @@ from rollax.rl.spec import AlgorithmSpec, GroupSamples
 from rollax.rl.trainer import (
     Trainer,
     TrainState,
+    check_reference,
     evaluate_policy,
     sequence_sum,
     single_step_update,
@@ -95,6 +96,7 @@ class DPOTrainer(Trainer):
         super().__init__(model, optimizer, config, check_batches=check_batches)
         self.reference_model = reference_model
         if reference_model is not None:
+            check_reference(model, reference_model)
             graphdef, state = nnx.split(reference_model)
 
             @jax.jit

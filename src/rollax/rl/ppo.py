@@ -15,24 +15,27 @@ from rollax.rl.trainer import (
     evaluate_policy,
     flatten_batch,
     minibatch_update,
+    require_reference,
     sequence_sum,
 )
 from rollax.rl.utils import (
     clipped_surrogate_terms,
     compute_gae_advantages,
     explained_variance,
+    kl_shaped_rewards,
     masked_mean,
     normalize_advantages,
 )
 
 
 def prepare(batch: dict, config: PPOConfig) -> dict:
-    """Time-major batch -> flat batch with advantages and value targets.
+    """Time-major batch -> `(flat batch with advantages and value targets, KL-anchor metrics)`.
 
     `values` holds V(s_t) for T steps (then V(s_T) comes from `bootstrap_values[-1]`, or is
     0 when there is none: the batch ends an episode) or T+1 entries as in the GAE call.
     """
-    rewards, values = batch["rewards"], batch["values"]
+    rewards, anchor_metrics = kl_shaped_rewards(batch, config.kl_coeff)
+    values = batch["values"]
     flags = episode_flags(batch)
     if values.shape[0] == rewards.shape[0] + 1:
         extended = values
@@ -44,10 +47,10 @@ def prepare(batch: dict, config: PPOConfig) -> dict:
                                         gae_lambda=config.gae_lambda, **flags)
     flat = {"observations": batch["observations"], "actions": batch["actions"],
             "old_log_probs": batch["log_probs"], "old_values": extended[:-1],
-            "returns": advantages + extended[:-1], "rewards": rewards,
+            "returns": advantages + extended[:-1], "rewards": batch["rewards"],
             "raw_advantages": advantages,
             "advantages": normalize_advantages(advantages) if config.normalize_advantages else advantages}
-    return flatten_batch(flat, rewards.ndim)
+    return flatten_batch(flat, rewards.ndim), anchor_metrics
 
 
 def loss_fn(model, batch: dict, config: PPOConfig, static: dict):
@@ -83,11 +86,12 @@ def loss_fn(model, batch: dict, config: PPOConfig, static: dict):
 
 def update(graphdef, state: TrainState, batch, key, config: PPOConfig, static=None):
     """Pure PPO update: epochs x shuffled minibatches over the time-major batch."""
+    flat, anchor_metrics = prepare(batch, config)
     model_optimizer, metrics = minibatch_update(
-        loss_fn, graphdef, state.model_optimizer, prepare(batch, config), key, config, static or {},
+        loss_fn, graphdef, state.model_optimizer, flat, key, config, static or {},
         num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
         max_grad_norm=config.max_grad_norm, target_kl=config.target_kl)
-    return state._replace(model_optimizer=model_optimizer), metrics
+    return state._replace(model_optimizer=model_optimizer), {**metrics, **anchor_metrics}
 
 
 def check_plan(config: PPOConfig, budget, num_tasks: int) -> None:
@@ -105,11 +109,14 @@ class PPOTrainer(Trainer):
     update = staticmethod(update)
 
     batch_spec = BatchSpec(
-        required=("observations", "actions", "rewards", "values", "log_probs"), optional=EPISODE_KEYS,
-        shapes={**dict.fromkeys(("rewards", "log_probs", *EPISODE_KEYS), STEP), "values": STEP_OR_NEXT},
+        required=("observations", "actions", "rewards", "values", "log_probs"),
+        optional=(*EPISODE_KEYS, "ref_log_probs"),
+        shapes={**dict.fromkeys(("rewards", "log_probs", "ref_log_probs", *EPISODE_KEYS), STEP),
+                "values": STEP_OR_NEXT},
         needs_values=True)
 
     def validate(self, batch):
+        require_reference(batch, self.config)
         arrays, static = super().validate(batch)
         size = arrays["rewards"].size
         if size % self.config.num_minibatches:
@@ -121,4 +128,4 @@ class PPOTrainer(Trainer):
 SPEC = AlgorithmSpec(
     name="ppo", config_class=PPOConfig, update=update, needs_critic=True,
     updates_per_iteration=lambda config: config.num_epochs * config.num_minibatches,
-    check=check_plan)
+    check=check_plan, uses_reference=lambda config: config.kl_coeff > 0)

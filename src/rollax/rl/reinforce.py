@@ -30,9 +30,15 @@ from rollax.rl.trainer import (
     evaluate_policy,
     flatten_batch,
     gradient_step,
+    require_reference,
     sequence_sum,
 )
-from rollax.rl.utils import compute_discounted_returns, masked_mean, normalize_advantages
+from rollax.rl.utils import (
+    compute_discounted_returns,
+    kl_shaped_rewards,
+    masked_mean,
+    normalize_advantages,
+)
 
 
 def init_state(config: REINFORCEConfig):
@@ -58,20 +64,20 @@ def update_baseline(baseline_state: dict, returns: jax.Array, task_ids: jax.Arra
 
 def prepare(batch: dict, config: REINFORCEConfig, baseline_state=()) -> tuple[dict, object, dict]:
     """Time-major batch -> `(flat batch with advantages, new baseline state, baseline metrics)`."""
-    rewards = batch["rewards"]
+    rewards, extra_metrics = kl_shaped_rewards(batch, config.kl_coeff)
     returns = compute_discounted_returns(rewards, config.gamma, **episode_flags(batch))
-    advantages, extra_metrics = returns, {}
+    advantages = returns
     if config.baseline == "ema":
         task_ids = batch.get("task_ids")
         task_ids = jnp.zeros(returns.shape, jnp.int32) if task_ids is None else task_ids.astype(jnp.int32)
         subtracted = baseline_state["baseline"][task_ids]
         advantages = returns - subtracted.astype(returns.dtype)
-        extra_metrics = {"baseline_mean": jnp.mean(subtracted)}
+        extra_metrics["baseline_mean"] = jnp.mean(subtracted)
         baseline_state = update_baseline(baseline_state, returns, task_ids, config.ema_decay)
     if config.normalize_returns:
         advantages = normalize_advantages(advantages)
     flat = {"observations": batch["observations"], "actions": batch["actions"],
-            "returns": advantages, "rewards": rewards}
+            "returns": advantages, "rewards": batch["rewards"]}
     if "mask" in batch:
         flat["mask"] = batch["mask"]
     return flatten_batch(flat, rewards.ndim), baseline_state, extra_metrics
@@ -106,10 +112,14 @@ class REINFORCETrainer(Trainer):
     init_state = staticmethod(init_state)
 
     batch_spec = BatchSpec(
-        required=("observations", "actions", "rewards"), optional=(*EPISODE_KEYS, "mask", "task_ids"),
-        shapes=dict.fromkeys(("rewards", *EPISODE_KEYS, "task_ids"), STEP), integer_keys=("task_ids",))
+        required=("observations", "actions", "rewards"),
+        optional=(*EPISODE_KEYS, "mask", "task_ids", "log_probs", "ref_log_probs"),
+        shapes=dict.fromkeys(("rewards", *EPISODE_KEYS, "task_ids", "log_probs", "ref_log_probs"),
+                             STEP),
+        integer_keys=("task_ids",))
 
     def validate(self, batch):
+        require_reference(batch, self.config)
         arrays, static = super().validate(batch)
         keys = self.config.num_baseline_keys
         if "task_ids" in arrays and arrays["task_ids"].size and self.config.baseline == "ema":
@@ -130,5 +140,5 @@ def check_plan(config: REINFORCEConfig, budget, num_tasks: int) -> None:
 
 SPEC = AlgorithmSpec(
     name="reinforce", config_class=REINFORCEConfig, update=update, check=check_plan,
-    init_state=init_state)
+    init_state=init_state, uses_reference=lambda config: config.kl_coeff > 0)
 

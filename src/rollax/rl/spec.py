@@ -53,6 +53,8 @@ class AlgorithmSpec:
       the key); `num_tasks` is the env's number of task keys (1 unless it has a `num_tasks` hook).
     - `init_state(config)`: algorithm-owned training state (e.g. REINFORCE's EMA baselines),
       carried and checkpointed with the model; `()` when it has none.
+    - `uses_reference(config)`: a "rollout" algorithm whose batch needs `ref_log_probs`, the
+      actions' log-probs under the frozen initial policy (a KL anchor).
     """
 
     name: str
@@ -65,6 +67,7 @@ class AlgorithmSpec:
     updates_per_iteration: Callable[[Any], int] = lambda config: 1
     check: Callable[[Any, Any, int], None] = _no_check
     init_state: Callable[[Any], Any] = lambda config: ()
+    uses_reference: Callable[[Any], bool] = lambda config: False
 
     def __post_init__(self):
         if self.batch_source not in ("rollout", "groups"):

@@ -89,6 +89,29 @@ def episode_flags(batch: dict) -> dict:
 # ---------------------------------------------------------------- the shared update
 
 
+def require_reference(batch: Mapping[str, Any], config: Any) -> None:
+    """A KL anchor (`config.kl_coeff > 0`) needs the actions' log-probs under the sampling
+    policy and under the reference."""
+    missing = [key for key in ("log_probs", "ref_log_probs") if key not in batch]
+    if config.kl_coeff > 0 and missing:
+        raise ValueError(f"kl_coeff={config.kl_coeff} anchors the policy to a reference: the "
+                         f"batch needs {missing} (the actions' log-probs under the sampling "
+                         "policy and under the frozen reference policy)")
+
+
+def check_reference(model: nnx.Module, reference: nnx.Module) -> None:
+    """A reference policy must have the model's parameters (paths and shapes): it is the
+    model's own starting point, and a different one gives a meaningless KL."""
+    def shapes(module):
+        return {path: value.shape for path, value in nnx.to_flat_state(nnx.state(module, nnx.Param))}
+
+    mine, theirs = shapes(model), shapes(reference)
+    if mine != theirs:
+        differing = sorted(set(mine.items()) ^ set(theirs.items()))[:3]
+        raise ValueError(f"reference_model does not match the model's parameters: first "
+                         f"differences (path, shape): {differing}")
+
+
 def gradient_step(
     loss_fn: Callable, graphdef: nnx.GraphDef, state: nnx.State, batch: dict, config: Any,
     static: dict, max_grad_norm: float | None,

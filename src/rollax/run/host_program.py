@@ -33,12 +33,20 @@ class HostProgram:
         self.learner, self.plan = learner, learner.plan
         self.env_kwargs = dict(env_kwargs)
         self.collectors = []
-        self._update = jax.jit(over_seeds(learner.update))
+        self._update = jax.jit(over_seeds(self._update_one))
         self._init = jax.jit(over_seeds(self._init_one))
+        # the frozen initial policy is kept only for a KL anchor (older checkpoints lack it)
+        self._anchored = self.plan.algorithm.uses_reference(self.plan.config)
 
     def _init_one(self, seed: jax.Array) -> dict:
         model_key, key = jax.random.split(jax.random.key(seed))
-        return {"train": self.learner.init(model_key)[0], "key": key}
+        train, reference = self.learner.init(model_key)
+        return {"train": train, "key": key, **({"reference": reference} if self._anchored else {})}
+
+    def _update_one(self, state: dict, batch: dict, key: jax.Array):
+        if self._anchored:
+            batch = self.learner.with_reference(batch, state["reference"])
+        return self.learner.update(state["train"], batch, key)
 
     def init(self, seeds: list[int]) -> dict:
         self.close()
@@ -60,8 +68,8 @@ class HostProgram:
             trajectories = [collector.collect(self._seed_model(state, i), keys[i, 1], self.plan.num_steps)
                             for i, collector in enumerate(self.collectors)]
             stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *trajectories)
-            train, metrics = self._update(state["train"], stacked.as_batch(), keys[:, 2])
-            state = {"train": train, "key": keys[:, 0]}
+            train, metrics = self._update(state, stacked.as_batch(), keys[:, 2])
+            state = {**state, "train": train, "key": keys[:, 0]}
             outputs.append((metrics, (stacked.episode_returns, stacked.episode_lengths, stacked.dones)))
         # [K] list of [S, ...] -> [S, K, ...], as the jitted chunk returns
         return state, jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outputs)

@@ -3,12 +3,15 @@ and optimizer, the per-seed training state, and the algorithm's pure update."""
 
 from __future__ import annotations
 
+import math
+
 import jax
 import optax
 from flax import nnx
 
 from rollax.networks import build_policy
 from rollax.rl.trainer import TrainState
+from rollax.rollout.collector import policy_distribution
 from rollax.run.experiment import AgentSpec, OptimizerSpec
 from rollax.run.plan import Plan
 
@@ -33,8 +36,17 @@ def make_optimizer(spec: OptimizerSpec, schedule: optax.Schedule) -> optax.Gradi
 
 
 def build_model(agent: AgentSpec, plan: Plan, key: jax.Array) -> nnx.Module:
-    """The agent's policy network for the env's spaces."""
+    """The agent's policy network for the env's spaces (and, for the generative kinds, its
+    noise layout and generator)."""
     network = agent.network
+    if network.kind != "mlp":
+        from rollax.generative.policies import generative_policy
+
+        return generative_policy(
+            network.kind, plan.env, math.prod(plan.observation_space.shape),
+            hidden_sizes=network.hidden_sizes, activation=network.activation,
+            log_std_init=network.log_std_init, critic=plan.algorithm.needs_critic,
+            rngs=nnx.Rngs(key))
     return build_policy(
         plan.observation_space, plan.action_space, hidden_sizes=network.hidden_sizes,
         activation=network.activation, critic=plan.algorithm.needs_critic,
@@ -75,6 +87,15 @@ class Learner:
 
     def reference(self, reference_state: nnx.State) -> nnx.Module:
         return nnx.merge(self.model_graphdef, reference_state)
+
+    def with_reference(self, batch: dict, reference_state: nnx.State) -> dict:
+        """A rollout batch plus `ref_log_probs` (its actions under the frozen initial policy)
+        when the algorithm anchors to it (`uses_reference`); the batch as it is otherwise."""
+        if not self.plan.algorithm.uses_reference(self.plan.config):
+            return batch
+        distribution, _ = policy_distribution(self.reference(reference_state), batch["observations"],
+                                              self.plan.action_space)
+        return {**batch, "ref_log_probs": distribution.log_prob(batch["actions"])}
 
     def update(self, state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
         """The algorithm's pure update (traceable: runs inside the jitted chunk); its metrics
