@@ -21,19 +21,26 @@ def make_vae_digit(
     reward_on: str = "final",
     class_weight: float = 1.0,
     realism_weight: float = 0.1,
+    class_reward: str = "log_prob",
+    noise: bool = False,
+    action: str = "latent",
 ) -> tuple[LatentEnv, LatentEnvParams]:
     """`rollax/VAEDigit-v0`: observe a one-hot target class (uniform, or `target_class`), act with
-    a VAE latent; reward = class_weight * log p(target | x) + realism_weight * VAE realism.
-    Evaluation: an independent judge's success rate and the realism against real digits."""
+    a VAE latent; reward = class_weight * log p(target | x) + realism_weight * VAE realism
+    (`class_reward="prob"`: p(target | x), which saturates).
+    Evaluation: an independent judge's success rate, the realism against real digits, and the
+    samples' diversity. `noise=True` adds a prior noise sample to the observation (for
+    noise-conditioned policies); `action="sample"` makes the decoder itself the policy."""
     from rollax.envs.latent import LatentEnv, one_hot_conditions, with_target
     from rollax.generative import ClassAndRealismReward, load_digit_judge, load_pretrained
 
     vae, _ = load_pretrained("vae")
     classifier, _ = load_pretrained("classifier")
-    reward = ClassAndRealismReward(classifier, vae, class_weight, realism_weight)
+    reward = ClassAndRealismReward(classifier, vae, class_weight, realism_weight, class_reward)
     env = LatentEnv(vae.decoder, reward, vae.latent_dim, conditions=one_hot_conditions(10),
                     horizon=horizon, action_bound=action_bound, reward_on=reward_on,
-                    name="rollax/VAEDigit-v0", evaluator=load_digit_judge())
+                    name="rollax/VAEDigit-v0", evaluator=load_digit_judge(), noise=noise,
+                    action=action)
     return env, with_target(env, env.default_params, target_class)
 
 
@@ -55,18 +62,21 @@ def make_vae_reconstruct(
 
 
 def make_gan_discriminator(
-    *, horizon: int = 1, action_bound: float = 3.0, reward_on: str = "final", kind: str = "logit"
+    *, horizon: int = 1, action_bound: float = 3.0, reward_on: str = "final", kind: str = "logit",
+    noise: bool = False, action: str = "latent",
 ) -> tuple[LatentEnv, LatentEnvParams]:
     """`rollax/GANDiscriminator-v0`: act with a generator latent; reward = discriminator logit
     (`kind="logit"`) or log D(x) (`kind="log_prob"`). Unconditioned. Evaluation adds the judge's
-    confident share and the VAE realism, which the discriminator reward does not see."""
+    confident share, the VAE realism, which the discriminator reward does not see, and the
+    samples' diversity and class coverage. `noise`/`action` as for `rollax/VAEDigit-v0`."""
     from rollax.envs.latent import LatentEnv
     from rollax.generative import DiscriminatorReward, load_digit_judge, load_pretrained
 
     gan, _ = load_pretrained("gan")
     env = LatentEnv(gan.generator, DiscriminatorReward(gan.discriminator, kind), gan.latent_dim,
                     horizon=horizon, action_bound=action_bound, reward_on=reward_on,
-                    name="rollax/GANDiscriminator-v0", evaluator=load_digit_judge())
+                    name="rollax/GANDiscriminator-v0", evaluator=load_digit_judge(), noise=noise,
+                    action=action)
     return env, env.default_params
 
 

@@ -1,6 +1,9 @@
-"""Policies initialised from pretrained generative models (the encoder as a latent policy)."""
+"""Policies built from pretrained generative models: the encoder as a latent policy, a noise-
+to-latent map that keeps the model a generator, and the generator itself as the policy."""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +11,7 @@ from flax import nnx
 
 from rollax.generative.models import VAE
 from rollax.networks.distributions import DiagGaussian
+from rollax.networks.mlp import ACTIVATIONS, MLPTorso
 
 
 class EncoderPolicy(nnx.Module):
@@ -41,3 +45,104 @@ def encoder_policy(vae: VAE, *, log_std_init: float = -1.0,
                    with_value: bool = False) -> EncoderPolicy:
     """A latent policy for `rollax/VAEReconstruct-v0` that starts as the VAE's encoder mean."""
     return EncoderPolicy(vae, log_std_init=log_std_init, with_value=with_value)
+
+
+class NoiseToLatent(nnx.Module):
+    """`latent = noise + MLP(observation)` for observations that end with a prior noise sample
+    `[..., d]` (`LatentEnv(noise=True)`). The output layer starts at zero, so the untrained map
+    is the identity on the noise and the policy draws from the model's own distribution."""
+
+    def __init__(self, observation_dim: int, latent_dim: int, hidden_sizes: tuple[int, ...],
+                 activation: str, *, rngs: nnx.Rngs):
+        if observation_dim < latent_dim:
+            raise ValueError(f"observations of width {observation_dim} cannot end with a noise "
+                             f"sample of latent_dim={latent_dim}")
+        self.latent_dim = latent_dim
+        self.torso = MLPTorso(observation_dim, hidden_sizes, ACTIVATIONS[activation], rngs=rngs)
+        self.head = nnx.Linear(self.torso.out_features, latent_dim, kernel_init=nnx.initializers.zeros_init(),
+                               bias_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        return observations[..., -self.latent_dim:] + self.head(self.torso(observations))
+
+
+class _GaussianWithCritic(nnx.Module):
+    """A state-independent `log_std` and an optional value MLP, shared by the policies below."""
+
+    def __init__(self, observation_dim: int, action_dim: int, hidden_sizes: tuple[int, ...],
+                 activation: str, log_std_init: float, critic: bool, rngs: nnx.Rngs):
+        self.log_std = nnx.Param(jnp.full((action_dim,), log_std_init, jnp.float32))
+        self.critic = critic
+        if critic:
+            self.critic_torso = MLPTorso(observation_dim, hidden_sizes, ACTIVATIONS[activation], rngs=rngs)
+            self.value_head = nnx.Linear(self.critic_torso.out_features, 1, rngs=rngs)
+
+    def output(self, observations: jax.Array, mean: jax.Array):
+        policy = DiagGaussian(mean, jnp.broadcast_to(self.log_std[...], mean.shape))
+        if not self.critic:
+            return policy
+        return policy, self.value_head(self.critic_torso(observations))[..., 0]
+
+
+class NoiseLatentPolicy(_GaussianWithCritic):
+    """Gaussian over latents around `NoiseToLatent(observation)`: noise in, latent out."""
+
+    def __init__(self, observation_dim: int, latent_dim: int, *, hidden_sizes: tuple[int, ...],
+                 activation: str, log_std_init: float, critic: bool, rngs: nnx.Rngs):
+        super().__init__(observation_dim, latent_dim, hidden_sizes, activation, log_std_init,
+                         critic, rngs)
+        self.to_latent = NoiseToLatent(observation_dim, latent_dim, hidden_sizes, activation,
+                                       rngs=rngs)
+
+    def __call__(self, observations: jax.Array):
+        return self.output(observations, self.to_latent(observations))
+
+
+class GeneratorPolicy(_GaussianWithCritic):
+    """The generator itself as the policy: `sample = generator(NoiseToLatent(observation))`,
+    the action a Gaussian around it (`log_std` per pixel). The generator's weights are
+    fine-tuned; with the map's zero start the untrained policy is the pretrained generator."""
+
+    def __init__(self, generator: nnx.Module, observation_dim: int, latent_dim: int,
+                 sample_dim: int, *, hidden_sizes: tuple[int, ...], activation: str,
+                 log_std_init: float, critic: bool, rngs: nnx.Rngs):
+        super().__init__(observation_dim, sample_dim, hidden_sizes, activation, log_std_init,
+                         critic, rngs)
+        self.to_latent = NoiseToLatent(observation_dim, latent_dim, hidden_sizes, activation,
+                                       rngs=rngs)
+        self.generator = generator
+        produced = jax.eval_shape(generator, jax.ShapeDtypeStruct((1, latent_dim), jnp.float32))
+        if math.prod(produced.shape[1:]) != sample_dim:
+            raise ValueError(f"the generator maps latents [1, {latent_dim}] to {produced.shape}, "
+                             f"but the env's samples (its actions and the reward's input) have "
+                             f"{sample_dim} values")
+
+    def __call__(self, observations: jax.Array):
+        latents = self.to_latent(observations)
+        samples = self.generator(latents.reshape(-1, latents.shape[-1]))
+        return self.output(observations, samples.reshape(*latents.shape[:-1], -1))
+
+
+def generative_policy(kind: str, env, observation_dim: int, *, hidden_sizes: tuple[int, ...],
+                      activation: str, log_std_init: float, critic: bool, rngs: nnx.Rngs
+                      ) -> NoiseLatentPolicy | GeneratorPolicy:
+    """The `[agent.network] kind` policy for a `LatentEnv` with `noise=True` (and, for
+    "generator", `action="sample"`); ValueError naming what the env lacks."""
+    if not getattr(env, "noise", False):
+        raise ValueError(f"agent.network.kind={kind!r} needs an env that observes prior noise "
+                         f"(env params noise = true); {getattr(env, 'name', env)!r} does not")
+    kwargs = dict(hidden_sizes=hidden_sizes, activation=activation, log_std_init=log_std_init,
+                  critic=critic, rngs=rngs)
+    if kind == "noise_latent":
+        if env.action != "latent":
+            raise ValueError(f"agent.network.kind='noise_latent' acts with latents; the env's "
+                             f"action is {env.action!r} (use kind='generator')")
+        return NoiseLatentPolicy(observation_dim, env.latent_dim, **kwargs)
+    if kind == "generator":
+        if env.action != "sample":
+            raise ValueError("agent.network.kind='generator' acts with samples; set the env "
+                             "param action = \"sample\"")
+        return GeneratorPolicy(env.generator(), observation_dim, env.latent_dim,
+                               env.num_actions, **kwargs)
+    raise ValueError(f"agent.network.kind={kind!r} is not a generative policy; valid: "
+                     "'noise_latent', 'generator'")

@@ -55,11 +55,13 @@ class VAERealismReward(nnx.Module):
 
 
 class ClassAndRealismReward(nnx.Module):
-    """`class_weight * log p(target | x) + realism_weight * VAERealismReward(x)`."""
+    """`class_weight * log p(target | x) + realism_weight * VAERealismReward(x)`; `class_kind=
+    "prob"` scores p(target | x) instead, which saturates once the class is clear, so it does
+    not keep pulling every sample towards the most typical digit as the log-probability does."""
 
     def __init__(self, classifier: Classifier, vae: VAE, class_weight: float = 1.0,
-                 realism_weight: float = 0.1):
-        self.class_reward = ClassifierReward(classifier, "log_prob")
+                 realism_weight: float = 0.1, class_kind: str = "log_prob"):
+        self.class_reward = ClassifierReward(classifier, class_kind)
         self.realism_reward = VAERealismReward(vae)
         self.class_weight = float(class_weight)
         self.realism_weight = float(realism_weight)

@@ -44,8 +44,15 @@ class EnvSpec:
             raise ValueError("env.id must name an environment, got ''")
 
 
+NETWORK_KINDS = ("mlp", "noise_latent", "generator")
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
+    """`kind`: "mlp" (any env), or for generative envs observing prior noise "noise_latent"
+    (noise -> latent, starting as the identity) or "generator" (the env's generator, fine-tuned)."""
+
+    kind: str = "mlp"
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     shared_torso: bool = False
@@ -57,6 +64,7 @@ class NetworkSpec:
         for size in self.hidden_sizes:
             check_int("agent.network.hidden_sizes[i]", size, 1, MAX_LAYER)
         check_choice("agent.network.activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        check_choice("agent.network.kind", self.kind, NETWORK_KINDS)
 
 
 @dataclasses.dataclass(frozen=True)
