@@ -25,7 +25,8 @@ from rollax.run.program import make_program
 from rollax.run.seeds import eval_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = ("vae_ppo", "vae_grpo", "gan_reinforce", "vae_dpo")
+EXPERIMENTS = ("vae_ppo", "vae_grpo", "gan_reinforce", "vae_dpo", "vae_ppo_diverse",
+               "gan_reinforce_diverse")
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +128,32 @@ def test_experiment_smoke(shared_cache, tmp_path, name):
     result = train(experiment, progress=False)
     greedy = {"mean_reward", "judge_confident", "realism", "realistic", "diversity",
               "classes_covered", "class_entropy"}
-    if name != "gan_reinforce":
+    if not name.startswith("gan"):
         greedy |= {"judge_success", "diversity_min"}
     assert set(result.eval_metrics) == greedy | {f"sampled_{metric}" for metric in greedy}
     assert all(np.all(np.isfinite(v)) for v in result.eval_metrics.values())
     pictures = sorted(p.name for p in (result.run_dir / "seed_0" / "images").glob("*.png"))
     assert pictures == ["samples_0.png", "samples_64.png"]  # one tag, at env steps 0 and 64
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("vae_ppo", "generator"), ("vae_grpo", "generator"), ("vae_rloo", "generator"),
+    ("vae_dpo", "generator"), ("gan_reinforce", "generator"), ("vae_grpo", "noise_latent"),
+    ("vae_rloo", "noise_latent"), ("vae_dpo", "noise_latent")])
+def test_generative_policies_train_with_every_algorithm(shared_cache, tmp_path, name, kind):
+    """Each trainer updates a noise-conditioned latent policy and the generator itself (the
+    diverse experiments cover the other pairs): two updates, finite losses and metrics."""
+    action = "sample" if kind == "generator" else "latent"
+    experiment = _load(name, 1, tmp_path, "budget.num_envs=16", "budget.total_steps=32",
+                       "budget.group_size=4", "eval.episodes=8", "agent.network.hidden_sizes=[8]",
+                       "env.params.noise=true", f"env.params.action='{action}'",
+                       f"agent.network.kind='{kind}'", "logging.checkpoint=false",
+                       "logging.plot=false")
+    result = train(experiment, progress=False)
+    rows = [json.loads(line) for line in (result.run_dir / "seed_0" / "metrics.jsonl").open()]
+    losses = [row["train/loss"] for row in rows if "train/loss" in row]
+    assert len(losses) == 2 and np.all(np.isfinite(losses))
+    assert np.all(np.isfinite(result.eval_metrics["sampled_diversity"]))
 
 
 # ---- targets over 5 seeds (`pytest -m slow`)
@@ -174,6 +195,30 @@ def test_vae_dpo_ranks_fresh_pairs_and_beats_the_reference(shared_cache, tmp_pat
         # each iteration's pairs are fresh samples, scored before the update that sees them
         assert np.mean(accuracy[-10:]) >= 0.9, seed_dir.name
     assert np.all(after["judge_success"] >= before["judge_success"] + 0.5)
+
+
+@pytest.mark.slow
+def test_anchored_noise_policy_stays_a_generator(shared_cache, tmp_path):
+    """`vae_ppo_diverse` against `vae_ppo`, judged on the sampling policy over 5 seeds: the
+    requested class nearly always, with clearly more variety per class (measured: 0.46-0.48
+    against 0.27-0.32), still short of the issue's 0.7 (the VAE's own ceiling is 0.64)."""
+    _, collapsed, _ = _before_and_after("vae_ppo", tmp_path)
+    before, after, _ = _before_and_after("vae_ppo_diverse", tmp_path)
+    assert np.all(before["sampled_diversity"] >= 0.8)  # the start is the VAE's own distribution
+    assert np.all(after["sampled_judge_success"] >= 0.93)
+    assert np.all(after["sampled_realistic"] >= 0.95)
+    assert np.all(after["sampled_diversity"] >= 0.42)
+    assert after["sampled_diversity"].min() > 1.3 * collapsed["sampled_diversity"].max()
+
+
+@pytest.mark.slow
+def test_anchored_gan_policy_keeps_the_classes(shared_cache, tmp_path):
+    """`gan_reinforce_diverse`: the discriminator logit rises while 8+ classes stay covered and
+    most samples stay realistic (unanchored `gan_reinforce` ends on one class, 0% realistic)."""
+    before, after, _ = _before_and_after("gan_reinforce_diverse", tmp_path)
+    assert np.all(after["sampled_mean_reward"] > before["sampled_mean_reward"] + 0.3)
+    assert np.all(after["sampled_classes_covered"] >= 8)
+    assert np.all(after["sampled_realistic"] >= 0.75)
 
 
 def test_loaded_agent_and_video_of_a_generative_run(shared_cache, tmp_path):

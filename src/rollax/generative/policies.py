@@ -131,8 +131,8 @@ def generative_policy(kind: str, env, observation_dim: int, *, hidden_sizes: tup
     if not getattr(env, "noise", False):
         raise ValueError(f"agent.network.kind={kind!r} needs an env that observes prior noise "
                          f"(env params noise = true); {getattr(env, 'name', env)!r} does not")
-    kwargs = dict(hidden_sizes=hidden_sizes, activation=activation, log_std_init=log_std_init,
-                  critic=critic, rngs=rngs)
+    kwargs = {"hidden_sizes": hidden_sizes, "activation": activation,
+              "log_std_init": log_std_init, "critic": critic, "rngs": rngs}
     if kind == "noise_latent":
         if env.action != "latent":
             raise ValueError(f"agent.network.kind='noise_latent' acts with latents; the env's "
