@@ -132,6 +132,10 @@ def test_experiment_smoke(shared_cache, tmp_path, name):
         greedy |= {"judge_success", "diversity_min"}
     assert set(result.eval_metrics) == greedy | {f"sampled_{metric}" for metric in greedy}
     assert all(np.all(np.isfinite(v)) for v in result.eval_metrics.values())
+    written = json.loads((result.run_dir / "results.json").read_text())["eval_metrics"]
+    assert written.keys() == result.eval_metrics.keys()
+    for metric, values in result.eval_metrics.items():
+        np.testing.assert_allclose(written[metric], values, rtol=1e-6)
     pictures = sorted(p.name for p in (result.run_dir / "seed_0" / "images").glob("*.png"))
     assert pictures == ["samples_0.png", "samples_64.png"]  # one tag, at env steps 0 and 64
 

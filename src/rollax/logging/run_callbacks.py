@@ -292,9 +292,12 @@ def _rewind_best(best_dir: Path, max_step: int) -> float:
 
 
 def write_results(result) -> None:
-    """`results.json` in the run directory (atomic): per-seed evaluation, timings."""
+    """`results.json` in the run directory (atomic): per-seed evaluation (the env's own
+    metrics too, e.g. the judge's), timings."""
     summary = {"name": result.name, "seeds": result.seeds, "env_steps": result.env_steps,
                "eval_mean_return": result.eval_returns.mean(axis=1).tolist(),
+               "eval_metrics": {name: np.asarray(values, float).tolist()
+                                for name, values in sorted(result.eval_metrics.items())},
                "train_ep_rew_mean": result.ep_rew_mean, "solved": result.solved,
                "start_step": result.start_step, "compile_seconds": result.compile_seconds,
                "train_seconds": result.train_seconds}
