@@ -80,33 +80,30 @@ class JittedProgram:
         return jax.lax.scan(self._iteration, state, None, length=self.plan.iterations_per_chunk)
 
     def _evaluate(self, state: dict, key: jax.Array):
-        """Greedy returns `[episodes]` and the env's own evaluation metrics (see `_env_hook`)."""
+        """Greedy returns `[episodes]` and the env's own evaluation metrics: generative envs'
+        `evaluation_metrics(params, observations, actions) -> {name: scalar}` (judge, diversity)
+        on greedy actions, and as `sampled_<name>` on the sampling policy's, since a greedy
+        policy can look diverse while the sampling one collapses, and the reverse."""
         model = self.learner.model(state["train"])
         returns_key, metrics_key = jax.random.split(key)
         returns = evaluate(model, self.plan.env, self.plan.env_params, returns_key,
                            self.plan.eval_episodes, self.plan.eval_max_steps)
-        return returns, self._env_hook(model, metrics_key, "evaluation_metrics")
-
-    def _env_hook(self, model, key: jax.Array, name: str):
-        """Call the env's optional `name(params, observations, greedy_actions)` on a reset batch.
-
-        Generative envs use it for judge metrics (`evaluation_metrics -> {name: scalar}`; also
-        on the sampling policy's actions, as `sampled_<name>`: a greedy policy can look diverse
-        while the sampling one collapses, and the reverse) and sample pictures (`render ->
-        images [B, H, W]`); other envs return `{}`/`None`.
-        """
-        env, params = self.plan.env, self.plan.env_params
-        hook = getattr(env, name, None)
+        hook = getattr(self.plan.env, "evaluation_metrics", None)
         if hook is None:
-            return {} if name == "evaluation_metrics" else None
-        observations, _ = jax.vmap(env.reset, in_axes=(0, None))(
+            return returns, {}
+        params, observations, distribution = self._reset_batch(model, metrics_key)
+        greedy = hook(params, observations, distribution.mode())
+        sampled = hook(params, observations, distribution.sample(jax.random.fold_in(metrics_key, 1)))
+        return returns, {**greedy, **{f"sampled_{name}": value for name, value in sampled.items()}}
+
+    def _reset_batch(self, model, key: jax.Array):
+        """`(env params, observations [eval_episodes, ...], the policy's distribution)` on a
+        batch of resets: what the env's evaluation and picture hooks look at."""
+        params = self.plan.env_params
+        observations, _ = jax.vmap(self.plan.env.reset, in_axes=(0, None))(
             jax.random.split(key, self.plan.eval_episodes), params)
         distribution, _ = policy_distribution(model, observations, self.plan.action_space)
-        greedy = hook(params, observations, distribution.mode())
-        if name != "evaluation_metrics":
-            return greedy
-        sampled = hook(params, observations, distribution.sample(jax.random.fold_in(key, 1)))
-        return {**greedy, **{f"sampled_{metric}": value for metric, value in sampled.items()}}
+        return params, observations, distribution
 
     def render(self, state: dict, keys: jax.Array):
         """Images `[S, B, H, W]` of greedy samples per seed, or None when the env cannot render."""
@@ -115,4 +112,7 @@ class JittedProgram:
         return self._render(state, keys)
 
     def _render_one(self, seed_state: dict, key: jax.Array):
-        return self._env_hook(self.learner.model(seed_state["train"]), key, "render")
+        """The env's `render(params, observations, greedy actions) -> images [B, H, W]`."""
+        params, observations, distribution = self._reset_batch(
+            self.learner.model(seed_state["train"]), key)
+        return self.plan.env.render(params, observations, distribution.mode())
