@@ -33,10 +33,10 @@ class HostProgram:
         self.learner, self.plan = learner, learner.plan
         self.env_kwargs = dict(env_kwargs)
         self.collectors = []
-        self._update = jax.jit(over_seeds(self._update_one))
-        self._init = jax.jit(over_seeds(self._init_one))
         # the frozen initial policy is kept only for a KL anchor (older checkpoints lack it)
         self._anchored = self.plan.algorithm.uses_reference(self.plan.config)
+        self._update = jax.jit(over_seeds(self._update_one))
+        self._init = jax.jit(over_seeds(self._init_one))
 
     def _init_one(self, seed: jax.Array) -> dict:
         model_key, key = jax.random.split(jax.random.key(seed))
@@ -44,8 +44,7 @@ class HostProgram:
         return {"train": train, "key": key, **({"reference": reference} if self._anchored else {})}
 
     def _update_one(self, state: dict, batch: dict, key: jax.Array):
-        if self._anchored:
-            batch = self.learner.with_reference(batch, state["reference"])
+        batch = self.learner.with_reference(batch, state.get("reference"))
         return self.learner.update(state["train"], batch, key)
 
     def init(self, seeds: list[int]) -> dict:

@@ -88,7 +88,7 @@ class Learner:
     def reference(self, reference_state: nnx.State) -> nnx.Module:
         return nnx.merge(self.model_graphdef, reference_state)
 
-    def with_reference(self, batch: dict, reference_state: nnx.State) -> dict:
+    def with_reference(self, batch: dict, reference_state: nnx.State | None) -> dict:
         """A rollout batch plus `ref_log_probs` (its actions under the frozen initial policy)
         when the algorithm anchors to it (`uses_reference`); the batch as it is otherwise."""
         if not self.plan.algorithm.uses_reference(self.plan.config):
