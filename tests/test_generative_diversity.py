@@ -5,6 +5,7 @@ and the KL anchor of PPO and REINFORCE against the published (InstructGPT) rewar
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import jax
@@ -18,7 +19,7 @@ import rollax.envs
 from rollax.envs.latent import LatentEnv
 from rollax.generative import DigitJudge, load_pretrained
 from rollax.generative.judge import mean_pairwise_distance
-from rollax.generative.policies import GeneratorPolicy, NoiseLatentPolicy, generative_policy
+from rollax.generative.policies import NoiseConditionedPolicy, generative_policy
 from rollax.rl import (
     DPOConfig,
     DPOTrainer,
@@ -155,8 +156,8 @@ def test_bad_modes_are_named(kwargs, message):
 
 # ---- policies at their start: the model's own distribution
 def test_noise_latent_policy_starts_as_the_identity_on_the_noise():
-    policy = NoiseLatentPolicy(2 + LATENT, LATENT, hidden_sizes=(8,), activation="tanh",
-                               log_std_init=-1.0, critic=True, rngs=nnx.Rngs(0))
+    policy = NoiseConditionedPolicy(2 + LATENT, LATENT, hidden_sizes=(8,), activation="tanh",
+                                    log_std_init=-1.0, critic=True, rngs=nnx.Rngs(0))
     observations = jax.random.normal(jax.random.key(0), (6, 2 + LATENT))
     distribution, value = policy(observations)
     np.testing.assert_array_equal(distribution.mean, observations[:, 2:])
@@ -183,9 +184,9 @@ def test_generator_policy_starts_as_the_pretrained_generator(gan_generator_env):
 
 def test_generator_whose_output_does_not_fit_the_samples_is_named():
     with pytest.raises(ValueError, match="generator maps latents"):
-        GeneratorPolicy(lambda latents: latents @ DECODER, LATENT, LATENT, PIXELS + 1,
-                        hidden_sizes=(4,), activation="tanh", log_std_init=0.0, critic=False,
-                        rngs=nnx.Rngs(0))
+        NoiseConditionedPolicy(LATENT, LATENT, generator=lambda latents: latents @ DECODER,
+                               sample_dim=PIXELS + 1, hidden_sizes=(4,), activation="tanh",
+                               log_std_init=0.0, critic=False, rngs=nnx.Rngs(0))
 
 
 def test_policy_kind_and_env_mode_must_agree(gan_generator_env):
@@ -275,3 +276,22 @@ def test_dpo_reference_of_another_structure_is_named():
     with pytest.raises(ValueError, match="reference_model does not match"):
         DPOTrainer(model, nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param), DPOConfig(),
                    reference_model=other)
+
+
+@pytest.mark.parametrize("name", ["cartpole_ppo", "gymnasium_cartpole_ppo"])
+def test_the_loop_anchors_to_the_initial_policy(tmp_path, name):
+    """Jitted and host (Gymnasium) programs give the batch the initial policy's log-probs: at
+    the first update the policy is that reference, so the logged KL is exactly 0, and later
+    it is not."""
+    from rollax.presets import load_experiment
+    from rollax.run import train
+
+    experiment = load_experiment(name, overrides=[
+        f"logging.root='{tmp_path}'", "agent.config.kl_coeff=0.5", "budget.num_envs=4",
+        "budget.num_steps=8", "budget.total_steps=96", "agent.config.num_minibatches=1",
+        "agent.network.hidden_sizes=[8]", "eval.episodes=2", "logging.checkpoint=false",
+        "logging.plot=false"])
+    run_dir = train(experiment, progress=False).run_dir
+    rows = [json.loads(line) for line in (run_dir / "seed_0" / "metrics.jsonl").open()]
+    kl = [row["train/kl_to_reference"] for row in rows if "train/kl_to_reference" in row]
+    assert len(kl) == 3 and kl[0] == 0.0 and kl[-1] != 0.0

@@ -66,66 +66,46 @@ class NoiseToLatent(nnx.Module):
         return observations[..., -self.latent_dim:] + self.head(self.torso(observations))
 
 
-class _GaussianWithCritic(nnx.Module):
-    """A state-independent `log_std` and an optional value MLP, shared by the policies below."""
+class NoiseConditionedPolicy(nnx.Module):
+    """A Gaussian around `NoiseToLatent(observation)` (noise in, latent out), or, with a
+    `generator`, around `generator(NoiseToLatent(observation))`: the generator itself as the
+    policy, its weights fine-tuned, `log_std` per pixel. With the map's zero start the untrained
+    policy draws from the model's own distribution. `critic=True` adds a value MLP (PPO)."""
 
-    def __init__(self, observation_dim: int, action_dim: int, hidden_sizes: tuple[int, ...],
-                 activation: str, log_std_init: float, critic: bool, rngs: nnx.Rngs):
+    def __init__(self, observation_dim: int, latent_dim: int, *, hidden_sizes: tuple[int, ...],
+                 activation: str, log_std_init: float, critic: bool, rngs: nnx.Rngs,
+                 generator: nnx.Module | None = None, sample_dim: int | None = None):
+        self.to_latent = NoiseToLatent(observation_dim, latent_dim, hidden_sizes, activation,
+                                       rngs=rngs)
+        self.generator = generator
+        action_dim = latent_dim
+        if generator is not None:
+            produced = jax.eval_shape(generator, jax.ShapeDtypeStruct((1, latent_dim), jnp.float32))
+            if math.prod(produced.shape[1:]) != sample_dim:
+                raise ValueError(f"the generator maps latents [1, {latent_dim}] to {produced.shape}, "
+                                 f"but the env's samples (its actions and the reward's input) have "
+                                 f"{sample_dim} values")
+            action_dim = sample_dim
         self.log_std = nnx.Param(jnp.full((action_dim,), log_std_init, jnp.float32))
         self.critic = critic
         if critic:
             self.critic_torso = MLPTorso(observation_dim, hidden_sizes, ACTIVATIONS[activation], rngs=rngs)
             self.value_head = nnx.Linear(self.critic_torso.out_features, 1, rngs=rngs)
 
-    def output(self, observations: jax.Array, mean: jax.Array):
+    def __call__(self, observations: jax.Array):
+        mean = self.to_latent(observations)
+        if self.generator is not None:
+            samples = self.generator(mean.reshape(-1, mean.shape[-1]))
+            mean = samples.reshape(*mean.shape[:-1], -1)
         policy = DiagGaussian(mean, jnp.broadcast_to(self.log_std[...], mean.shape))
         if not self.critic:
             return policy
         return policy, self.value_head(self.critic_torso(observations))[..., 0]
 
 
-class NoiseLatentPolicy(_GaussianWithCritic):
-    """Gaussian over latents around `NoiseToLatent(observation)`: noise in, latent out."""
-
-    def __init__(self, observation_dim: int, latent_dim: int, *, hidden_sizes: tuple[int, ...],
-                 activation: str, log_std_init: float, critic: bool, rngs: nnx.Rngs):
-        super().__init__(observation_dim, latent_dim, hidden_sizes, activation, log_std_init,
-                         critic, rngs)
-        self.to_latent = NoiseToLatent(observation_dim, latent_dim, hidden_sizes, activation,
-                                       rngs=rngs)
-
-    def __call__(self, observations: jax.Array):
-        return self.output(observations, self.to_latent(observations))
-
-
-class GeneratorPolicy(_GaussianWithCritic):
-    """The generator itself as the policy: `sample = generator(NoiseToLatent(observation))`,
-    the action a Gaussian around it (`log_std` per pixel). The generator's weights are
-    fine-tuned; with the map's zero start the untrained policy is the pretrained generator."""
-
-    def __init__(self, generator: nnx.Module, observation_dim: int, latent_dim: int,
-                 sample_dim: int, *, hidden_sizes: tuple[int, ...], activation: str,
-                 log_std_init: float, critic: bool, rngs: nnx.Rngs):
-        super().__init__(observation_dim, sample_dim, hidden_sizes, activation, log_std_init,
-                         critic, rngs)
-        self.to_latent = NoiseToLatent(observation_dim, latent_dim, hidden_sizes, activation,
-                                       rngs=rngs)
-        self.generator = generator
-        produced = jax.eval_shape(generator, jax.ShapeDtypeStruct((1, latent_dim), jnp.float32))
-        if math.prod(produced.shape[1:]) != sample_dim:
-            raise ValueError(f"the generator maps latents [1, {latent_dim}] to {produced.shape}, "
-                             f"but the env's samples (its actions and the reward's input) have "
-                             f"{sample_dim} values")
-
-    def __call__(self, observations: jax.Array):
-        latents = self.to_latent(observations)
-        samples = self.generator(latents.reshape(-1, latents.shape[-1]))
-        return self.output(observations, samples.reshape(*latents.shape[:-1], -1))
-
-
 def generative_policy(kind: str, env, observation_dim: int, *, hidden_sizes: tuple[int, ...],
                       activation: str, log_std_init: float, critic: bool, rngs: nnx.Rngs
-                      ) -> NoiseLatentPolicy | GeneratorPolicy:
+                      ) -> NoiseConditionedPolicy:
     """The `[agent.network] kind` policy for a `LatentEnv` with `noise=True` (and, for
     "generator", `action="sample"`); ValueError naming what the env lacks."""
     if not getattr(env, "noise", False):
@@ -137,12 +117,12 @@ def generative_policy(kind: str, env, observation_dim: int, *, hidden_sizes: tup
         if env.action != "latent":
             raise ValueError(f"agent.network.kind='noise_latent' acts with latents; the env's "
                              f"action is {env.action!r} (use kind='generator')")
-        return NoiseLatentPolicy(observation_dim, env.latent_dim, **kwargs)
+        return NoiseConditionedPolicy(observation_dim, env.latent_dim, **kwargs)
     if kind == "generator":
         if env.action != "sample":
             raise ValueError("agent.network.kind='generator' acts with samples; set the env "
                              "param action = \"sample\"")
-        return GeneratorPolicy(env.generator(), observation_dim, env.latent_dim,
-                               env.num_actions, **kwargs)
+        return NoiseConditionedPolicy(observation_dim, env.latent_dim, generator=env.generator(),
+                                      sample_dim=env.num_actions, **kwargs)
     raise ValueError(f"agent.network.kind={kind!r} is not a generative policy; valid: "
                      "'noise_latent', 'generator'")
