@@ -17,7 +17,7 @@ import numpy as np
 
 from rollax.rollout.host_collector import make_host
 from rollax.run.learner import Learner
-from rollax.run.seeds import over_seeds
+from rollax.run.seeds import over_seeds, seed_by_seed
 
 
 def _done(value) -> Future:
@@ -36,7 +36,7 @@ class HostProgram:
         # the frozen initial policy is kept only for a KL anchor (older checkpoints lack it)
         self._anchored = self.plan.algorithm.uses_reference(self.plan.config)
         self._update = jax.jit(over_seeds(self._update_one))
-        self._init = jax.jit(over_seeds(self._init_one))
+        self._init = jax.jit(seed_by_seed(self._init_one))
 
     def _init_one(self, seed: jax.Array) -> dict:
         model_key, key = jax.random.split(jax.random.key(seed))

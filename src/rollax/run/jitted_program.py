@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from rollax.rollout.collector import collect, evaluate, init_rollout, policy_distribution
 from rollax.rollout.groups import sample_groups
 from rollax.run.learner import Learner
-from rollax.run.seeds import eval_keys, over_seeds
+from rollax.run.seeds import eval_keys, over_seeds, seed_by_seed
 
 
 class JittedProgram:
@@ -22,7 +22,7 @@ class JittedProgram:
         self.learner, self.plan = learner, learner.plan
         self.run_chunk = jax.jit(over_seeds(self._chunk), donate_argnums=0)
         self.evaluate = jax.jit(over_seeds(self._evaluate))
-        self._init = jax.jit(over_seeds(self._init_one))
+        self._init = jax.jit(seed_by_seed(self._init_one))
         self._render = jax.jit(over_seeds(self._render_one))  # compiled once: before and after
 
     def close(self) -> None:

@@ -17,6 +17,17 @@ def over_seeds(fn):
     return batched
 
 
+def seed_by_seed(fn):
+    """`jax.lax.map` over the leading seed axis: the seeds one after another in one program.
+
+    For initialisation: a `vmap`ped orthogonal initializer is a batched QR, which XLA:CPU runs
+    through LAPACK's parallel batch map; two of them in flight at once deadlocked the CPU
+    thread pool on 2 cores (a run hung before its first iteration, in about half the starts
+    of a 3-seed vae_ppo). Unbatched, each QR is one LAPACK call.
+    """
+    return lambda *args: jax.lax.map(lambda xs: fn(*xs), args)
+
+
 def eval_keys(seeds: list[int] | jax.Array, index: int) -> jax.Array:
     """Evaluation keys `[S]`: a fixed function of each seed and the evaluation's index."""
     return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), index))(jnp.asarray(seeds))
