@@ -30,6 +30,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    _join_processes(args)  # before anything touches a device
+    if args.devices is not None:
+        args.set.append(f"parallel.devices={args.devices}")
     _check_dirs(args.dir)
     _import_modules(args.import_module)
     if args.resume:
@@ -48,6 +51,16 @@ def _train(args: argparse.Namespace) -> int:
     if result.run_dir is not None:
         print(f"run written to {result.run_dir}  (tensorboard --logdir {result.run_dir.parent})")
     return 0
+
+
+def _join_processes(args: argparse.Namespace) -> None:
+    """`--coordinator/--num-processes/--process-id`, or `--distributed` (the cluster's own
+    settings): join a multi-process run through `jax.distributed`."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed or any(flag is not None for flag in flags):
+        from rollax.run.parallel import initialize_distributed
+
+        initialize_distributed(*flags, timeout_seconds=args.coordinator_timeout)
 
 
 def _experiment_to_resume(args: argparse.Namespace):
@@ -173,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=IMPORT_HELP)
     p.add_argument("--no-log", action="store_true", help="write no run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--devices", type=int, metavar="N",
+                   help="spread the run over N devices (0: all; = --set parallel.devices=N)")
+    group = p.add_argument_group("multi-process runs (jax.distributed; process 0 writes)")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    group.add_argument("--num-processes", type=int, metavar="N")
+    group.add_argument("--process-id", type=int, metavar="K", help="this process, 0 to N-1")
+    group.add_argument("--distributed", action="store_true",
+                       help="join with the settings JAX detects from the cluster (SLURM, ...)")
+    group.add_argument("--coordinator-timeout", type=int, default=60, metavar="SECONDS",
+                       help="give up joining after this long (default 60)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "

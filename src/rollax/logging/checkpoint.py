@@ -130,16 +130,26 @@ def checkpoint_manager(
     """An orbax manager for ``directory`` with synchronous, atomic saves of ``state`` and
     ``metadata`` items. Read-only managers never create, clean up or delete anything."""
     directory = Path(directory).absolute()
+    alone = {}
+    if jax.process_count() > 1:
+        # In a multi-process run each process reads alone and process 0 writes alone
+        # (replicated state, see `rollax.run.parallel`): no manager waits at a barrier.
+        me = jax.process_index()
+        alone = {"multiprocessing_options": ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me})}
+        if not read_only:  # orbax creates folders only when every process takes part
+            directory.mkdir(parents=True, exist_ok=True)
     if read_only:
         with _absl_quiet():  # it logs that it sets save_interval_steps=0
-            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False, **alone)
     else:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if preservation_policy is not None else max_to_keep,
             preservation_policy=preservation_policy,
             enable_async_checkpointing=False,
-            create=True,
+            create=not alone,
             cleanup_tmp_directories=True,  # leftovers of a run killed mid-write
+            **alone,
         )
     with _absl_quiet():  # a read-only manager logs that it is read-only
         return ocp.CheckpointManager(directory, item_names=("state", "metadata"), options=options)
@@ -156,6 +166,8 @@ def save_to_manager(
     ``load_checkpoint`` reads; ``metrics`` feed orbax's best-N preservation policy."""
     clean_metadata = _check_json(metadata or {})
     storable, key_impls = to_storable(pytree_state)
+    if jax.process_count() > 1:  # host copies: orbax would treat device arrays as global ones
+        storable = jax.device_get(storable)
     clean_metadata[_KEYS_FIELD] = key_impls
     if step in manager.all_steps():
         raise ValueError(f"checkpoint step {step} already exists in {manager.directory}")

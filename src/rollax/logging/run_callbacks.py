@@ -175,7 +175,7 @@ class BestCheckpoint(Callback):
             if self.sign * value > self.best[s]:
                 self.best[s] = self.sign * value
                 save_checkpoint(run.seed_dirs[s] / "checkpoints" / "best", evaluation.step,
-                                model_params(run.state, s),
+                                model_params(run.host_state, s),
                                 {"env_steps": evaluation.step, "monitor": self.monitor, "value": value,
                                  "eval_mean_reward": float(np.mean(evaluation.returns[s]))},
                                 max_to_keep=1)
@@ -211,7 +211,7 @@ class ResumeCheckpoint(Callback):
         if run.step == self._saved_step:
             return
         stats = [s.state_dict() for s in run.episode_stats]
-        save_checkpoint(run.run_dir / "checkpoints", run.step, run.state,
+        save_checkpoint(run.run_dir / "checkpoints", run.step, run.host_state,
                         {"format": CHECKPOINT_FORMAT, "iteration": run.iteration, "env_steps": run.step,
                          "episode_stats": stats}, max_to_keep=2)
         self._saved_step, self._last_save = run.step, time.perf_counter()

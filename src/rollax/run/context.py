@@ -9,6 +9,7 @@ from typing import Any, Literal
 from rollax.logging.episode_stats import EpisodeStats
 from rollax.logging.run_dir import claim_run_folder, make_run_dir
 from rollax.run.experiment import Experiment
+from rollax.run.parallel import host_local
 from rollax.run.plan import Plan
 from rollax.run.result import TrainResult
 from rollax.run.seeds import eval_keys
@@ -47,13 +48,19 @@ class RunContext:
         return self.stopping or bool(self.callbacks is not None and self.callbacks.should_stop)
 
     @property
+    def host_state(self) -> Any:
+        """`state` as arrays this process holds whole: what a callback may index or save (in
+        a multi-process run, this process's replica; otherwise `state` itself)."""
+        return host_local(self.state)
+
+    @property
     def step(self) -> int:
         """Env steps per seed done so far."""
         return self.iteration * self.plan.steps_per_iteration
 
     def render_samples(self):
         """The env's sample pictures `[S, B, H, W]` for the current state, or None."""
-        return self.program.render(self.state, eval_keys(self.seeds, RENDER_KEY_INDEX))
+        return self.program.render(self.host_state, eval_keys(self.seeds, RENDER_KEY_INDEX))
 
 
 def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Path | None) -> RunContext:

@@ -46,6 +46,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10) -> tuple[Experiment, n
     try:
         seeds = experiment.seed_list
         state, _, step = restore(Path(run_dir), program.init(seeds), [])
+        state = program.place(state)
         returns, _ = jax.device_get(program.evaluate(state, eval_keys(seeds, EVAL_KEY_INDEX)))
     finally:
         program.close()

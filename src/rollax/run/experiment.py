@@ -25,6 +25,7 @@ MAX_STEPS = 2**31 - 1  # env steps per seed: JAX counts updates and steps in 32-
 MAX_TRANSITIONS = 2**25  # num_envs * num_steps * seeds, held in memory at once each iteration
 MAX_EVAL_EPISODES = 2**16  # eval.episodes * seeds, run side by side
 MAX_LAYER = 2**16  # units in one hidden layer
+MAX_DEVICES = 2**16  # devices one run's mesh spans
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
@@ -134,6 +135,22 @@ class EvalSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParallelSpec:
+    """Where a run's work goes: `devices` JAX devices (0: all there are), of which
+    `seed_devices` split the seeds and the rest the env batch (see `rollax.run.parallel`)."""
+
+    devices: int = 1
+    seed_devices: int = 1
+
+    def __post_init__(self):
+        check_int("parallel.devices", self.devices, 0, MAX_DEVICES)
+        check_int("parallel.seed_devices", self.seed_devices, 1, MAX_DEVICES)
+        if self.devices and self.devices % self.seed_devices:
+            raise ValueError(f"parallel.seed_devices={self.seed_devices} must divide "
+                             f"parallel.devices={self.devices} (the mesh is seeds x data)")
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingSpec:
     """Which callbacks the loop attaches (see `rollax.run.callbacks.default_callbacks`)."""
 
@@ -174,6 +191,7 @@ class Experiment:
     budget: BudgetSpec
     eval: EvalSpec = EvalSpec()
     logging: LoggingSpec = LoggingSpec()
+    parallel: ParallelSpec = ParallelSpec()
     seeds: int = 1  # how many seeds train together
     seed: int = 0  # the first one
     description: str = ""
@@ -230,7 +248,7 @@ class Experiment:
 
 _SECTIONS = {"env": EnvSpec, "agent": AgentSpec, "network": NetworkSpec,
              "optimizer": OptimizerSpec, "budget": BudgetSpec, "eval": EvalSpec,
-             "logging": LoggingSpec}
+             "logging": LoggingSpec, "parallel": ParallelSpec}
 
 
 def _table(value: Any, where: str) -> Mapping[str, Any]:

@@ -81,6 +81,10 @@ class HostProgram:
     def render(self, state: dict, keys: jax.Array) -> None:
         return None
 
+    def place(self, tree):
+        """Host programs run on one device: nothing to move."""
+        return tree
+
     def close(self) -> None:
         for collector in self.collectors:
             collector.close()

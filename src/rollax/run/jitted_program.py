@@ -1,5 +1,7 @@
 """The compiled program of a run on a jittable env: K iterations (collect + update) per jitted
-chunk, `vmap`ped over seeds, plus the greedy evaluation and the env's picture hook."""
+chunk, `vmap`ped over seeds, plus the greedy evaluation and the env's picture hook. On a mesh
+(`rollax.run.parallel`) the same programs run sharded: state replicated between calls, each
+seed's env batch split along `data` inside."""
 
 from __future__ import annotations
 
@@ -7,30 +9,53 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import jax
-import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
 
 from rollax.rollout.collector import collect, evaluate, init_rollout, policy_distribution
 from rollax.rollout.groups import sample_groups
 from rollax.run.learner import Learner
+from rollax.run.parallel import SEEDS, replicated, shard_batch
 from rollax.run.seeds import eval_keys, over_seeds, seed_by_seed
 
 
 class JittedProgram:
-    """`init`, `compile`, `run_chunk`, `evaluate`, `render` for a jittable env."""
+    """`init`, `compile`, `run_chunk`, `evaluate`, `render` for a jittable env, on one device
+    or on `mesh`."""
 
-    def __init__(self, learner: Learner):
-        self.learner, self.plan = learner, learner.plan
-        self.run_chunk = jax.jit(over_seeds(self._chunk), donate_argnums=0)
-        self.evaluate = jax.jit(over_seeds(self._evaluate))
+    def __init__(self, learner: Learner, mesh: Mesh | None = None):
+        self.learner, self.plan, self.mesh = learner, learner.plan, mesh
+        self.run_chunk = self._jit(self._chunk, donate_argnums=0)
+        self._evaluate_jit = self._jit(self._evaluate)
+        # on one device, seed by seed (see `seed_by_seed`), then placed: a sharded init ran
+        # one batched QR per device at once and deadlocked XLA:CPU's thread pool
         self._init = jax.jit(seed_by_seed(self._init_one))
-        self._render = jax.jit(over_seeds(self._render_one))  # compiled once: before and after
+        # compiled once (before and after); on this process's devices alone, since only
+        # process 0 draws pictures
+        self._render = jax.jit(over_seeds(self._render_one))
+
+    def _jit(self, per_seed, **options):
+        """`jit` of `per_seed` over the seed axis; on a mesh every input and output replicated
+        (any process can read them), the work inside split by `parallel.shard_batch`."""
+        if self.mesh is None:
+            return jax.jit(over_seeds(per_seed), **options)
+        everywhere = replicated(self.mesh)
+        return jax.jit(over_seeds(per_seed, SEEDS), in_shardings=everywhere,
+                       out_shardings=everywhere, **options)
+
+    def place(self, tree):
+        """`tree` (a restored state, evaluation keys) where the programs expect their inputs."""
+        return tree if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
+
+    def evaluate(self, state: dict, keys: jax.Array):
+        return self._evaluate_jit(state, self.place(keys))
 
     def close(self) -> None:
         """Nothing to release for jitted envs."""
 
     def init(self, seeds: list[int]) -> dict:
         """Stacked per-seed state `[S, ...]`: training state, reference policy, rollout, key."""
-        return self._init(jnp.asarray(seeds))
+        return self.place(self._init(np.asarray(seeds)))
 
     def _init_one(self, seed: jax.Array) -> dict:
         model_key, rollout_key, key = jax.random.split(jax.random.key(seed), 3)
@@ -46,14 +71,17 @@ class JittedProgram:
         compiles. Returns the two futures and the start time.
         """
         start = time.perf_counter()
-        abstract = jax.eval_shape(self._init, jnp.asarray(seeds))
-        chunk = self.run_chunk.lower(abstract)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollax-compile")
+        abstract = jax.eval_shape(self._init, np.asarray(seeds))
+        chunk = self.run_chunk.lower(abstract)
         chunk_job = pool.submit(chunk.compile)
-        evaluation = self.evaluate.lower(abstract, jax.eval_shape(eval_keys, seeds, 0))
-        jobs = (chunk_job, pool.submit(evaluation.compile))
+        evaluation = self._evaluate_jit.lower(abstract, jax.eval_shape(eval_keys, seeds, 0))
+        jobs = (chunk_job, pool.submit(lambda: self._placing_keys(evaluation.compile())))
         pool.shutdown(wait=False)
         return jobs, start
+
+    def _placing_keys(self, compiled_evaluation):
+        return lambda state, keys: compiled_evaluation(state, self.place(keys))
 
     def _iteration(self, state: dict, _):
         key, collect_key, update_key = jax.random.split(state["key"], 3)
@@ -70,6 +98,10 @@ class JittedProgram:
             samples = sample_groups(model, self.learner.reference(state["reference"]), self.plan.env,
                                     self.plan.env_params, collect_key,
                                     self.plan.num_envs // self.plan.group_size, self.plan.group_size)
+            observations, actions, log_probs, rewards = shard_batch(
+                (samples.observations, samples.actions, samples.log_probs, samples.rewards), self.mesh)
+            samples = samples._replace(observations=observations, actions=actions,
+                                       log_probs=log_probs, rewards=rewards)
             batch = self.plan.algorithm.group_batch(samples, self.plan.config)
             rewards = samples.rewards
             episodes = (rewards, jnp.ones_like(rewards, jnp.int32), jnp.ones_like(rewards, bool))
@@ -77,6 +109,7 @@ class JittedProgram:
         return {**state, "train": train, "rollout": rollout, "key": key}, (metrics, episodes)
 
     def _chunk(self, state: dict):
+        state = {**state, "rollout": shard_batch(state["rollout"], self.mesh)}
         return jax.lax.scan(self._iteration, state, None, length=self.plan.iterations_per_chunk)
 
     def _evaluate(self, state: dict, key: jax.Array):

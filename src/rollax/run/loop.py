@@ -54,6 +54,8 @@ def train(
         experiment = resumed_experiment(resume, experiment)
     elif experiment is None:
         raise ValueError("train needs an experiment, or resume=RUN_DIR to continue a run")
+    if jax.process_index() != 0:  # a multi-process run has one writer (rollax.run.parallel)
+        experiment = experiment.replace(logging={"enabled": False, "progress": False, "wandb": {}})
     plan, program = make_program(experiment)  # a generative env pretrains here (says so)
     run, hooks, failed = None, CallbackList(), None
     say = _announcer(progress and experiment.logging.progress)
@@ -64,6 +66,7 @@ def train(
         run.state = program.init(run.seeds)  # runs while the chunk compiles in the background
         if resume is not None:
             run.state, run.iteration, run.resume_step = restore(Path(resume), run.state, run.episode_stats)
+            run.state = program.place(run.state)
         start_step = run.step
         defaults, closing = default_callbacks(experiment, plan.total_steps, run.step, progress)
         hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])

@@ -2,7 +2,8 @@
 
 Both `JittedProgram` (jittable envs: the whole chunk compiled) and `HostProgram` (Gymnasium
 envs: host stepping, jitted update) offer `init(seeds)`, `compile(seeds)`, `run_chunk(state)`,
-`evaluate(state, keys)`, `render(state, keys)` and `close()`; the loop drives either.
+`evaluate(state, keys)`, `render(state, keys)`, `place(tree)` (a restored state where the
+programs want it) and `close()`; the loop drives either.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from rollax.run.experiment import Experiment
 from rollax.run.host_program import HostProgram
 from rollax.run.jitted_program import JittedProgram
 from rollax.run.learner import Learner
+from rollax.run.parallel import make_mesh
 from rollax.run.plan import Plan, make_plan
 
 
@@ -19,5 +21,9 @@ def make_program(experiment: Experiment) -> tuple[Plan, JittedProgram | HostProg
     plan = make_plan(experiment)
     learner = Learner(experiment.agent, plan)
     if plan.host_env_id is not None:
+        if experiment.parallel.devices != 1:
+            raise ValueError(f"parallel.devices={experiment.parallel.devices}: Gymnasium envs "
+                             "step on the host, one device; use a jittable env id to shard")
         return plan, HostProgram(learner, experiment.env.kwargs)
-    return plan, JittedProgram(learner)
+    mesh = make_mesh(experiment.parallel, len(experiment.seed_list), plan.num_envs)
+    return plan, JittedProgram(learner, mesh)

@@ -1,7 +1,8 @@
 """What a resumed run trains: the run's own experiment (its `seed_*/config.json`), never a
 different one. Only `budget.total_steps` may change, to train a run further (or stop it
-earlier) as SB3's `learn(..., reset_num_timesteps=False)` does; anything else would silently
-mix two configs in one run."""
+earlier) as SB3's `learn(..., reset_num_timesteps=False)` does, and `parallel`, where it runs
+(a sharded program computes what one device would); anything else would silently mix two
+configs in one run."""
 
 from __future__ import annotations
 
@@ -33,14 +34,17 @@ def resumed_experiment(run_dir: str | Path, experiment: Experiment | None = None
     old, new = flatten_dotted(saved.to_dict()), flatten_dotted(experiment.to_dict())
     changed = sorted(key for key in old.keys() | new.keys()
                      if old.get(key) != new.get(key) and key not in NOT_COMPARED)
-    conflicts = [key for key in changed if key != "budget.total_steps"]
+    conflicts = [key for key in changed
+                 if key != "budget.total_steps" and not key.startswith("parallel.")]
     if conflicts:
         diff = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in conflicts)
         raise ValueError(f"cannot resume {run_dir}: the config differs from the run's own "
                          f"({run_dir}/seed_*/config.json) in {diff}; only budget.total_steps "
-                         "may change on resume (rollax train --resume RUN_DIR reads the rest)")
-    resumed = saved.replace(logging={"progress": experiment.logging.progress})
-    if changed:
+                         "and parallel.* may change on resume (rollax train --resume RUN_DIR "
+                         "reads the rest)")
+    resumed = saved.replace(logging={"progress": experiment.logging.progress},
+                            parallel=experiment.parallel)
+    if "budget.total_steps" in changed:
         _check_new_total(saved, experiment.budget.total_steps, steps[-1])
         resumed = resumed.replace(budget={"total_steps": experiment.budget.total_steps})
     return resumed

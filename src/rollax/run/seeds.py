@@ -6,13 +6,14 @@ import jax
 import jax.numpy as jnp
 
 
-def over_seeds(fn):
+def over_seeds(fn, spmd_axis_name: str | None = None):
     """`jax.vmap` over the leading seed axis of every argument; one seed calls `fn` directly,
-    since a vmap of size 1 only adds compile time."""
+    since a vmap of size 1 only adds compile time. `spmd_axis_name`: the mesh axis the seeds
+    are split along (sharding constraints inside `fn` then keep them split)."""
     def batched(*args):
         if jax.tree.leaves(args)[0].shape[0] == 1:
             return jax.tree.map(lambda x: x[None], fn(*jax.tree.map(lambda x: x[0], args)))
-        return jax.vmap(fn)(*args)
+        return jax.vmap(fn, spmd_axis_name=spmd_axis_name)(*args)
 
     return batched
 

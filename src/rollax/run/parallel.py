@@ -1,0 +1,100 @@
+"""A run spread over devices and hosts with JAX's own runtime: a `seeds x data` mesh, and
+`jax.distributed` for several processes.
+
+The compiled program stays the single-device program over the whole batch; the mesh only
+says where its arrays live, and XLA's partitioner inserts the collectives. So a sharded run
+computes what one device would (up to the order of float sums): seeds split along `seeds`,
+each seed's env batch (or generation batch) along `data`, parameters and optimizer state
+replicated, gradients of the global-batch loss all-reduced, random keys drawn as on one device
+(`jax_threefry_partitionable`). Between chunks the whole state is replicated, so every process
+can read metrics and write checkpoints without further collectives.
+"""
+
+from __future__ import annotations
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from rollax.run.experiment import ParallelSpec
+
+SEEDS, DATA = "seeds", "data"
+
+
+def make_mesh(spec: ParallelSpec, num_seeds: int, batch: int) -> Mesh | None:
+    """The run's `seeds x data` mesh over the first `spec.devices` devices, or None for one
+    device (the default program, unchanged). ValueError naming what does not divide."""
+    available = jax.device_count()
+    devices = spec.devices or available
+    if devices > available:
+        raise ValueError(f"parallel.devices={devices}, but JAX sees {available} device(s) "
+                         f"({jax.devices()[0].platform}); on CPU, JAX_NUM_CPU_DEVICES={devices} "
+                         "splits the host into that many")
+    if devices == 1:
+        return None
+    data_devices = devices // spec.seed_devices
+    if num_seeds % spec.seed_devices:
+        raise ValueError(f"seeds={num_seeds} must be a multiple of parallel.seed_devices="
+                         f"{spec.seed_devices}")
+    if batch % data_devices:
+        raise ValueError(f"budget.num_envs={batch} must be a multiple of the {data_devices} "
+                         "devices of the data axis (parallel.devices / parallel.seed_devices)")
+    # Auto axes: XLA propagates the shardings below through the unchanged program.
+    return jax.make_mesh((spec.seed_devices, data_devices), (SEEDS, DATA),
+                         axis_types=(AxisType.Auto, AxisType.Auto), devices=jax.devices()[:devices])
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_batch(tree, mesh: Mesh | None, axis: int = 0):
+    """Constrain every array of one seed's `tree` to be split along `data` at `axis` (inside a
+    `vmap` over seeds with `spmd_axis_name=SEEDS`, the seed axis is split along `seeds`)."""
+    if mesh is None:
+        return tree
+    spec = P(*([None] * axis), DATA)
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec)), tree)
+
+
+def host_local(tree):
+    """`tree` with each array that spans other processes' devices replaced by this process's
+    replica (the programs' outputs are replicated, so it is the whole array): what a single
+    process may index, draw or save without the others taking part."""
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree.map(local, tree)
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, timeout_seconds: int = 60) -> None:
+    """Join a multi-process run through `jax.distributed.initialize`: from the arguments, or
+    (all None) from the cluster environment JAX detects itself (SLURM, Kubernetes, ...).
+
+    Call before anything touches a device. CPU processes exchange data through gloo. Every
+    process runs the same program; only process 0 writes logs and checkpoints.
+    """
+    explicit = (coordinator, num_processes, process_id)
+    if any(v is not None for v in explicit) and any(v is None for v in explicit):
+        raise ValueError("--coordinator, --num-processes and --process-id go together "
+                         f"(got {coordinator!r}, {num_processes!r}, {process_id!r})")
+    if num_processes is not None:
+        if num_processes < 1:
+            raise ValueError(f"--num-processes={num_processes} must be >= 1")
+        if not 0 <= process_id < num_processes:
+            raise ValueError(f"--process-id={process_id} must be in [0, {num_processes - 1}] "
+                             f"for --num-processes={num_processes}")
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--coordinator={coordinator!r} must be HOST:PORT")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=timeout_seconds)
+    except Exception as err:  # the runtime's errors do not say which flag to check
+        raise RuntimeError(f"could not join the multi-process run at coordinator {coordinator!r} "
+                           f"within {timeout_seconds} s as process {process_id} of "
+                           f"{num_processes}: {err}") from err
