@@ -166,8 +166,9 @@ def save_to_manager(
     ``load_checkpoint`` reads; ``metrics`` feed orbax's best-N preservation policy."""
     clean_metadata = _check_json(metadata or {})
     storable, key_impls = to_storable(pytree_state)
-    if jax.process_count() > 1:  # host copies: orbax would treat device arrays as global ones
-        storable = jax.device_get(storable)
+    # Host copies: orbax records a device array's sharding, and a checkpoint of a run on 4
+    # devices (or processes) would then load only on that topology.
+    storable = jax.device_get(storable)
     clean_metadata[_KEYS_FIELD] = key_impls
     if step in manager.all_steps():
         raise ValueError(f"checkpoint step {step} already exists in {manager.directory}")

@@ -9,13 +9,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from rollax.rollout.collector import collect, evaluate, init_rollout, policy_distribution
 from rollax.rollout.groups import sample_groups
 from rollax.run.learner import Learner
-from rollax.run.parallel import SEEDS, replicated, shard_batch
+from rollax.run.parallel import SEEDS, place_replicated, replicated, shard_batch
 from rollax.run.seeds import eval_keys, over_seeds, seed_by_seed
 
 
@@ -45,7 +46,7 @@ class JittedProgram:
 
     def place(self, tree):
         """`tree` (a restored state, evaluation keys) where the programs expect their inputs."""
-        return tree if self.mesh is None else jax.device_put(tree, replicated(self.mesh))
+        return tree if self.mesh is None else place_replicated(tree, self.mesh)
 
     def evaluate(self, state: dict, keys: jax.Array):
         return self._evaluate_jit(state, self.place(keys))

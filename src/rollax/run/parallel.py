@@ -12,7 +12,11 @@ can read metrics and write checkpoints without further collectives.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -48,6 +52,20 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def place_replicated(tree, mesh: Mesh):
+    """`tree` (this process's whole copy, identical in every process) as arrays replicated
+    over `mesh`. Built from host copies: `device_put` cannot reach other processes' devices."""
+    sharding = replicated(mesh)
+
+    def place(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(place(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        local = np.asarray(x)
+        return jax.make_array_from_callback(local.shape, sharding, lambda index: local[index])
+
+    return jax.tree.map(place, tree)
+
+
 def shard_batch(tree, mesh: Mesh | None, axis: int = 0):
     """Constrain every array of one seed's `tree` to be split along `data` at `axis` (inside a
     `vmap` over seeds with `spmd_axis_name=SEEDS`, the seed axis is split along `seeds`)."""
@@ -67,6 +85,10 @@ def host_local(tree):
         return x
 
     return jax.tree.map(local, tree)
+
+
+class CoordinatorUnreachable(RuntimeError):
+    """A process could not join the multi-process run; the message names the coordinator."""
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -90,11 +112,33 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         host, _, port = coordinator.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--coordinator={coordinator!r} must be HOST:PORT")
+        if process_id != 0:  # process 0 is the coordinator; the others wait for it to listen
+            _wait_for_coordinator(host, int(port), timeout_seconds, process_id, num_processes)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id, initialization_timeout=timeout_seconds)
     except Exception as err:  # the runtime's errors do not say which flag to check
-        raise RuntimeError(f"could not join the multi-process run at coordinator {coordinator!r} "
+        raise CoordinatorUnreachable(f"could not join the multi-process run at coordinator {coordinator!r} "
                            f"within {timeout_seconds} s as process {process_id} of "
                            f"{num_processes}: {err}") from err
+
+
+def _wait_for_coordinator(host: str, port: int, timeout_seconds: float, process_id: int,
+                          num_processes: int) -> None:
+    """Return once `host:port` accepts connections; RuntimeError after `timeout_seconds`.
+    JAX's own client aborts the whole process (no Python error) when the coordinator never
+    answers, so an unreachable one is caught here first."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise CoordinatorUnreachable(
+                    f"could not join the multi-process run at coordinator '{host}:{port}' within "
+                    f"{timeout_seconds} s as process {process_id} of {num_processes}: nothing "
+                    f"listens there ({err}); start process 0 first, or check --coordinator and "
+                    "the firewall") from err
+            time.sleep(0.2)
