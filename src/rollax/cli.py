@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    _join_processes(args)  # before anything touches a device
+    writer = _join_processes(args)  # before anything touches a device
     if args.devices is not None:
         args.set.append(f"parallel.devices={args.devices}")
     _check_dirs(args.dir)
@@ -47,20 +47,27 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_log:
         experiment = experiment.replace(logging={"enabled": False})
     result = train(experiment, progress=not args.quiet, resume=args.resume)
+    if not writer:  # another process of a multi-process run: process 0 reports
+        return 0
     print(result.table())
     if result.run_dir is not None:
         print(f"run written to {result.run_dir}  (tensorboard --logdir {result.run_dir.parent})")
     return 0
 
 
-def _join_processes(args: argparse.Namespace) -> None:
+def _join_processes(args: argparse.Namespace) -> bool:
     """`--coordinator/--num-processes/--process-id`, or `--distributed` (the cluster's own
-    settings): join a multi-process run through `jax.distributed`."""
+    settings): join a multi-process run through `jax.distributed`. True for the process that
+    writes and reports (process 0, or the only one)."""
     flags = (args.coordinator, args.num_processes, args.process_id)
-    if args.distributed or any(flag is not None for flag in flags):
-        from rollax.run.parallel import initialize_distributed
+    if not (args.distributed or any(flag is not None for flag in flags)):
+        return True
+    import jax
 
-        initialize_distributed(*flags, timeout_seconds=args.coordinator_timeout)
+    from rollax.run.parallel import initialize_distributed
+
+    initialize_distributed(*flags, timeout_seconds=args.coordinator_timeout)
+    return jax.process_index() == 0
 
 
 def _experiment_to_resume(args: argparse.Namespace):
@@ -165,6 +172,20 @@ IMPORT_HELP = ("import MODULE first, e.g. a package that registers Gymnasium env
                "presets and run folders never import modules themselves")
 
 
+def _add_placement_flags(p: argparse.ArgumentParser) -> None:
+    """Where `train` runs: devices, and the processes of a multi-host run (docs/scaling.md)."""
+    p.add_argument("--devices", type=int, metavar="N",
+                   help="spread the run over N devices (0: all; = --set parallel.devices=N)")
+    group = p.add_argument_group("multi-process runs (jax.distributed; process 0 writes)")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    group.add_argument("--num-processes", type=int, metavar="N")
+    group.add_argument("--process-id", type=int, metavar="K", help="this process, 0 to N-1")
+    group.add_argument("--distributed", action="store_true",
+                       help="join with the settings JAX detects from the cluster (SLURM, ...)")
+    group.add_argument("--coordinator-timeout", type=int, default=60, metavar="SECONDS",
+                       help="give up joining after this long (default 60)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,16 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=IMPORT_HELP)
     p.add_argument("--no-log", action="store_true", help="write no run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--devices", type=int, metavar="N",
-                   help="spread the run over N devices (0: all; = --set parallel.devices=N)")
-    group = p.add_argument_group("multi-process runs (jax.distributed; process 0 writes)")
-    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    group.add_argument("--num-processes", type=int, metavar="N")
-    group.add_argument("--process-id", type=int, metavar="K", help="this process, 0 to N-1")
-    group.add_argument("--distributed", action="store_true",
-                       help="join with the settings JAX detects from the cluster (SLURM, ...)")
-    group.add_argument("--coordinator-timeout", type=int, default=60, metavar="SECONDS",
-                       help="give up joining after this long (default 60)")
+    _add_placement_flags(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "
@@ -279,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         # imported only here: the training loop imports jax, which `--help` and `envs` never need
         from rollax.run import TrainingDiverged
+        from rollax.run.parallel import CoordinatorUnreachable
 
+        if isinstance(err, CoordinatorUnreachable):
+            print(f"rollax {args.command}: error: {err}", file=sys.stderr)
+            return 1
         if not isinstance(err, TrainingDiverged):
             raise
         # names the iteration, seed and metric; logs are saved
