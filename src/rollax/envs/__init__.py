@@ -9,6 +9,7 @@ __all__ = ["make", "register", "registered_ids"]
 from rollax.envs import (
     generative_ids,  # noqa: F401  (rollax/VAEDigit-v0 etc.; no training here)
     probe_ids,  # noqa: F401  (registers rollax/Probe*-v0)
+    token_ids,  # noqa: F401  (registers rollax/Tokens-*-v0)
 )
 from rollax.envs.registry import register_gymnasium_ids
 

@@ -1,0 +1,44 @@
+"""Registered token-task env ids, `rollax/Tokens-<Task>-v0` (tasks in `token_tasks.py`). Like
+the other id modules, nothing here imports jax: a task's module loads when its env is made."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rollax.envs.registry import EnvFactory, register
+
+# name -> factory(**params) -> TokenTask; None: the built-in `token_tasks.<name>_task`
+_TASKS: dict[str, Callable[..., Any] | None] = dict.fromkeys(("reverse", "sort", "addition"))
+
+
+def token_env_id(task: str) -> str:
+    return f"rollax/Tokens-{task.capitalize()}-v0"
+
+
+def register_task(name: str, factory: Callable[..., Any]) -> None:
+    """Make `factory(**params) -> TokenTask` available as `rollax/Tokens-<Name>-v0`."""
+    if name in _TASKS:
+        raise ValueError(f"token task {name!r} is already registered")
+    _TASKS[name] = factory
+    register(token_env_id(name), _factory(name))
+
+
+def _factory(task: str) -> EnvFactory:
+    def make(partial_credit: bool = False, **task_params: Any):
+        """Task params (e.g. `min_digits`, `max_digits`, `max_operand`) build the task."""
+        from rollax.envs import token_tasks
+        from rollax.envs.token_env import make_token_env
+
+        factory = _TASKS[task] or getattr(token_tasks, f"{task}_task")
+        try:
+            built = factory(**task_params)
+        except TypeError as err:  # an unknown keyword: say which env it was for
+            raise ValueError(f"{token_env_id(task)}: {err}") from None
+        return make_token_env(built, partial_credit)
+
+    return make
+
+
+for _task in _TASKS:
+    register(token_env_id(_task), _factory(_task))
