@@ -69,7 +69,7 @@ def _load_or_train(name: str, force: bool, config: dict[str, Any]) -> tuple[nnx.
     if path.exists() and not force:
         model = _build(name, resolved)
         try:
-            report = _read(path, model)
+            report = read_weights(path, model)
         except Exception as error:  # noqa: BLE001  (any unreadable file is rebuilt)
             warnings.warn(
                 f"cached {name} weights at {path} are unreadable ({type(error).__name__}: "
@@ -84,7 +84,7 @@ def _load_or_train(name: str, force: bool, config: dict[str, Any]) -> tuple[nnx.
     model, report = _train(name, resolved)
     report["train_seconds"] = round(time.perf_counter() - start, 2)
     print(f"pretrained {name} in {report['train_seconds']:.1f} s", file=sys.stderr, flush=True)
-    _write(path, model, report)
+    write_weights(path, model, report)
     return model, {**report, "source": "trained", "path": str(path)}
 
 
@@ -110,7 +110,7 @@ def _train(name: str, config: Any) -> tuple[nnx.Module, dict[str, Any]]:
     return model, training.gan_report(model, judge, split)
 
 
-def _write(path: Path, model: nnx.Module, report: dict[str, Any]) -> None:
+def write_weights(path: Path, model: nnx.Module, report: dict[str, Any]) -> None:
     """Atomic write: a temporary file in the same directory, then `os.replace`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model))]
@@ -127,7 +127,7 @@ def _write(path: Path, model: nnx.Module, report: dict[str, Any]) -> None:
         raise
 
 
-def _read(path: Path, model: nnx.Module) -> dict[str, Any]:
+def read_weights(path: Path, model: nnx.Module) -> dict[str, Any]:
     """Load weights into `model` (checking count and shapes); the stored report."""
     state = nnx.state(model)
     template, treedef = jax.tree.flatten(state)
