@@ -12,11 +12,11 @@ from rollax.envs.token_tasks import DIGITS
 from rollax.generative.token_model import (
     WarmStartConfig,
     demonstration_loss,
-    held_out_prompts,
     token_policy,
     warm_start,
 )
 from rollax.rollout.generation import generate
+from rollax.rollout.sequences import held_out_prompts
 
 SMALL = WarmStartConfig(width=32, layers=1, heads=2, batch_size=32, learning_rate=3e-3,
                         eval_every=10, eval_prompts=100, target_success=0.3, max_steps=600)

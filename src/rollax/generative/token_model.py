@@ -27,9 +27,9 @@ from rollax.envs.token_tasks import EOS, TokenTask
 from rollax.generative.pretrained import cache_dir, read_weights, write_weights
 from rollax.networks.transformer import TransformerPolicy
 from rollax.rollout.generation import generate
+from rollax.rollout.sequences import held_out_prompts
 
 CACHE_FORMAT_VERSION = 1
-HELD_OUT = 1  # key stream of the held-out prompts (training draws from stream 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +58,6 @@ def token_policy(task: TokenTask, config: WarmStartConfig, value_head: bool = Fa
     return TransformerPolicy(task.tokenizer.vocab_size, task.prompt_length + task.completion_length,
                              width=config.width, layers=config.layers, heads=config.heads,
                              value_head=value_head, rngs=rngs or nnx.Rngs(config.seed))
-
-
-def held_out_prompts(task: TokenTask, count: int, seed: int = 0) -> jax.Array:
-    """`[count, prompt_length]` prompts from a key stream training never draws from."""
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), HELD_OUT), count)
-    return jax.vmap(task.sample)(keys)
 
 
 def greedy_success(model, task: TokenTask, prompts: jax.Array) -> jax.Array:

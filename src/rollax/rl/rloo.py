@@ -110,4 +110,4 @@ class RLOOTrainer(Trainer):
 SPEC = AlgorithmSpec(
     name="rloo", config_class=RLOOConfig, update=update,
     batch_source="groups", group_size=lambda config, budget: config.num_generations,
-    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0))
+    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0, per_sequence=True))

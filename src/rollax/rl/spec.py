@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 
 class GroupSamples(NamedTuple):
@@ -18,21 +19,29 @@ class GroupSamples(NamedTuple):
     reference policy (the model at the start of training).
     """
 
-    observations: jax.Array  # [B, ...]
-    actions: jax.Array  # [B, ...]
-    log_probs: jax.Array  # [B] under the sampling policy
+    observations: jax.Array  # [B, ...]; token sequences: the tokens before each action [B, T]
+    actions: jax.Array  # [B, ...]; token sequences: the next tokens [B, T]
+    log_probs: jax.Array  # [B] under the sampling policy; token sequences: per token [B, T]
     rewards: jax.Array  # [B]
     group_size: int
-    reference_log_probs: Callable[[jax.Array, jax.Array], jax.Array]
+    reference_log_probs: Callable[[jax.Array, jax.Array], jax.Array]  # shaped as log_probs
+    mask: jax.Array | None = None  # token sequences: the completions' tokens [B, T]
 
 
-def generations_batch(samples: GroupSamples, with_reference: bool) -> dict:
+def generations_batch(samples: GroupSamples, with_reference: bool, per_sequence: bool = False) -> dict:
     """Every generation with its sampling log-prob (and the reference's when `with_reference`):
-    the loop's batch for group-relative algorithms (GRPO, RLOO)."""
+    the loop's batch for group-relative algorithms (GRPO, RLOO). Token sequences bring their
+    `mask`; `per_sequence` sums their per-token log-probs into one per generation (RLOO)."""
     batch = {"observations": samples.observations, "actions": samples.actions,
              "rewards": samples.rewards, "log_probs": samples.log_probs}
     if with_reference:
         batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
+    if samples.mask is not None:
+        batch["mask"] = samples.mask
+        if per_sequence:
+            for key in ("log_probs", "ref_log_probs"):
+                if key in batch:
+                    batch[key] = jnp.sum(jnp.where(samples.mask, batch[key], 0.0), axis=1)
     return batch
 
 

@@ -45,19 +45,25 @@ class EnvSpec:
             raise ValueError("env.id must name an environment, got ''")
 
 
-NETWORK_KINDS = ("mlp", "noise_latent", "generator")
+NETWORK_KINDS = ("mlp", "noise_latent", "generator", "transformer")
 
 
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
     """`kind`: "mlp" (any env), or for generative envs observing prior noise "noise_latent"
-    (noise -> latent, starting as the identity) or "generator" (the env's generator, fine-tuned)."""
+    (noise -> latent, starting as the identity) or "generator" (the env's generator, fine-tuned),
+    or for token tasks "transformer" (`width`, `layers`, `heads`; `warm_start`: begin from the
+    supervised warm start, `rollax.generative.token_model`)."""
 
     kind: str = "mlp"
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     shared_torso: bool = False
     log_std_init: float = 0.0
+    width: int = 64
+    layers: int = 2
+    heads: int = 4
+    warm_start: bool = True
 
     def __post_init__(self):
         check_types(self, "agent.network")
@@ -66,6 +72,11 @@ class NetworkSpec:
             check_int("agent.network.hidden_sizes[i]", size, 1, MAX_LAYER)
         check_choice("agent.network.activation", self.activation, tuple(sorted(ACTIVATIONS)))
         check_choice("agent.network.kind", self.kind, NETWORK_KINDS)
+        for name in ("width", "layers", "heads"):
+            check_int(f"agent.network.{name}", getattr(self, name), 1, MAX_LAYER)
+        if self.width % self.heads:
+            raise ValueError(f"agent.network.width={self.width} must be a multiple of "
+                             f"agent.network.heads={self.heads}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,15 @@ from jax.sharding import Mesh
 
 from rollax.rollout.collector import collect, evaluate, init_rollout, policy_distribution
 from rollax.rollout.groups import sample_groups
+from rollax.rollout.sequences import (
+    completion_metrics,
+    evaluate_completions,
+    held_out_prompts,
+    sample_completions,
+)
 from rollax.run.learner import Learner
 from rollax.run.parallel import SEEDS, place_replicated, replicated, shard_batch
+from rollax.run.plan import is_token_env
 from rollax.run.seeds import eval_keys, over_seeds, seed_by_seed
 
 
@@ -26,6 +33,9 @@ class JittedProgram:
 
     def __init__(self, learner: Learner, mesh: Mesh | None = None):
         self.learner, self.plan, self.mesh = learner, learner.plan, mesh
+        self.tokens = is_token_env(self.plan.env)
+        if self.tokens:  # the same held-out prompts the warm start was judged on
+            self.eval_prompts = np.asarray(held_out_prompts(self.plan.env.task, self.plan.eval_episodes))
         self.run_chunk = self._jit(self._chunk, donate_argnums=0)
         self._evaluate_jit = self._jit(self._evaluate)
         # on one device, seed by seed (see `seed_by_seed`), then placed: a sharded init ran
@@ -96,17 +106,23 @@ class JittedProgram:
             episodes = (trajectory.episode_returns, trajectory.episode_lengths, trajectory.dones)
         else:
             rollout = state["rollout"]
-            samples = sample_groups(model, self.learner.reference(state["reference"]), self.plan.env,
-                                    self.plan.env_params, collect_key,
-                                    self.plan.num_envs // self.plan.group_size, self.plan.group_size)
+            sampler = sample_completions if self.tokens else sample_groups
+            samples = sampler(model, self.learner.reference(state["reference"]), self.plan.env,
+                              self.plan.env_params, collect_key,
+                              self.plan.num_envs // self.plan.group_size, self.plan.group_size)
+            if self.tokens:  # the completions' lengths, for the metrics and episode lengths
+                samples, generation = samples
             observations, actions, log_probs, rewards = shard_batch(
                 (samples.observations, samples.actions, samples.log_probs, samples.rewards), self.mesh)
             samples = samples._replace(observations=observations, actions=actions,
                                        log_probs=log_probs, rewards=rewards)
             batch = self.plan.algorithm.group_batch(samples, self.plan.config)
             rewards = samples.rewards
-            episodes = (rewards, jnp.ones_like(rewards, jnp.int32), jnp.ones_like(rewards, bool))
+            lengths = generation.lengths if self.tokens else jnp.ones_like(rewards, jnp.int32)
+            episodes = (rewards, lengths.astype(jnp.int32), jnp.ones_like(rewards, bool))
         train, metrics = self.learner.update(state["train"], batch, update_key)
+        if self.tokens:
+            metrics = {**metrics, **completion_metrics(generation)}
         return {**state, "train": train, "rollout": rollout, "key": key}, (metrics, episodes)
 
     def _chunk(self, state: dict):
@@ -119,6 +135,8 @@ class JittedProgram:
         on greedy actions, and as `sampled_<name>` on the sampling policy's, since a greedy
         policy can look diverse while the sampling one collapses, and the reverse."""
         model = self.learner.model(state["train"])
+        if self.tokens:  # greedy completions of the held-out prompts
+            return evaluate_completions(model, self.plan.env, self.plan.env_params, self.eval_prompts)
         returns_key, metrics_key = jax.random.split(key)
         returns = evaluate(model, self.plan.env, self.plan.env_params, returns_key,
                            self.plan.eval_episodes, self.plan.eval_max_steps)

@@ -39,6 +39,11 @@ def build_model(agent: AgentSpec, plan: Plan, key: jax.Array) -> nnx.Module:
     """The agent's policy network for the env's spaces (and, for the generative kinds, its
     noise layout and generator)."""
     network = agent.network
+    if network.kind == "transformer":
+        from rollax.generative.token_model import token_policy
+
+        return token_policy(plan.env.task, transformer_config(network),
+                            value_head=plan.algorithm.needs_critic, rngs=nnx.Rngs(key))
     if network.kind != "mlp":
         from rollax.generative.policies import generative_policy
 
@@ -51,6 +56,13 @@ def build_model(agent: AgentSpec, plan: Plan, key: jax.Array) -> nnx.Module:
         plan.observation_space, plan.action_space, hidden_sizes=network.hidden_sizes,
         activation=network.activation, critic=plan.algorithm.needs_critic,
         shared_torso=network.shared_torso, log_std_init=network.log_std_init, rngs=nnx.Rngs(key))
+
+
+def transformer_config(network):
+    """The warm start's settings for a `[agent.network] kind = "transformer"`."""
+    from rollax.generative.token_model import WarmStartConfig
+
+    return WarmStartConfig(width=network.width, layers=network.layers, heads=network.heads)
 
 
 class Learner:
@@ -73,10 +85,19 @@ class Learner:
         model, optimizer = nnx.eval_shape(abstract_model_and_optimizer)
         self.graphdef, _ = nnx.split((model, optimizer))
         self.model_graphdef, _ = nnx.split(model)
+        self.initial_params = None  # nnx.Param state every seed starts from, if not random
+        if agent.network.kind == "transformer" and agent.network.warm_start:
+            from rollax.generative.token_model import warm_start
+
+            spec = plan.env_spec
+            warm, _ = warm_start(spec.id, transformer_config(agent.network), **spec.params, **spec.kwargs)
+            self.initial_params = nnx.state(warm, nnx.Param)
 
     def init(self, key: jax.Array) -> tuple[TrainState, nnx.State]:
         """`(training state, the model's initial state)`; the latter is the frozen reference."""
         model = build_model(self.agent, self.plan, key)
+        if self.initial_params is not None:
+            nnx.update(model, self.initial_params)
         optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
         state = TrainState(nnx.split((model, optimizer))[1], self.plan.algorithm.init_state(self.plan.config))
         return state, nnx.split(model)[1]

@@ -11,6 +11,7 @@ import jax
 from gymnax.environments import spaces
 
 from rollax.envs import make
+from rollax.envs.token_env import TokenEnv
 from rollax.rl.spec import AlgorithmSpec
 from rollax.rollout.host_collector import is_host_env_id, make_host
 from rollax.run.experiment import Experiment
@@ -36,6 +37,7 @@ class Plan:
     eval_max_steps: int
     updates_per_iteration: int
     host_env_id: str | None = None  # "gymnasium:<id>": stepped on the host, not jitted
+    env_spec: Any = None  # the experiment's [env]: what built `env` (a warm start rebuilds it)
 
     @property
     def total_steps(self) -> int:
@@ -77,11 +79,14 @@ def make_plan(experiment: Experiment) -> Plan:
         raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
     num_tasks = env.num_tasks(env_params) if hasattr(env, "num_tasks") else 1
     algorithm.check(config, budget, num_tasks)
+    tokens = is_token_env(env)
+    _check_token_agent(tokens, algorithm.name, experiment.agent.network.kind)
     group_size = 1
     if algorithm.batch_source == "groups":
         group_size = algorithm.group_size(config, budget)
         _check_groups(algorithm.name, budget, group_size)
-        _check_single_step(env, env_params, algorithm.name)
+        if not tokens:
+            _check_single_step(env, env_params, algorithm.name)
     steps_per_iteration, iterations, iterations_per_chunk = iteration_layout(budget)
     return Plan(
         env=env, env_params=env_params, observation_space=observation_space,
@@ -90,7 +95,7 @@ def make_plan(experiment: Experiment) -> Plan:
         iterations=iterations, iterations_per_chunk=iterations_per_chunk,
         steps_per_iteration=steps_per_iteration, eval_episodes=experiment.eval.episodes,
         eval_max_steps=max_steps, updates_per_iteration=algorithm.updates_per_iteration(config),
-        host_env_id=host_env_id,
+        host_env_id=host_env_id, env_spec=experiment.env,
     )
 
 
@@ -116,6 +121,23 @@ def _check_groups(name: str, budget: Any, group_size: int) -> None:
         raise ValueError(f"{name} samples one-step generations: set budget.num_steps = 1")
     if budget.num_envs % group_size:
         raise ValueError(f"budget.num_envs={budget.num_envs} must be a multiple of the group size {group_size}")
+
+
+def is_token_env(env: Any) -> bool:
+    """A token task (`rollax/Tokens-*`): its groups are sampled completions."""
+    return isinstance(env, TokenEnv)
+
+
+TOKEN_ALGORITHMS = ("grpo", "rloo")  # the ones the sequence batch source serves so far
+
+
+def _check_token_agent(tokens: bool, algorithm: str, kind: str) -> None:
+    if tokens and algorithm not in TOKEN_ALGORITHMS:
+        raise ValueError(f"agent.algorithm={algorithm!r}: token tasks train with "
+                         f"{' or '.join(TOKEN_ALGORITHMS)} so far")
+    if tokens != (kind == "transformer"):
+        raise ValueError(f"agent.network.kind={kind!r}: token tasks take kind='transformer', "
+                         "and only token tasks do")
 
 
 def _check_single_step(env: Any, env_params: Any, name: str) -> None:

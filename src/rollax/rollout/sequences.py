@@ -1,0 +1,74 @@
+"""Groups of sampled completions on a token task: the batch source of GRPO and RLOO on
+`rollax/Tokens-*` envs, and their greedy evaluation on held-out prompts.
+
+Each prompt is repeated G times in contiguous rows; the policy samples a whole completion per
+row with its key/value cache (`generation.generate`), and the task's verifier scores it. The
+batch is in the token-model convention: `observations = tokens[:, :-1]`,
+`actions = tokens[:, 1:]`, with per-token log-probs and a `mask` over the completion's tokens
+(its EOS included), so every trainer scores it with `model(observations)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rollax.rl.spec import GroupSamples
+from rollax.rl.trainer import evaluate_policy
+from rollax.rollout.generation import Generation, generate
+
+HELD_OUT = 1  # the key stream of held-out prompts; training draws from others
+
+
+def held_out_prompts(task: Any, count: int, seed: int = 0) -> jax.Array:
+    """`[count, prompt_length]` prompts of `task` from a key stream training never draws from:
+    what the warm start and every evaluation of a token run are judged on."""
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), HELD_OUT), count)
+    return jax.vmap(task.sample)(keys)
+
+
+def shifted(generation: Generation, prompt_length: int) -> tuple[jax.Array, ...]:
+    """`(observations, actions, mask, log_probs)` `[B, P + L - 1]` of a generation."""
+    observations, actions = generation.tokens[:, :-1], generation.tokens[:, 1:]
+    place = lambda x, fill: jnp.full(actions.shape, fill, x.dtype).at[:, prompt_length - 1:].set(x)
+    return observations, actions, place(generation.mask, False), place(generation.log_probs, 0.0)
+
+
+def sample_completions(model: Callable, reference: Callable, env: Any, env_params: Any,
+                       key: jax.Array, num_prompts: int, group_size: int) -> tuple[GroupSamples, Generation]:
+    """`num_prompts * group_size` completions `[p0g0, p0g1, ..., p1g0, ...]` with the verifier's
+    rewards, and the generation itself (for its lengths)."""
+    prompt_key, sample_key = jax.random.split(key)
+    task = env.task
+    prompts = jnp.repeat(jax.vmap(task.sample)(jax.random.split(prompt_key, num_prompts)), group_size, axis=0)
+    generation = generate(model, prompts, sample_key, task.completion_length)
+    rewards = jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, generation.completions,
+                                                        env_params.partial_credit)
+    observations, actions, mask, log_probs = shifted(generation, task.prompt_length)
+
+    def reference_log_probs(observations: jax.Array, actions: jax.Array) -> jax.Array:
+        return evaluate_policy(reference, observations, actions, mask).log_probs * mask
+
+    samples = GroupSamples(observations, actions, log_probs, rewards.astype(jnp.float32), group_size,
+                           reference_log_probs, mask)
+    return samples, generation
+
+
+def completion_metrics(generation: Generation) -> dict[str, jax.Array]:
+    """Lengths (tokens, EOS included) and the share cut at the maximum length without EOS."""
+    lengths = generation.lengths.astype(jnp.float32)
+    return {"completion_length": jnp.mean(lengths), "completion_length_min": jnp.min(lengths),
+            "completion_length_max": jnp.max(lengths),
+            "frac_truncated": jnp.mean((~generation.finished).astype(jnp.float32))}
+
+
+def evaluate_completions(model: Callable, env: Any, env_params: Any, prompts: jax.Array
+                         ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Greedy completions of `prompts`: their rewards `[N]` and length metrics."""
+    generation = generate(model, prompts, jax.random.key(0), env.task.completion_length, greedy=True)
+    rewards = jax.vmap(env.task.verify, in_axes=(0, 0, None))(prompts, generation.completions,
+                                                             env_params.partial_credit)
+    return rewards, completion_metrics(generation)

@@ -1,0 +1,110 @@
+"""Token tasks through the training loop: the sampled batch against the verifier and the
+trainers' own log-probs, GRPO and RLOO runs end to end, bad agent/env pairs, and (slow) the
+learning checks."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import rollax
+from rollax import load_experiment, train
+from rollax.envs.token_tasks import DIGITS
+from rollax.generative.token_model import WarmStartConfig, token_policy
+from rollax.rl.trainer import evaluate_policy
+from rollax.rollout.sequences import held_out_prompts, sample_completions
+
+TINY = ["budget.total_steps=64", "budget.num_envs=32", "eval.episodes=16", "eval.every_steps=0",
+        "agent.network.width=16", "agent.network.layers=1", "agent.network.heads=2",
+        "agent.config.num_generations=4", "env.params={min_digits = 2, max_digits = 3}",
+        "logging.plot=false"]
+
+
+def test_sampled_groups_are_scored_by_the_verifier_and_the_trainers():
+    env, params = rollax.make("rollax/Tokens-Sort-v0", min_digits=2, max_digits=4)
+    model = token_policy(env.task, WarmStartConfig(width=16, layers=1, heads=2), rngs=nnx.Rngs(0))
+    samples, generation = sample_completions(model, model, env, params, jax.random.key(0), 6, 4)
+    prompts = np.asarray(generation.tokens[:, :env.prompt_length])
+    assert (prompts.reshape(6, 4, -1) == prompts.reshape(6, 4, -1)[:, :1]).all()  # contiguous groups
+    for prompt, completion, reward in zip(prompts, np.asarray(generation.completions),
+                                          np.asarray(samples.rewards), strict=True):
+        text = DIGITS.decode(prompt)
+        right = DIGITS.decode(completion) == "".join(sorted(text[:-1])) and 1 in completion.tolist()
+        assert reward == float(right)
+    terms = evaluate_policy(model, samples.observations, samples.actions, samples.mask)
+    np.testing.assert_allclose(np.where(samples.mask, terms.log_probs, 0.0), samples.log_probs, atol=1e-4)
+    np.testing.assert_allclose(samples.reference_log_probs(samples.observations, samples.actions),
+                               samples.log_probs, atol=1e-4)  # the reference is the same model here
+    assert (samples.mask.sum(1) == generation.lengths).all()
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_token_experiment_trains_and_logs_its_metrics(algorithm, shared_cache, tmp_path):
+    experiment = load_experiment(f"tokens_reverse_{algorithm}", [*TINY, f"logging.root={tmp_path}"])
+    result = train(experiment, progress=False)
+    rows = (result.run_dir / "seed_0" / "metrics.jsonl").read_text().splitlines()
+    logged = set().union(*(set(json.loads(row)) for row in rows))
+    for name in ("train/completion_length", "train/completion_length_min", "train/completion_length_max",
+                 "train/frac_truncated", "train/kl_penalty", "train/policy_loss", "eval/mean_reward"):
+        assert name in logged, name
+    assert result.eval_returns.shape == (1, 16) and set(np.unique(result.eval_returns)) <= {0.0, 1.0}
+    assert 1 <= result.eval_metrics["completion_length"][0] <= 4
+
+
+def test_token_runs_start_from_the_warm_start(shared_cache, tmp_path):
+    """Before any update, the run's greedy success is the warm start's on the same prompts."""
+    from rollax.generative.token_model import greedy_success, warm_start
+    from rollax.run.program import make_program
+    from rollax.run.seeds import eval_keys
+
+    experiment = load_experiment("tokens_reverse_grpo", [*TINY, f"logging.root={tmp_path}"])
+    _, program = make_program(experiment)
+    returns, _ = jax.device_get(program.evaluate(program.init([0]), eval_keys([0], 0)))
+    config = WarmStartConfig(width=16, layers=1, heads=2)
+    model, _ = warm_start("rollax/Tokens-Reverse-v0", config, min_digits=2, max_digits=3)
+    env, _ = rollax.make("rollax/Tokens-Reverse-v0", min_digits=2, max_digits=3)
+    assert returns.mean() == pytest.approx(float(greedy_success(model, env.task, held_out_prompts(env.task, 16))))
+
+
+def test_unsupported_algorithms_on_token_tasks_are_named():
+    preset = {"env": {"id": "rollax/Tokens-Reverse-v0"},
+              "agent": {"algorithm": "ppo", "network": {"kind": "transformer"}},
+              "budget": {"total_steps": 64, "num_envs": 8, "num_steps": 8},
+              "logging": {"enabled": False}}
+    with pytest.raises(ValueError, match="token tasks train with grpo or rloo"):
+        rollax.train(preset, progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (["agent.network.kind=mlp"], "token tasks take kind='transformer'"),
+    (["agent.network.width=30"], "width=30 must be a multiple of agent.network.heads=4"),
+])
+def test_bad_token_agents_are_named(change, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        train(load_experiment("tokens_reverse_grpo", [*change, f"logging.root={tmp_path}"]), progress=False)
+
+
+def test_transformer_only_fits_token_tasks(tmp_path):
+    with pytest.raises(ValueError, match="token tasks take kind='transformer', and only token tasks"):
+        train(load_experiment("cartpole_ppo", ["agent.network.kind=transformer",
+                                               f"logging.root={tmp_path}"]), progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tokens_reverse_grpo", "tokens_reverse_rloo", "tokens_sort_grpo",
+                                  "tokens_addition_grpo"])
+def test_rl_lifts_greedy_success_on_held_out_prompts(name, shared_cache, tmp_path):
+    """5 seeds: greedy exact match on 500 held-out prompts >= 0.9 and >= 0.3 above the warm
+    start on every seed."""
+    from rollax.run.program import make_program
+    from rollax.run.seeds import eval_keys
+
+    experiment = load_experiment(name, [f"logging.root={tmp_path}"], seeds=5)
+    _, program = make_program(experiment)
+    seeds = experiment.seed_list
+    before, _ = jax.device_get(program.evaluate(program.init(seeds), eval_keys(seeds, 0)))
+    after = train(experiment, progress=False).eval_returns
+    assert (after.mean(1) >= 0.9).all() and (after.mean(1) - before.mean(1) >= 0.3).all(), \
+        (before.mean(1), after.mean(1))
