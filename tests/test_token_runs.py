@@ -5,6 +5,7 @@ learning checks."""
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -51,6 +52,31 @@ def test_token_experiment_trains_and_logs_its_metrics(algorithm, shared_cache, t
         assert name in logged, name
     assert result.eval_returns.shape == (1, 16) and set(np.unique(result.eval_returns)) <= {0.0, 1.0}
     assert 1 <= result.eval_metrics["completion_length"][0] <= 4
+
+
+def test_loaded_agent_generates_the_greedy_completions(shared_cache, tmp_path):
+    """`load_agent(run).generate(texts)` against a Python loop of argmax over the model's
+    full forward pass (no cache), decoded by hand."""
+    experiment = load_experiment("tokens_sort_rloo", [*TINY, f"logging.root={tmp_path}"])
+    agent = rollax.load_agent(train(experiment, progress=False).run_dir, checkpoint="last")
+    prompts = ["21=", "907=", "5=", "33="]
+    expected = []
+    for text in prompts:
+        tokens = list(agent.env.task.encode_prompt(text))
+        completion = ""
+        for _ in range(agent.env.task.completion_length):
+            token = int(np.argmax(agent.model(jnp.asarray([tokens])).logits[0, -1]))
+            if token == 1:
+                break
+            completion += "??0123456789+="[token] if token > 1 else ""
+            tokens.append(token)
+        expected.append(completion)
+    assert agent.generate(prompts) == expected
+    assert all(len(text) <= 4 for text in agent.generate(prompts, greedy=False))
+    with pytest.raises(ValueError, match=r"\['a'\]"):
+        agent.generate(["1a="])
+    with pytest.raises(ValueError, match="list of strings"):
+        agent.generate("12=")
 
 
 def test_token_runs_start_from_the_warm_start(shared_cache, tmp_path):

@@ -21,6 +21,7 @@ from flax import nnx
 from rollax.logging.checkpoint import load_checkpoint
 from rollax.logging.run_callbacks import CHECKPOINT_FORMAT
 from rollax.rollout.collector import env_actions, policy_distribution
+from rollax.rollout.generation import generate
 from rollax.rollout.host_collector import GYMNASIUM_PREFIX, check_gymnasium_id
 from rollax.run.evaluation import find_run, read_experiment
 from rollax.run.experiment import Experiment
@@ -90,6 +91,30 @@ class Agent:
         actions = np.asarray(self.act(observation[None] if single else observation, key,
                                       deterministic))
         return (actions[0] if single else actions), None
+
+
+    def generate(self, prompts: list[str], greedy: bool = True, key: jax.Array | None = None,
+                 temperature: float = 1.0, top_k: int = 0) -> list[str]:
+        """The completion texts of a token-task agent (without the prompt and the end token):
+        greedy, or sampled (with `key`, else from a key chain that starts at the seed)."""
+        task = getattr(self.env, "task", None)
+        if task is None:
+            raise ValueError("generate is for agents trained on a token task (rollax/Tokens-*); "
+                             f"this one was trained on {self.experiment.env.id!r}")
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be a list of strings, got {prompts!r}")
+        ids = jnp.asarray(np.stack([task.encode_prompt(p) for p in prompts]))
+        if key is None:
+            self._key, key = jax.random.split(self._key)
+        completions = _generate(self._graphdef, self._state, ids, key, task.completion_length,
+                                greedy, temperature, top_k)
+        return [task.tokenizer.decode(c) for c in np.asarray(completions)]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _generate(graphdef, state, prompts, key, length, greedy, temperature, top_k):
+    return generate(nnx.merge(graphdef, state), prompts, key, length, temperature=temperature,
+                    top_k=top_k, greedy=greedy).completions
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
