@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,25 +66,34 @@ def load_pretrained(name: str, **config: Any) -> tuple[nnx.Module, dict[str, Any
 
 def _load_or_train(name: str, force: bool, config: dict[str, Any]) -> tuple[nnx.Module, dict]:
     resolved = make_config(name, **config)
-    path = cache_path(name, **config)
+    return cached_or_trained(cache_path(name, **config), lambda: _build(name, resolved),
+                             lambda: _train(name, resolved), name, force)
+
+
+def cached_or_trained(path: Path, build: Callable[[], nnx.Module],
+                      train: Callable[[], tuple[nnx.Module, dict[str, Any]]], what: str,
+                      force: bool = False) -> tuple[nnx.Module, dict[str, Any]]:
+    """`(model, report)`: `build()` filled from the cache file `path`, or (missing, unreadable
+    or `force`) `train()`'s model, then written there. The report gains `source` ("cache" or
+    "trained"), `path` and, when trained, `train_seconds`."""
     if path.exists() and not force:
-        model = _build(name, resolved)
+        model = build()
         try:
             report = read_weights(path, model)
         except Exception as error:  # noqa: BLE001  (any unreadable file is rebuilt)
             warnings.warn(
-                f"cached {name} weights at {path} are unreadable ({type(error).__name__}: "
-                f"{error}); retraining", stacklevel=3,
+                f"cached {what} weights at {path} are unreadable ({type(error).__name__}: "
+                f"{error}); retraining", stacklevel=4,
             )
         else:
             return model, {**report, "source": "cache", "path": str(path)}
-    # the first run of a generative preset waits here (tens of seconds): say why
-    print(f"pretraining {name} (first use; cached afterwards in {path.parent})...",
+    # the first run of a preset that needs the model waits here (seconds to a minute): say why
+    print(f"pretraining {what} (first use; cached afterwards in {path.parent})...",
           file=sys.stderr, flush=True)
     start = time.perf_counter()
-    model, report = _train(name, resolved)
+    model, report = train()
     report["train_seconds"] = round(time.perf_counter() - start, 2)
-    print(f"pretrained {name} in {report['train_seconds']:.1f} s", file=sys.stderr, flush=True)
+    print(f"pretrained {what} in {report['train_seconds']:.1f} s", file=sys.stderr, flush=True)
     write_weights(path, model, report)
     return model, {**report, "source": "trained", "path": str(path)}
 

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import sys
-import time
 import warnings
 from typing import Any
 
@@ -21,35 +20,15 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from rollax.checks import check_int, check_number
 from rollax.envs.registry import make
 from rollax.envs.token_tasks import EOS, TokenTask
-from rollax.generative.pretrained import cache_dir, read_weights, write_weights
+from rollax.generative.configs import WarmStartConfig
+from rollax.generative.pretrained import cache_dir, cached_or_trained
 from rollax.networks.transformer import TransformerPolicy
 from rollax.rollout.generation import generate
 from rollax.rollout.sequences import held_out_prompts
 
 CACHE_FORMAT_VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class WarmStartConfig:
-    width: int = 64
-    layers: int = 2
-    heads: int = 4
-    batch_size: int = 64
-    learning_rate: float = 3e-4
-    max_steps: int = 5000
-    eval_every: int = 10
-    eval_prompts: int = 500
-    target_success: float = 0.3  # stop at the first check at or above it
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("width", "layers", "heads", "batch_size", "max_steps", "eval_every", "eval_prompts"):
-            check_int(f"WarmStartConfig.{name}", getattr(self, name), 1)
-        check_number("WarmStartConfig.learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
-        check_number("WarmStartConfig.target_success", self.target_success, 0.0, 1.0, low_open=True)
 
 
 def token_policy(task: TokenTask, config: WarmStartConfig, value_head: bool = False,
@@ -90,22 +69,13 @@ def warm_start(env_id: str, config: WarmStartConfig | None = None, **env_params:
                **dataclasses.asdict(config)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / f"tokens-{task.name}-{digest}.npz"
-    model = token_policy(task, config)
-    if path.exists():
-        try:
-            return model, {**read_weights(path, model), "source": "cache", "path": str(path)}
-        except Exception as error:  # noqa: BLE001  (any unreadable file is retrained)
-            warnings.warn(f"cached warm start at {path} is unreadable ({error}); retraining", stacklevel=2)
-    print(f"warm-starting a token policy on {env_id} (first use; cached afterwards in "
-          f"{path.parent})...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    report = _train(model, task, config)
-    report["train_seconds"] = round(time.perf_counter() - start, 2)
-    print(f"warm start: greedy success {report['success']:.3f} on {config.eval_prompts} held-out "
-          f"prompts after {report['steps']} steps ({report['train_seconds']:.1f} s)",
-          file=sys.stderr, flush=True)
-    write_weights(path, model, report)
-    return model, {**report, "source": "trained", "path": str(path)}
+
+    def train():
+        model = token_policy(task, config)
+        return model, _train(model, task, config)
+
+    return cached_or_trained(path, lambda: token_policy(task, config), train,
+                             f"a token policy on {env_id} (warm start)")
 
 
 def _train(model: TransformerPolicy, task: TokenTask, config: WarmStartConfig) -> dict[str, Any]:
@@ -133,6 +103,8 @@ def _train(model: TransformerPolicy, task: TokenTask, config: WarmStartConfig) -
         state, loss, success = jax.device_get(chunk(state, steps))
         steps += config.eval_every
     nnx.update((model, optimizer), state)
+    print(f"warm start: greedy success {success:.3f} on {config.eval_prompts} held-out prompts "
+          f"after {steps} steps", file=sys.stderr, flush=True)
     if success < config.target_success:
         warnings.warn(f"warm start reached greedy success {success:.3f} < target "
                       f"{config.target_success} in max_steps={config.max_steps}", stacklevel=3)
