@@ -26,11 +26,11 @@ TINY = ["budget.total_steps=64", "budget.num_envs=32", "eval.episodes=16", "eval
 def test_sampled_groups_are_scored_by_the_verifier_and_the_trainers():
     env, params = rollax.make("rollax/Tokens-Sort-v0", min_digits=2, max_digits=4)
     model = token_policy(env.task, WarmStartConfig(width=16, layers=1, heads=2), rngs=nnx.Rngs(0))
-    samples, generation = sample_completions(model, model, env, params, jax.random.key(0), 6, 4)
-    prompts = np.asarray(generation.tokens[:, :env.prompt_length])
+    samples = sample_completions(model, model, env, params, jax.random.key(0), 6, 4)
+    tokens = np.concatenate([np.asarray(samples.observations[:, :1]), np.asarray(samples.actions)], 1)
+    prompts, completions = tokens[:, :env.prompt_length], tokens[:, env.prompt_length:]
     assert (prompts.reshape(6, 4, -1) == prompts.reshape(6, 4, -1)[:, :1]).all()  # contiguous groups
-    for prompt, completion, reward in zip(prompts, np.asarray(generation.completions),
-                                          np.asarray(samples.rewards), strict=True):
+    for prompt, completion, reward in zip(prompts, completions, np.asarray(samples.rewards), strict=True):
         text = DIGITS.decode(prompt)
         right = DIGITS.decode(completion) == "".join(sorted(text[:-1])) and 1 in completion.tolist()
         assert reward == float(right)
@@ -38,7 +38,8 @@ def test_sampled_groups_are_scored_by_the_verifier_and_the_trainers():
     np.testing.assert_allclose(np.where(samples.mask, terms.log_probs, 0.0), samples.log_probs, atol=1e-4)
     np.testing.assert_allclose(samples.reference_log_probs(samples.observations, samples.actions),
                                samples.log_probs, atol=1e-4)  # the reference is the same model here
-    assert (samples.mask.sum(1) == generation.lengths).all()
+    ends = [list(c).index(1) + 1 if 1 in list(c) else len(c) for c in completions]  # EOS included
+    assert np.asarray(samples.mask.sum(1)).tolist() == ends
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])

@@ -91,7 +91,7 @@ def test_rows_stop_at_eos():
     g = generate(model, jnp.full((2, PROMPT), 5, jnp.int32), jax.random.key(0), NEW)
     np.testing.assert_array_equal(g.completions, [[EOS] + [PAD] * (NEW - 1)] * 2)
     np.testing.assert_array_equal(g.mask, [[True] + [False] * (NEW - 1)] * 2)
-    assert np.asarray(g.finished).all() and np.asarray(g.lengths).tolist() == [1, 1]
+    assert (np.asarray(g.completions) == EOS).any(1).all() and np.asarray(g.mask.sum(1)).tolist() == [1, 1]
     np.testing.assert_allclose(g.log_probs[:, 0], 0.0, atol=1e-6)  # p(EOS) = 1
 
 

@@ -25,15 +25,6 @@ class Generation(NamedTuple):
     log_probs: jax.Array  # [B, L], 0 outside mask
     mask: jax.Array  # [B, L]: the completion's tokens, its EOS included
 
-    @property
-    def lengths(self) -> jax.Array:
-        return jnp.sum(self.mask, axis=1)
-
-    @property
-    def finished(self) -> jax.Array:
-        """`[B]`: the completion ended with EOS (else it was cut at L tokens: truncated)."""
-        return jnp.any(self.completions == EOS, axis=1)
-
 
 def pick(logits: jax.Array, key: jax.Array, temperature: float, top_k: int, greedy: bool) -> jax.Array:
     """A token per row of `logits [B, V]`: argmax when `greedy`, else a sample at

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from rollax.rl.spec import GroupSamples
 from rollax.rl.trainer import evaluate_policy
-from rollax.rollout.generation import Generation, generate
+from rollax.rollout.generation import EOS, Generation, generate
 
 HELD_OUT = 1  # the key stream of held-out prompts; training draws from others
 
@@ -38,9 +38,9 @@ def shifted(generation: Generation, prompt_length: int) -> tuple[jax.Array, ...]
 
 
 def sample_completions(model: Callable, reference: Callable, env: Any, env_params: Any,
-                       key: jax.Array, num_prompts: int, group_size: int) -> tuple[GroupSamples, Generation]:
-    """`num_prompts * group_size` completions `[p0g0, p0g1, ..., p1g0, ...]` with the verifier's
-    rewards, and the generation itself (for its lengths)."""
+                       key: jax.Array, num_prompts: int, group_size: int) -> GroupSamples:
+    """`num_prompts * group_size` completions `[p0g0, p0g1, ..., p1g0, ...]` with the
+    verifier's rewards, in the token-model convention (see the module docstring)."""
     prompt_key, sample_key = jax.random.split(key)
     task = env.task
     prompts = jnp.repeat(jax.vmap(task.sample)(jax.random.split(prompt_key, num_prompts)), group_size, axis=0)
@@ -52,17 +52,18 @@ def sample_completions(model: Callable, reference: Callable, env: Any, env_param
     def reference_log_probs(observations: jax.Array, actions: jax.Array) -> jax.Array:
         return evaluate_policy(reference, observations, actions, mask).log_probs * mask
 
-    samples = GroupSamples(observations, actions, log_probs, rewards.astype(jnp.float32), group_size,
-                           reference_log_probs, mask)
-    return samples, generation
+    return GroupSamples(observations, actions, log_probs, rewards.astype(jnp.float32), group_size,
+                        reference_log_probs, mask)
 
 
-def completion_metrics(generation: Generation) -> dict[str, jax.Array]:
-    """Lengths (tokens, EOS included) and the share cut at the maximum length without EOS."""
-    lengths = generation.lengths.astype(jnp.float32)
+def completion_metrics(actions: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+    """Lengths (tokens, EOS included) of completions `actions [B, T]` under `mask`, and the
+    share cut at the maximum length without an EOS."""
+    lengths = jnp.sum(mask, axis=1).astype(jnp.float32)
+    finished = jnp.any((actions == EOS) & mask, axis=1)
     return {"completion_length": jnp.mean(lengths), "completion_length_min": jnp.min(lengths),
             "completion_length_max": jnp.max(lengths),
-            "frac_truncated": jnp.mean((~generation.finished).astype(jnp.float32))}
+            "frac_truncated": jnp.mean((~finished).astype(jnp.float32))}
 
 
 def evaluate_completions(model: Callable, env: Any, env_params: Any, prompts: jax.Array
@@ -71,4 +72,4 @@ def evaluate_completions(model: Callable, env: Any, env_params: Any, prompts: ja
     generation = generate(model, prompts, jax.random.key(0), env.task.completion_length, greedy=True)
     rewards = jax.vmap(env.task.verify, in_axes=(0, 0, None))(prompts, generation.completions,
                                                              env_params.partial_credit)
-    return rewards, completion_metrics(generation)
+    return rewards, completion_metrics(generation.completions, generation.mask)

@@ -110,19 +110,18 @@ class JittedProgram:
             samples = sampler(model, self.learner.reference(state["reference"]), self.plan.env,
                               self.plan.env_params, collect_key,
                               self.plan.num_envs // self.plan.group_size, self.plan.group_size)
-            if self.tokens:  # the completions' lengths, for the metrics and episode lengths
-                samples, generation = samples
             observations, actions, log_probs, rewards = shard_batch(
                 (samples.observations, samples.actions, samples.log_probs, samples.rewards), self.mesh)
             samples = samples._replace(observations=observations, actions=actions,
                                        log_probs=log_probs, rewards=rewards)
             batch = self.plan.algorithm.group_batch(samples, self.plan.config)
             rewards = samples.rewards
-            lengths = generation.lengths if self.tokens else jnp.ones_like(rewards, jnp.int32)
+            # a token completion's episode is its tokens; a one-step generation's, one step
+            lengths = jnp.ones_like(rewards) if samples.mask is None else jnp.sum(samples.mask, 1)
             episodes = (rewards, lengths.astype(jnp.int32), jnp.ones_like(rewards, bool))
         train, metrics = self.learner.update(state["train"], batch, update_key)
         if self.tokens:
-            metrics = {**metrics, **completion_metrics(generation)}
+            metrics = {**metrics, **completion_metrics(samples.actions, samples.mask)}
         return {**state, "train": train, "rollout": rollout, "key": key}, (metrics, episodes)
 
     def _chunk(self, state: dict):
