@@ -28,6 +28,7 @@ ALIASES = {"states": "observations"}
 STEP = "S"  # exactly S
 STEP_OR_TOKEN = "S or per token"  # S, or the policy's per-token shape [*S, L]
 STEP_OR_NEXT = "S or one more step"  # S, or S with one more entry on its first axis (values)
+STEP_NEXT_OR_TOKEN = "S, one more step, or per token"  # values of a step or a token policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,8 @@ def check_batch(
     if not lead:
         raise ValueError(f"batch[{spec.leading_key!r}] must have at least one (batch) axis")
     for key, array in arrays.items():
-        leads = [lead, (lead[0] + 1, *lead[1:])] if spec.shapes.get(key) == STEP_OR_NEXT else [lead]
+        leads = [lead, (lead[0] + 1, *lead[1:])] \
+            if spec.shapes.get(key) in (STEP_OR_NEXT, STEP_NEXT_OR_TOKEN) else [lead]
         if not any(array.shape[:len(ld)] == ld for ld in leads):
             raise ValueError(f"batch[{key!r}] has shape {array.shape}; its leading axes must match "
                              f"batch[{spec.leading_key!r}] {lead}")
@@ -136,9 +138,9 @@ def host_array(key: str, value: Any) -> np.ndarray:
 
 def check_shape(key: str, shape: tuple, kind: str, lead: tuple, token_shape: tuple | None) -> None:
     allowed = [lead]
-    if kind == STEP_OR_NEXT:
+    if kind in (STEP_OR_NEXT, STEP_NEXT_OR_TOKEN):
         allowed.append((lead[0] + 1, *lead[1:]))
-    if kind == STEP_OR_TOKEN:
+    if kind in (STEP_OR_TOKEN, STEP_NEXT_OR_TOKEN):
         allowed.append(token_shape or (*lead, shape[-1]))  # unknown policy: any one token axis
     if shape not in allowed:
         raise ValueError(f"batch[{key!r}] has shape {shape}; expected "
@@ -159,9 +161,9 @@ def check_policy(model, arrays: dict, keys: PolicyKeys, lead: tuple, needs_value
     if needs_values and value is None:
         raise ValueError("this trainer needs an actor-critic model returning (policy_output, value); "
                          "the model returns no value")
-    if needs_values and value.shape != (size,):
+    if needs_values and value.shape[:1] != (size,):
         raise ValueError(f"the model's value output has shape {value.shape} for {size} "
-                         f"observations; expected ({size},) or ({size}, 1)")
+                         f"observations; expected ({size},), ({size}, 1) or one per token")
     source = f"policy on batch[{keys.observations!r}] {observations.shape}"
     if isinstance(distribution, Categorical):
         logits = distribution.logits.shape

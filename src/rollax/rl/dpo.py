@@ -3,7 +3,9 @@
 The policy's log-probs must come from the model, so the batch carries the chosen and rejected
 inputs (`chosen_observations`, `chosen_actions`, `rejected_...`, optional `..._mask` for token
 models) plus `ref_chosen_log_probs`/`ref_rejected_log_probs`, or the trainer is given a
-frozen `reference_model` that computes them.
+frozen `reference_model` that computes them. An optional boolean `pair_mask` `[B]` keeps the
+pairs that carry a preference: the loss and metrics average over those alone, and
+`tied_pairs` reports the share left out (the loop's pairs of equally rewarded samples).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rollax.rl.trainer import (
     sequence_sum,
     single_step_update,
 )
-from rollax.rl.utils import compute_dpo_loss
+from rollax.rl.utils import compute_dpo_loss, masked_mean
 
 SIDES = ("chosen", "rejected")
 INPUTS = tuple(f"{side}_{part}" for side in SIDES for part in ("observations", "actions"))
@@ -51,16 +53,20 @@ def loss_fn(model, batch: dict, config: DPOConfig, static: dict):
                               config.label_smoothing, config.loss_type, margin)
     chosen_reward = config.beta * jax.lax.stop_gradient(logratios["chosen"])
     rejected_reward = config.beta * jax.lax.stop_gradient(logratios["rejected"])
-    loss = jnp.mean(losses)
+    pairs = batch.get("pair_mask")  # the pairs that carry a preference (all without it)
+    mean = lambda x: masked_mean(x, pairs)
+    loss = mean(losses)
     metrics = {
         "dpo_loss": loss,
-        "chosen_reward": jnp.mean(chosen_reward),
-        "rejected_reward": jnp.mean(rejected_reward),
-        "reward_margin": jnp.mean(chosen_reward - rejected_reward),
-        "reward_accuracy": jnp.mean((chosen_reward > rejected_reward).astype(jnp.float32)),
-        "logps_chosen": jnp.mean(logps["chosen"]),
-        "logps_rejected": jnp.mean(logps["rejected"]),
+        "chosen_reward": mean(chosen_reward),
+        "rejected_reward": mean(rejected_reward),
+        "reward_margin": mean(chosen_reward - rejected_reward),
+        "reward_accuracy": mean((chosen_reward > rejected_reward).astype(jnp.float32)),
+        "logps_chosen": mean(logps["chosen"]),
+        "logps_rejected": mean(logps["rejected"]),
     }
+    if pairs is not None:
+        metrics["tied_pairs"] = 1.0 - jnp.mean(pairs.astype(jnp.float32))
     return loss, metrics
 
 
@@ -71,17 +77,22 @@ def update(graphdef, state: TrainState, batch, key, config: DPOConfig, static=No
 
 
 def group_batch(samples: GroupSamples, config: DPOConfig) -> dict:
-    """The loop's DPO batch: per prompt, its best generation (chosen) and worst (rejected)."""
+    """The loop's DPO batch: per prompt, its best generation (chosen) and worst (rejected);
+    `pair_mask` drops the prompts whose generations all scored the same (no preference)."""
     size = samples.group_size
     prompts = samples.rewards.shape[0] // size
     grouped = samples.rewards.reshape(prompts, size)
     first = jnp.arange(prompts) * size
     pairs = {"chosen": first + jnp.argmax(grouped, 1), "rejected": first + jnp.argmin(grouped, 1)}
-    batch = {}
+    batch = {"pair_mask": jnp.max(grouped, 1) > jnp.min(grouped, 1)}
     for side, index in pairs.items():
         observations, actions = samples.observations[index], samples.actions[index]
         batch[f"{side}_observations"], batch[f"{side}_actions"] = observations, actions
-        batch[f"ref_{side}_log_probs"] = samples.reference_log_probs(observations, actions)
+        reference = samples.reference_log_probs(observations, actions)
+        if samples.mask is not None:  # token completions: their masks, sequence log-probs
+            batch[f"{side}_mask"] = samples.mask[index]
+            reference = sequence_sum(reference, samples.mask[index])
+        batch[f"ref_{side}_log_probs"] = reference
     return batch
 
 
@@ -111,8 +122,8 @@ class DPOTrainer(Trainer):
         needs_refs = not self.config.reference_free and reference_model is None
         self.batch_spec = BatchSpec(
             required=INPUTS + (REFS if needs_refs else ()),
-            optional=("chosen_mask", "rejected_mask") + REFS, leading_key="chosen_actions",
-            batch_ndim=1, shapes=dict.fromkeys(REFS, STEP),
+            optional=("chosen_mask", "rejected_mask", "pair_mask") + REFS,
+            leading_key="chosen_actions", batch_ndim=1, shapes=dict.fromkeys((*REFS, "pair_mask"), STEP),
             policies=tuple(PolicyKeys(f"{side}_observations", f"{side}_actions", f"{side}_mask")
                            for side in SIDES))
 

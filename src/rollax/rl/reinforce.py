@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from rollax.rl.batch_checks import STEP, BatchSpec
 from rollax.rl.configs import REINFORCEConfig
-from rollax.rl.spec import AlgorithmSpec
+from rollax.rl.spec import AlgorithmSpec, GroupSamples
 from rollax.rl.trainer import (
     EPISODE_KEYS,
     Trainer,
@@ -104,6 +104,19 @@ def update(graphdef, state: TrainState, batch, key, config: REINFORCEConfig, sta
     return TrainState(model_optimizer, algorithm_state), {**metrics, **extra_metrics}
 
 
+def completion_batch(samples: GroupSamples, config: REINFORCEConfig) -> dict:
+    """Sampled completions as one-step episodes `[1, B]`: a completion's return is its reward,
+    its log-prob the sum over its tokens (with the reference's, for the KL anchor)."""
+    batch = {"observations": samples.observations[None], "actions": samples.actions[None],
+             "mask": samples.mask[None], "rewards": samples.rewards[None],
+             "dones": jnp.ones((1, samples.rewards.shape[0]), bool)}
+    if config.kl_coeff > 0:
+        reference = samples.reference_log_probs(samples.observations, samples.actions)
+        batch["log_probs"] = sequence_sum(samples.log_probs, samples.mask)[None]
+        batch["ref_log_probs"] = sequence_sum(reference, samples.mask)[None]
+    return batch
+
+
 class REINFORCETrainer(Trainer):
     """REINFORCE policy-gradient trainer (`train_step(batch) -> metrics`)."""
 
@@ -140,5 +153,6 @@ def check_plan(config: REINFORCEConfig, budget, num_tasks: int) -> None:
 
 SPEC = AlgorithmSpec(
     name="reinforce", config_class=REINFORCEConfig, update=update, check=check_plan,
-    init_state=init_state, uses_reference=lambda config: config.kl_coeff > 0)
+    init_state=init_state, uses_reference=lambda config: config.kl_coeff > 0,
+    completion_batch=completion_batch)
 

@@ -16,7 +16,8 @@ class GroupSamples(NamedTuple):
     """G one-step generations per prompt, contiguous rows `[p0g0, p0g1, ..., p1g0, ...]`.
 
     `reference_log_probs(observations, actions) -> [B]` scores actions under the frozen
-    reference policy (the model at the start of training).
+    reference policy (the model at the start of training); for token sequences `[B, T]` per
+    token at every position, which the caller masks (it may score a subset of the rows).
     """
 
     observations: jax.Array  # [B, ...]; token sequences: the tokens before each action [B, T]
@@ -24,8 +25,9 @@ class GroupSamples(NamedTuple):
     log_probs: jax.Array  # [B] under the sampling policy; token sequences: per token [B, T]
     rewards: jax.Array  # [B]
     group_size: int
-    reference_log_probs: Callable[[jax.Array, jax.Array], jax.Array]  # shaped as log_probs
+    reference_log_probs: Callable[[jax.Array, jax.Array], jax.Array]
     mask: jax.Array | None = None  # token sequences: the completions' tokens [B, T]
+    values: jax.Array | None = None  # token sequences, for a critic: V per token [B, T]
 
 
 def generations_batch(samples: GroupSamples, with_reference: bool, per_sequence: bool = False) -> dict:
@@ -64,6 +66,9 @@ class AlgorithmSpec:
       carried and checkpointed with the model; `()` when it has none.
     - `uses_reference(config)`: a "rollout" algorithm whose batch needs `ref_log_probs`, the
       actions' log-probs under the frozen initial policy (a KL anchor).
+    - `completion_batch(samples: GroupSamples, config)`: how a "rollout" algorithm learns from
+      sampled completions of a token task (one per prompt, with per-token `values` when it
+      `needs_critic`); None when it cannot. "groups" algorithms use `group_batch` there too.
     """
 
     name: str
@@ -77,6 +82,12 @@ class AlgorithmSpec:
     check: Callable[[Any, Any, int], None] = _no_check
     init_state: Callable[[Any], Any] = lambda config: ()
     uses_reference: Callable[[Any], bool] = lambda config: False
+    completion_batch: Callable[[GroupSamples, Any], dict] | None = None
+
+    @property
+    def trains_on_completions(self) -> bool:
+        """Whether it can learn from a token task's sampled completions."""
+        return self.batch_source == "groups" or self.completion_batch is not None
 
     def __post_init__(self):
         if self.batch_source not in ("rollout", "groups"):

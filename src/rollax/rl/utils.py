@@ -229,7 +229,12 @@ def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def explained_variance(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """1 - Var[target - prediction] / Var[target]; NaN-free (0 when the targets are constant)."""
-    target_var = jnp.var(targets)
-    return jnp.where(target_var > 0, 1.0 - jnp.var(targets - predictions) / target_var, 0.0)
+def explained_variance(predictions: jax.Array, targets: jax.Array,
+                       mask: jax.Array | None = None) -> jax.Array:
+    """1 - Var[target - prediction] / Var[target] over the entries `mask` keeps (all without
+    one); NaN-free (0 when the targets are constant)."""
+    def variance(x):
+        return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+
+    target_var = variance(targets)
+    return jnp.where(target_var > 0, 1.0 - variance(targets - predictions) / target_var, 0.0)
