@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -13,27 +12,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2
+from tb_events import read_events
 from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
 from rollax.logging import EpisodeStats, Logger, make_run_dir
-
-
-def read_events(log_dir: Path) -> list[event_pb2.Event]:
-    """Parse every TensorBoard event file in ``log_dir`` from its TFRecord framing
-    (u64 length, u32 length-crc, payload, u32 payload-crc) with the protobuf schema."""
-    events = []
-    for path in sorted(log_dir.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            payload = data[offset + 12 : offset + 12 + length]
-            offset += 12 + length + 4
-            event = event_pb2.Event()
-            event.ParseFromString(payload)
-            events.append(event)
-    return events
 
 
 def scalar_events(log_dir: Path) -> dict[str, list[tuple[int, float]]]:

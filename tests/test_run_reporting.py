@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2
+from tb_events import read_events
 from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
 from rollax.logging import Callback
 from rollax.logging.callbacks import Evaluation
-from rollax.logging.run_callbacks import MetricsLogger, SampleImages
+from rollax.logging.run_callbacks import MetricsLogger, Samples
 from rollax.logging.run_dir import claim_run_folder, newest_run, overrides_label
 from rollax.presets import load_experiment
 from rollax.run import train
@@ -30,18 +30,6 @@ OVERRIDES = [f"budget.total_steps={TOTAL}", f"budget.num_envs={NUM_ENVS}",
              f"agent.optimizer.learning_rate={LR}", "agent.optimizer.anneal_lr=true",
              "agent.network.hidden_sizes=[8]", "eval.episodes=2",
              f"eval.every_steps={K * NUM_ENVS * NUM_STEPS}"]
-
-
-def read_events(log_dir: Path) -> list[event_pb2.Event]:
-    """Every event of `log_dir`'s TensorBoard files, parsed from their TFRecord framing."""
-    events = []
-    for path in sorted(log_dir.glob("events.out.tfevents.*")):
-        data, offset = path.read_bytes(), 0
-        while offset < len(data):
-            length = int.from_bytes(data[offset:offset + 8], "little")
-            events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
-            offset += 12 + length + 4
-    return events
 
 
 def scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -157,8 +145,9 @@ def test_samples_are_one_tag_over_env_steps(tmp_path):
     run = types.SimpleNamespace(resume_step=None, seed_dirs=seed_dirs, seeds=[0, 1], step=0,
                                 experiment=load_experiment("cartpole_ppo"))
     run.render_samples = lambda: np.full((2, 3, 4, 4), run.step / 200)  # [S, B, H, W]
+    run.sample_texts = lambda: None
     metrics = MetricsLogger()
-    samples = SampleImages(metrics)
+    samples = Samples(metrics)
     metrics.on_train_begin(run)
     samples.on_train_begin(run)
     for step, final in [(100, False), (200, True)]:

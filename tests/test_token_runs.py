@@ -1,7 +1,8 @@
 """Token tasks through the training loop: the sampled batch against the verifier and the
-trainers' own log-probs, GRPO and RLOO runs end to end, bad agent/env pairs, and (slow) the
-learning checks."""
+trainers' own log-probs, every algorithm's run end to end (metrics, text samples), bad
+agent/env pairs, and (slow) the learning checks."""
 
+import dataclasses
 import json
 
 import jax
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from tb_events import texts as logged_texts
 
 import rollax
 from rollax import load_experiment, train
@@ -19,8 +21,16 @@ from rollax.rollout.sequences import held_out_prompts, sample_completions
 
 TINY = ["budget.total_steps=64", "budget.num_envs=32", "eval.episodes=16", "eval.every_steps=0",
         "agent.network.width=16", "agent.network.layers=1", "agent.network.heads=2",
-        "agent.config.num_generations=4", "env.params={min_digits = 2, max_digits = 3}",
-        "logging.plot=false"]
+        "env.params={min_digits = 2, max_digits = 3}", "logging.plot=false"]
+GROUPS = {"grpo": ["agent.config.num_generations=4"], "rloo": ["agent.config.num_generations=4"],
+          "dpo": ["budget.group_size=4"], "reinforce": [], "ppo": []}
+# each algorithm's KL to the warm-started reference
+KL_METRIC = {"grpo": "kl_penalty", "rloo": "kl_penalty", "reinforce": "kl_to_reference",
+             "ppo": "kl_to_reference", "dpo": "logps_chosen"}
+
+
+def tiny(algorithm: str, *changes: str) -> list[str]:
+    return [*TINY, *GROUPS[algorithm], *changes]
 
 
 def test_sampled_groups_are_scored_by_the_verifier_and_the_trainers():
@@ -36,29 +46,39 @@ def test_sampled_groups_are_scored_by_the_verifier_and_the_trainers():
         assert reward == float(right)
     terms = evaluate_policy(model, samples.observations, samples.actions, samples.mask)
     np.testing.assert_allclose(np.where(samples.mask, terms.log_probs, 0.0), samples.log_probs, atol=1e-4)
-    np.testing.assert_allclose(samples.reference_log_probs(samples.observations, samples.actions),
-                               samples.log_probs, atol=1e-4)  # the reference is the same model here
+    reference = samples.reference_log_probs(samples.observations, samples.actions)
+    np.testing.assert_allclose(np.where(samples.mask, reference, 0.0), samples.log_probs,
+                               atol=1e-4)  # the reference is the same model here
     ends = [list(c).index(1) + 1 if 1 in list(c) else len(c) for c in completions]  # EOS included
     assert np.asarray(samples.mask.sum(1)).tolist() == ends
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo", "dpo", "reinforce", "ppo"])
 def test_token_experiment_trains_and_logs_its_metrics(algorithm, shared_cache, tmp_path):
-    experiment = load_experiment(f"tokens_reverse_{algorithm}", [*TINY, f"logging.root={tmp_path}"])
+    experiment = load_experiment(f"tokens_reverse_{algorithm}", tiny(algorithm, f"logging.root={tmp_path}"))
     result = train(experiment, progress=False)
     rows = (result.run_dir / "seed_0" / "metrics.jsonl").read_text().splitlines()
     logged = set().union(*(set(json.loads(row)) for row in rows))
     for name in ("train/completion_length", "train/completion_length_min", "train/completion_length_max",
-                 "train/frac_truncated", "train/kl_penalty", "train/policy_loss", "eval/mean_reward"):
+                 "train/frac_truncated", f"train/{KL_METRIC[algorithm]}", "train/loss", "eval/mean_reward"):
         assert name in logged, name
     assert result.eval_returns.shape == (1, 16) and set(np.unique(result.eval_returns)) <= {0.0, 1.0}
     assert 1 <= result.eval_metrics["completion_length"][0] <= 4
+    texts = logged_texts(result.run_dir / "seed_0", "samples")
+    assert sorted(texts) == [0, 64]  # before training and at the final evaluation
+    header, _, *rows = texts[64].splitlines()
+    assert header == "| prompt | greedy | reward | sampled | reward |" and len(rows) == 8
+    for row in rows:  # each shown reward is the verifier's on the shown texts
+        prompt, greedy, greedy_reward, sampled, sampled_reward = (c.strip(" `") for c in row.strip("|").split("|"))
+        assert prompt.endswith("=")
+        for completion, reward in ((greedy, greedy_reward), (sampled, sampled_reward)):
+            assert float(reward) == float(completion == prompt[:-1][::-1])
 
 
 def test_loaded_agent_generates_the_greedy_completions(shared_cache, tmp_path):
     """`load_agent(run).generate(texts)` against a Python loop of argmax over the model's
     full forward pass (no cache), decoded by hand."""
-    experiment = load_experiment("tokens_sort_rloo", [*TINY, f"logging.root={tmp_path}"])
+    experiment = load_experiment("tokens_sort_rloo", tiny("rloo", f"logging.root={tmp_path}"))
     agent = rollax.load_agent(train(experiment, progress=False).run_dir, checkpoint="last")
     prompts = ["21=", "907=", "5=", "33="]
     expected = []
@@ -86,7 +106,7 @@ def test_token_runs_start_from_the_warm_start(shared_cache, tmp_path):
     from rollax.run.program import make_program
     from rollax.run.seeds import eval_keys
 
-    experiment = load_experiment("tokens_reverse_grpo", [*TINY, f"logging.root={tmp_path}"])
+    experiment = load_experiment("tokens_reverse_grpo", tiny("grpo", f"logging.root={tmp_path}"))
     _, program = make_program(experiment)
     returns, _ = jax.device_get(program.evaluate(program.init([0]), eval_keys([0], 0)))
     config = WarmStartConfig(width=16, layers=1, heads=2)
@@ -95,13 +115,20 @@ def test_token_runs_start_from_the_warm_start(shared_cache, tmp_path):
     assert returns.mean() == pytest.approx(float(greedy_success(model, env.task, held_out_prompts(env.task, 16))))
 
 
-def test_unsupported_algorithms_on_token_tasks_are_named():
-    preset = {"env": {"id": "rollax/Tokens-Reverse-v0"},
-              "agent": {"algorithm": "ppo", "network": {"kind": "transformer"}},
-              "budget": {"total_steps": 64, "num_envs": 8, "num_steps": 8},
-              "logging": {"enabled": False}}
-    with pytest.raises(ValueError, match="token tasks train with grpo or rloo"):
-        rollax.train(preset, progress=False)
+def test_algorithms_that_cannot_learn_from_completions_are_named(tmp_path):
+    from rollax.rl import ppo
+    from rollax.rl.registry import register_algorithm
+
+    register_algorithm(dataclasses.replace(ppo.SPEC, name="ppo_steps_only", completion_batch=None))
+    with pytest.raises(ValueError, match="'ppo_steps_only' cannot learn from sampled token completions"):
+        train(load_experiment("tokens_reverse_ppo", ["agent.algorithm=ppo_steps_only",
+                                                     f"logging.root={tmp_path}"]), progress=False)
+
+
+def test_token_runs_sample_one_completion_per_env_and_iteration(tmp_path):
+    with pytest.raises(ValueError, match="budget.num_steps=4: ppo here samples one whole generation"):
+        train(load_experiment("tokens_reverse_ppo", ["budget.num_steps=4", f"logging.root={tmp_path}"]),
+              progress=False)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -2,7 +2,8 @@
 preset's `[logging]` table; see `rollax.run.callbacks.default_callbacks`):
 
 - `MetricsLogger`: per seed, every scalar to `metrics.jsonl` and TensorBoard, the config.
-- `SampleImages`: the env's sample pictures before and after training (tag `samples`).
+- `Samples`: the env's sample pictures, or a token task's completions as text, before training
+  and at each evaluation (tag `samples`).
 - `BestCheckpoint`: per seed, the model params at its best greedy evaluation.
 - `ResumeCheckpoint`: the stacked training state of all seeds, for `--resume`.
 - `ResultWriter`: `results.json` and `learning_curves.png` after a run that ended normally.
@@ -52,7 +53,7 @@ from rollax.logging.run_dir import write_text_atomically
 # 2: the training state is {"train": TrainState(model_optimizer, algorithm), ...}
 CHECKPOINT_FORMAT = 2
 
-__all__ = ["BestCheckpoint", "MetricsLogger", "ResultWriter", "ResumeCheckpoint", "SampleImages",
+__all__ = ["BestCheckpoint", "MetricsLogger", "ResultWriter", "ResumeCheckpoint", "Samples",
            "model_params", "restore", "truncate_metrics", "write_results"]
 
 
@@ -112,22 +113,24 @@ class MetricsLogger(Callback):
             logger.close()
 
 
-class SampleImages(Callback):
-    """A grid of the env's greedy samples per seed under one tag, `samples`, at the env step it
-    shows (0 before training, then at each evaluation), so TensorBoard's step slider compares
-    them; for envs with a `render` hook; the same conditions each time."""
+class Samples(Callback):
+    """The policy's samples per seed under one tag, `samples`, at the env step they show (0
+    before training, then at each evaluation), so TensorBoard's step slider compares them: a
+    grid of greedy pictures for envs with a `render` hook, a table of prompts, completions and
+    rewards for token tasks; the same conditions (prompts) each time."""
 
     def __init__(self, metrics: MetricsLogger) -> None:
         self.metrics = metrics
         self._last_step: int | None = None
 
     def _draw(self, run: Any, tag: str) -> None:
-        images = run.render_samples()
         self._last_step = run.step
-        if images is None:
-            return
-        for logger, seed_images in zip(self.metrics.loggers, np.asarray(images)):
-            logger.log_images(tag, np.clip(seed_images, 0.0, 1.0), run.step)
+        images, texts = run.render_samples(), run.sample_texts()
+        for s, logger in enumerate(self.metrics.loggers):
+            if images is not None:
+                logger.log_images(tag, np.clip(np.asarray(images[s]), 0.0, 1.0), run.step)
+            if texts is not None:
+                logger.log_text(tag, texts[s], run.step)
 
     def on_train_begin(self, run: Any) -> None:
         if run.resume_step is None:

@@ -50,7 +50,8 @@ def sample_completions(model: Callable, reference: Callable, env: Any, env_param
     observations, actions, mask, log_probs = shifted(generation, task.prompt_length)
 
     def reference_log_probs(observations: jax.Array, actions: jax.Array) -> jax.Array:
-        return evaluate_policy(reference, observations, actions, mask).log_probs * mask
+        # per token, at every position: the caller masks (it may score a subset of the rows)
+        return evaluate_policy(reference, observations, actions).log_probs
 
     return GroupSamples(observations, actions, log_probs, rewards.astype(jnp.float32), group_size,
                         reference_log_probs, mask)
@@ -64,6 +65,31 @@ def completion_metrics(actions: jax.Array, mask: jax.Array) -> dict[str, jax.Arr
     return {"completion_length": jnp.mean(lengths), "completion_length_min": jnp.min(lengths),
             "completion_length_max": jnp.max(lengths),
             "frac_truncated": jnp.mean((~finished).astype(jnp.float32))}
+
+
+def completion_samples(model: Callable, env: Any, env_params: Any, prompts: jax.Array,
+                       key: jax.Array) -> dict[str, jax.Array]:
+    """Greedy and sampled completions `[N, L]` of `prompts` with their rewards `[N]`: what
+    `samples_table` shows."""
+    out = {"prompts": prompts}
+    for name, greedy in (("greedy", True), ("sampled", False)):
+        completions = generate(model, prompts, key, env.task.completion_length, greedy=greedy).completions
+        out[name] = completions
+        out[f"{name}_reward"] = jax.vmap(env.task.verify, in_axes=(0, 0, None))(
+            prompts, completions, env_params.partial_credit)
+    return out
+
+
+def samples_table(task: Any, samples: dict) -> str:
+    """`completion_samples` (host arrays) as a Markdown table of texts: TensorBoard's text tab
+    renders it."""
+    text = task.tokenizer.decode
+    rows = ["| prompt | greedy | reward | sampled | reward |", "|---|---|---|---|---|"]
+    for i, prompt in enumerate(samples["prompts"]):
+        rows.append(f"| `{text(prompt)}` | `{text(samples['greedy'][i])}` | "
+                    f"{float(samples['greedy_reward'][i]):.2f} | `{text(samples['sampled'][i])}` | "
+                    f"{float(samples['sampled_reward'][i]):.2f} |")
+    return "\n".join(rows)
 
 
 def evaluate_completions(model: Callable, env: Any, env_params: Any, prompts: jax.Array

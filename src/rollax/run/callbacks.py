@@ -16,7 +16,7 @@ from rollax.logging.run_callbacks import (
     MetricsLogger,
     ResultWriter,
     ResumeCheckpoint,
-    SampleImages,
+    Samples,
 )
 from rollax.run.experiment import Experiment
 
@@ -34,7 +34,7 @@ def default_callbacks(experiment: Experiment, total_steps: int, start_step: int,
         metrics = MetricsLogger()
         callbacks.append(metrics)
         if logging.images:
-            callbacks.append(SampleImages(metrics))
+            callbacks.append(Samples(metrics))
         if logging.checkpoint:
             callbacks.append(BestCheckpoint(logging.best_metric, logging.best_mode))
             closing.append(ResumeCheckpoint(logging.checkpoint_every_seconds))

@@ -62,6 +62,10 @@ class RunContext:
         """The env's sample pictures `[S, B, H, W]` for the current state, or None."""
         return self.program.render(self.host_state, eval_keys(self.seeds, RENDER_KEY_INDEX))
 
+    def sample_texts(self):
+        """Per seed, a text of the policy's samples (token tasks), or None."""
+        return self.program.sample_texts(self.host_state, eval_keys(self.seeds, RENDER_KEY_INDEX))
+
 
 def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Path | None) -> RunContext:
     """A fresh run's directories (an unwritable root fails here, before training), or a resumed

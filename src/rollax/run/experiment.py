@@ -173,7 +173,7 @@ class LoggingSpec:
     best_mode: str = "max"
     checkpoint_every_seconds: float = 60.0
     plot: bool = True
-    images: bool = True
+    images: bool = True  # the `samples` tag: sample pictures, or a token task's completions as text
     progress: bool = True
     early_stopping: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # EarlyStopping kwargs
     profiler: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # ProfilingConfig kwargs

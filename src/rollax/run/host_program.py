@@ -81,6 +81,9 @@ class HostProgram:
     def render(self, state: dict, keys: jax.Array) -> None:
         return None
 
+    def sample_texts(self, state: dict, keys: jax.Array) -> None:
+        return None
+
     def place(self, tree):
         """Host programs run on one device: nothing to move."""
         return tree

@@ -13,18 +13,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from rollax.rl.trainer import evaluate_policy
 from rollax.rollout.collector import collect, evaluate, init_rollout, policy_distribution
 from rollax.rollout.groups import sample_groups
 from rollax.rollout.sequences import (
     completion_metrics,
+    completion_samples,
     evaluate_completions,
     held_out_prompts,
     sample_completions,
+    samples_table,
 )
 from rollax.run.learner import Learner
 from rollax.run.parallel import SEEDS, place_replicated, replicated, shard_batch
 from rollax.run.plan import is_token_env
 from rollax.run.seeds import eval_keys, over_seeds, seed_by_seed
+
+TEXT_SAMPLES = 8  # held-out prompts whose completions a token run logs as text
 
 
 class JittedProgram:
@@ -44,6 +49,7 @@ class JittedProgram:
         # compiled once (before and after); on this process's devices alone, since only
         # process 0 draws pictures
         self._render = jax.jit(over_seeds(self._render_one))
+        self._texts = jax.jit(over_seeds(self._texts_one))
 
     def _jit(self, per_seed, **options):
         """`jit` of `per_seed` over the seed axis; on a mesh every input and output replicated
@@ -97,32 +103,46 @@ class JittedProgram:
     def _iteration(self, state: dict, _):
         key, collect_key, update_key = jax.random.split(state["key"], 3)
         model = self.learner.model(state["train"])
-        if self.plan.algorithm.batch_source == "rollout":
-            rollout, trajectory = collect(model, self.plan.env, self.plan.env_params, state["rollout"],
-                                          collect_key, self.plan.num_steps)
-            batch = self.learner.with_reference(trajectory.as_batch(), state["reference"])
-            if hasattr(self.plan.env, "task_ids"):  # e.g. the condition class, for per-task baselines
-                batch["task_ids"] = self.plan.env.task_ids(self.plan.env_params, trajectory.observations)
-            episodes = (trajectory.episode_returns, trajectory.episode_lengths, trajectory.dones)
+        if self.plan.algorithm.batch_source == "rollout" and not self.tokens:
+            rollout, batch, episodes = self._collected(model, state, collect_key)
+            metrics = {}
         else:
             rollout = state["rollout"]
-            sampler = sample_completions if self.tokens else sample_groups
-            samples = sampler(model, self.learner.reference(state["reference"]), self.plan.env,
-                              self.plan.env_params, collect_key,
-                              self.plan.num_envs // self.plan.group_size, self.plan.group_size)
-            observations, actions, log_probs, rewards = shard_batch(
-                (samples.observations, samples.actions, samples.log_probs, samples.rewards), self.mesh)
-            samples = samples._replace(observations=observations, actions=actions,
-                                       log_probs=log_probs, rewards=rewards)
-            batch = self.plan.algorithm.group_batch(samples, self.plan.config)
-            rewards = samples.rewards
-            # a token completion's episode is its tokens; a one-step generation's, one step
-            lengths = jnp.ones_like(rewards) if samples.mask is None else jnp.sum(samples.mask, 1)
-            episodes = (rewards, lengths.astype(jnp.int32), jnp.ones_like(rewards, bool))
-        train, metrics = self.learner.update(state["train"], batch, update_key)
-        if self.tokens:
-            metrics = {**metrics, **completion_metrics(samples.actions, samples.mask)}
-        return {**state, "train": train, "rollout": rollout, "key": key}, (metrics, episodes)
+            batch, episodes, metrics = self._sampled(model, state, collect_key)
+        train, update_metrics = self.learner.update(state["train"], batch, update_key)
+        return {**state, "train": train, "rollout": rollout, "key": key}, \
+            ({**update_metrics, **metrics}, episodes)
+
+    def _collected(self, model, state: dict, key: jax.Array):
+        """`(rollout state, batch, episodes)` of `num_steps` steps of every env."""
+        rollout, trajectory = collect(model, self.plan.env, self.plan.env_params, state["rollout"],
+                                      key, self.plan.num_steps)
+        batch = self.learner.with_reference(trajectory.as_batch(), state["reference"])
+        if hasattr(self.plan.env, "task_ids"):  # e.g. the condition class, for per-task baselines
+            batch["task_ids"] = self.plan.env.task_ids(self.plan.env_params, trajectory.observations)
+        return rollout, batch, (trajectory.episode_returns, trajectory.episode_lengths, trajectory.dones)
+
+    def _sampled(self, model, state: dict, key: jax.Array):
+        """`(batch, episodes, metrics)` of `num_envs` sampled generations: G per prompt for
+        "groups" algorithms, else one; one-step actions, or a token task's completions."""
+        algorithm, plan = self.plan.algorithm, self.plan
+        sampler = sample_completions if self.tokens else sample_groups
+        samples = sampler(model, self.learner.reference(state["reference"]), plan.env, plan.env_params,
+                          key, plan.num_envs // plan.group_size, plan.group_size)
+        parts = ("observations", "actions", "log_probs", "rewards", "mask")
+        samples = samples._replace(**dict(zip(parts, shard_batch(
+            tuple(getattr(samples, part) for part in parts), self.mesh))))
+        if algorithm.needs_critic:  # V per token, under the sampling parameters
+            samples = samples._replace(values=evaluate_policy(
+                model, samples.observations, samples.actions, samples.mask).values)
+        make_batch = algorithm.group_batch if algorithm.batch_source == "groups" else algorithm.completion_batch
+        batch = make_batch(samples, plan.config)
+        rewards = samples.rewards
+        # a token completion's episode is its tokens; a one-step generation's, one step
+        lengths = jnp.ones_like(rewards) if samples.mask is None else jnp.sum(samples.mask, 1)
+        episodes = (rewards, lengths.astype(jnp.int32), jnp.ones_like(rewards, bool))
+        metrics = completion_metrics(samples.actions, samples.mask) if self.tokens else {}
+        return batch, episodes, metrics
 
     def _chunk(self, state: dict):
         state = {**state, "rollout": shard_batch(state["rollout"], self.mesh)}
@@ -167,3 +187,16 @@ class JittedProgram:
         params, observations, distribution = self._reset_batch(
             self.learner.model(seed_state["train"]), key)
         return self.plan.env.render(params, observations, distribution.mode())
+
+    def sample_texts(self, state: dict, keys: jax.Array) -> list[str] | None:
+        """Per seed, a Markdown table of greedy and sampled completions of the first held-out
+        prompts with their rewards (token tasks; None otherwise)."""
+        if not self.tokens:
+            return None
+        samples = jax.device_get(self._texts(state, keys))
+        return [samples_table(self.plan.env.task, {name: values[s] for name, values in samples.items()})
+                for s in range(len(keys))]
+
+    def _texts_one(self, seed_state: dict, key: jax.Array):
+        return completion_samples(self.learner.model(seed_state["train"]), self.plan.env,
+                                  self.plan.env_params, self.eval_prompts[:TEXT_SAMPLES], key)

@@ -80,13 +80,15 @@ def make_plan(experiment: Experiment) -> Plan:
     num_tasks = env.num_tasks(env_params) if hasattr(env, "num_tasks") else 1
     algorithm.check(config, budget, num_tasks)
     tokens = is_token_env(env)
-    _check_token_agent(tokens, algorithm.name, experiment.agent.network.kind)
+    _check_token_agent(tokens, algorithm, experiment.agent.network.kind)
     group_size = 1
     if algorithm.batch_source == "groups":
         group_size = algorithm.group_size(config, budget)
         _check_groups(algorithm.name, budget, group_size)
         if not tokens:
             _check_single_step(env, env_params, algorithm.name)
+    elif tokens:
+        _check_one_sample_per_env(algorithm.name, budget)
     steps_per_iteration, iterations, iterations_per_chunk = iteration_layout(budget)
     return Plan(
         env=env, env_params=env_params, observation_space=observation_space,
@@ -117,8 +119,7 @@ def _env(experiment: Experiment) -> tuple:
 def _check_groups(name: str, budget: Any, group_size: int) -> None:
     if group_size < 2:
         raise ValueError(f"{name}: group size {group_size} must be >= 2 (samples compared per prompt)")
-    if budget.num_steps != 1:
-        raise ValueError(f"{name} samples one-step generations: set budget.num_steps = 1")
+    _check_one_sample_per_env(name, budget)
     if budget.num_envs % group_size:
         raise ValueError(f"budget.num_envs={budget.num_envs} must be a multiple of the group size {group_size}")
 
@@ -128,13 +129,17 @@ def is_token_env(env: Any) -> bool:
     return isinstance(env, TokenEnv)
 
 
-TOKEN_ALGORITHMS = ("grpo", "rloo")  # the ones the sequence batch source serves so far
+def _check_one_sample_per_env(name: str, budget: Any) -> None:
+    if budget.num_steps != 1:
+        raise ValueError(f"budget.num_steps={budget.num_steps}: {name} here samples one whole "
+                         "generation (a one-step action or a token completion) per env and "
+                         "iteration; set budget.num_steps = 1")
 
 
-def _check_token_agent(tokens: bool, algorithm: str, kind: str) -> None:
-    if tokens and algorithm not in TOKEN_ALGORITHMS:
-        raise ValueError(f"agent.algorithm={algorithm!r}: token tasks train with "
-                         f"{' or '.join(TOKEN_ALGORITHMS)} so far")
+def _check_token_agent(tokens: bool, algorithm: AlgorithmSpec, kind: str) -> None:
+    if tokens and not algorithm.trains_on_completions:
+        raise ValueError(f"agent.algorithm={algorithm.name!r} cannot learn from sampled token "
+                         "completions (its AlgorithmSpec has no completion_batch)")
     if tokens != (kind == "transformer"):
         raise ValueError(f"agent.network.kind={kind!r}: token tasks take kind='transformer', "
                          "and only token tasks do")
