@@ -160,3 +160,44 @@ def test_a_task_defined_here_registers_as_an_env():
         obs, state, reward, terminated, _, _ = env.step(jax.random.key(0), state, token, params)
     assert bool(terminated) and float(reward) == 1.0
     assert "rollax/Tokens-Copy-v0" in rollax.envs.registered_ids()
+
+
+def copy_parts():
+    """`(sample, demonstrate)` of a 3-digit copy task, for tasks broken one part at a time."""
+    def sample(key):
+        return jnp.append(2 + jax.random.randint(key, (3,), 0, 10), DIGITS.encode("=")[0])
+
+    return sample, lambda prompt: jnp.append(prompt[:3], EOS)
+
+
+@pytest.mark.parametrize("name, broken, message", [
+    ("wide_verifier", {"verify": lambda p, c, partial: jnp.zeros(2)},
+     r"'wide_verifier': verify\(prompt, completion, partial\) must return one reward \(shape \(\)\), got shape \(2,\)"),
+    ("nan_verifier", {"verify": lambda p, c, partial: jnp.where(c[0] == EOS, jnp.nan, 1.0)},
+     r"'nan_verifier': verify\(prompt, completion, partial\) returned nan on sampled prompts"),
+    ("big_ids", {"sample": lambda key: jnp.full((4,), 20, jnp.int32)},
+     r"'big_ids': sample\(key\) gave token id 20 outside the vocabulary \[0, 14\)"),
+    ("float_answer", {"demonstrate": lambda prompt: jnp.zeros(4)},
+     r"'float_answer': demonstrate\(prompt\) must return token ids \[4\] \(integers\), got float32\[4\]"),
+    ("short_prompt", {"sample": lambda key: jnp.zeros(3, jnp.int32)},
+     r"'short_prompt': sample\(key\) must return token ids \[4\]"),
+])
+def test_a_broken_registered_task_is_named_when_its_env_is_made(name, broken, message):
+    sample, demonstrate = copy_parts()
+    parts = {"sample": sample, "demonstrate": demonstrate, "verify": None, **broken}
+    register_task(name, lambda: TokenTask(name, DIGITS, 4, 4, parts["sample"], parts["demonstrate"],
+                                          parts["verify"]))
+    with pytest.raises(ValueError, match=message):
+        rollax.make(f"rollax/Tokens-{name.capitalize()}-v0")
+
+
+def test_a_model_of_another_vocabulary_is_named_before_compiling():
+    from flax import nnx
+
+    from rollax.networks.transformer import TransformerPolicy
+    from rollax.rollout.sequences import sample_completions
+
+    env, params = env_of("reverse")
+    model = TransformerPolicy(DIGITS.vocab_size + 3, 16, width=8, layers=1, heads=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="vocab_size=17 does not match task 'reverse'.s vocabulary of 14"):
+        sample_completions(model, model, env, params, jax.random.key(0), 2, 2)

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
@@ -81,8 +82,62 @@ class TokenEnv(environment.Environment[TokenEnvState, TokenEnvParams]):
 
 
 def make_token_env(task: TokenTask, partial_credit: bool = False) -> tuple[TokenEnv, TokenEnvParams]:
-    """`(env, params)` for `task`; `partial_credit` as in `TokenEnvParams`."""
+    """`(env, params)` for `task` (checked by `check_task`); `partial_credit` as in
+    `TokenEnvParams`."""
     if not isinstance(partial_credit, bool):
         raise ValueError(f"partial_credit must be true or false, got {partial_credit!r}")
+    check_task(task)
     env = TokenEnv(task)
     return env, env.default_params.replace(partial_credit=partial_credit)
+
+
+CHECKED_PROMPTS = 16
+
+
+def check_task(task: TokenTask) -> None:
+    """A ValueError naming the function of `task` whose output has the wrong shape or dtype;
+    abstract (`eval_shape`), so every env pays nothing for it."""
+    prompt = jax.eval_shape(task.sample, jax.random.key(0))
+    _check_ids_shape(f"task {task.name!r}: sample(key)", prompt, (task.prompt_length,))
+    completion = jax.eval_shape(task.demonstrate, prompt)
+    _check_ids_shape(f"task {task.name!r}: demonstrate(prompt)", completion, (task.completion_length,))
+    reward = jax.eval_shape(task.verify, prompt, completion, False)
+    if reward.shape != ():
+        raise ValueError(f"task {task.name!r}: verify(prompt, completion, partial) must return one "
+                         f"reward (shape ()), got shape {reward.shape}")
+
+
+def check_task_outputs(task: TokenTask) -> None:
+    """A ValueError when, on a few sampled prompts, `task` gives token ids outside its
+    vocabulary or non-finite rewards (for the demonstrations and for an empty answer). It
+    compiles the task's functions (~1 s), so it runs for users' registered tasks; the built-in
+    ones are tested."""
+    vocab = task.tokenizer.vocab_size
+    prompts, answers, rewards = (np.asarray(x) for x in _on_samples(task))
+    for what, ids in (("sample(key)", prompts), ("demonstrate(prompt)", answers)):
+        outside = ids[(ids < 0) | (ids >= vocab)]
+        if outside.size:
+            raise ValueError(f"task {task.name!r}: {what} gave token id {int(outside[0])} outside "
+                             f"the vocabulary [0, {vocab})")
+    bad = rewards[~np.isfinite(rewards)]
+    if bad.size:
+        raise ValueError(f"task {task.name!r}: verify(prompt, completion, partial) returned "
+                         f"{float(bad[0])} on sampled prompts; rewards must be finite")
+
+
+def _check_ids_shape(what: str, value: Any, shape: tuple[int, ...]) -> None:
+    if value.shape != shape or not jnp.issubdtype(value.dtype, jnp.integer):
+        raise ValueError(f"{what} must return token ids {list(shape)} (integers), got "
+                         f"{value.dtype}{list(value.shape)}")
+
+
+@jax.jit(static_argnums=0)
+def _on_samples(task: TokenTask):
+    """`(prompts, demonstrations, rewards of both demonstrations and empty answers under
+    exact match and partial credit)` on `CHECKED_PROMPTS` sampled prompts."""
+    prompts = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), CHECKED_PROMPTS))
+    answers = jax.vmap(task.demonstrate)(prompts)
+    empty = jnp.full_like(answers, PAD).at[:, 0].set(EOS)
+    rewards = [jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, completions, partial)
+               for completions in (answers, empty) for partial in (False, True)]
+    return prompts, answers, jnp.stack(rewards)

@@ -28,14 +28,17 @@ def _factory(task: str) -> EnvFactory:
     def make(partial_credit: bool = False, **task_params: Any):
         """Task params (e.g. `min_digits`, `max_digits`, `max_operand`) build the task."""
         from rollax.envs import token_tasks
-        from rollax.envs.token_env import make_token_env
+        from rollax.envs.token_env import check_task_outputs, make_token_env
 
         factory = _TASKS[task] or getattr(token_tasks, f"{task}_task")
         try:
             built = factory(**task_params)
         except TypeError as err:  # an unknown keyword: say which env it was for
             raise ValueError(f"{token_env_id(task)}: {err}") from None
-        return make_token_env(built, partial_credit)
+        env = make_token_env(built, partial_credit)
+        if _TASKS[task] is not None:  # a user's task: run it once before anything trains
+            check_task_outputs(built)
+        return env
 
     return make
 

@@ -23,6 +23,15 @@ from rollax.rollout.generation import EOS, Generation, generate
 HELD_OUT = 1  # the key stream of held-out prompts; training draws from others
 
 
+def check_model_fits(model: Any, task: Any) -> None:
+    """A ValueError (at trace time, before compiling) when `model` is not a token model of
+    `task`'s vocabulary."""
+    vocab = getattr(model, "vocab_size", None)
+    if vocab != task.tokenizer.vocab_size:
+        raise ValueError(f"the model's vocab_size={vocab} does not match task {task.name!r}'s "
+                         f"vocabulary of {task.tokenizer.vocab_size} tokens")
+
+
 def held_out_prompts(task: Any, count: int, seed: int = 0) -> jax.Array:
     """`[count, prompt_length]` prompts of `task` from a key stream training never draws from:
     what the warm start and every evaluation of a token run are judged on."""
@@ -43,6 +52,7 @@ def sample_completions(model: Callable, reference: Callable, env: Any, env_param
     verifier's rewards, in the token-model convention (see the module docstring)."""
     prompt_key, sample_key = jax.random.split(key)
     task = env.task
+    check_model_fits(model, task)
     prompts = jnp.repeat(jax.vmap(task.sample)(jax.random.split(prompt_key, num_prompts)), group_size, axis=0)
     generation = generate(model, prompts, sample_key, task.completion_length)
     rewards = jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, generation.completions,
@@ -95,6 +105,7 @@ def samples_table(task: Any, samples: dict) -> str:
 def evaluate_completions(model: Callable, env: Any, env_params: Any, prompts: jax.Array
                          ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Greedy completions of `prompts`: their rewards `[N]` and length metrics."""
+    check_model_fits(model, env.task)
     generation = generate(model, prompts, jax.random.key(0), env.task.completion_length, greedy=True)
     rewards = jax.vmap(env.task.verify, in_axes=(0, 0, None))(prompts, generation.completions,
                                                              env_params.partial_credit)
