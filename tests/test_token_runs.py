@@ -24,9 +24,6 @@ TINY = ["budget.total_steps=64", "budget.num_envs=32", "eval.episodes=16", "eval
         "env.params={min_digits = 2, max_digits = 3}", "logging.plot=false"]
 GROUPS = {"grpo": ["agent.config.num_generations=4"], "rloo": ["agent.config.num_generations=4"],
           "dpo": ["budget.group_size=4"], "reinforce": [], "ppo": []}
-# each algorithm's KL to the warm-started reference
-KL_METRIC = {"grpo": "kl_penalty", "rloo": "kl_penalty", "reinforce": "kl_to_reference",
-             "ppo": "kl_to_reference", "dpo": "logps_chosen"}
 
 
 def tiny(algorithm: str, *changes: str) -> list[str]:
@@ -60,8 +57,10 @@ def test_token_experiment_trains_and_logs_its_metrics(algorithm, shared_cache, t
     rows = (result.run_dir / "seed_0" / "metrics.jsonl").read_text().splitlines()
     logged = set().union(*(set(json.loads(row)) for row in rows))
     for name in ("train/completion_length", "train/completion_length_min", "train/completion_length_max",
-                 "train/frac_truncated", f"train/{KL_METRIC[algorithm]}", "train/loss", "eval/mean_reward"):
+                 "train/frac_truncated", "train/kl_to_reference", "train/loss", "eval/mean_reward"):
         assert name in logged, name
+    first = json.loads(rows[0])
+    assert first["step"] == 32 and abs(first["train/kl_to_reference"]) < 1e-4  # sampled by the reference
     assert result.eval_returns.shape == (1, 16) and set(np.unique(result.eval_returns)) <= {0.0, 1.0}
     assert 1 <= result.eval_metrics["completion_length"][0] <= 4
     texts = logged_texts(result.run_dir / "seed_0", "samples")
@@ -146,19 +145,28 @@ def test_transformer_only_fits_token_tasks(tmp_path):
                                                f"logging.root={tmp_path}"]), progress=False)
 
 
+# GRPO and RLOO must reach 0.9 and gain 0.3; DPO, REINFORCE and PPO must gain 0.2 (issue targets)
+TARGETS = {"grpo": (0.9, 0.3), "rloo": (0.9, 0.3), "dpo": (0.0, 0.2), "reinforce": (0.0, 0.2),
+           "ppo": (0.0, 0.2)}
+MEASURED = ["tokens_reverse_grpo", "tokens_reverse_rloo", "tokens_sort_grpo"] + [
+    f"tokens_{task}_{algorithm}" for task in ("reverse", "sort", "addition")
+    for algorithm in ("dpo", "reinforce", "ppo")]
+
+
 @pytest.mark.slow
-# measured (docs/language.md): these pass on seeds 0-4; addition does not yet (worst seed 0.32)
-@pytest.mark.parametrize("name", ["tokens_reverse_grpo", "tokens_reverse_rloo", "tokens_sort_grpo"])
+# measured (docs/language.md): these pass on seeds 0-4; the GRPO/RLOO pairs left out do not yet
+@pytest.mark.parametrize("name", MEASURED)
 def test_rl_lifts_greedy_success_on_held_out_prompts(name, shared_cache, tmp_path):
-    """5 seeds: greedy exact match on 500 held-out prompts >= 0.9 and >= 0.3 above the warm
-    start on every seed."""
+    """5 seeds: greedy exact match on 500 held-out prompts reaches the algorithm's target and
+    rises by its margin above the warm start, on every seed."""
     from rollax.run.program import make_program
     from rollax.run.seeds import eval_keys
 
+    floor, rise = TARGETS[name.rsplit("_", 1)[1]]
     experiment = load_experiment(name, [f"logging.root={tmp_path}"], seeds=5)
     _, program = make_program(experiment)
     seeds = experiment.seed_list
     before, _ = jax.device_get(program.evaluate(program.init(seeds), eval_keys(seeds, 0)))
     after = train(experiment, progress=False).eval_returns
-    assert (after.mean(1) >= 0.9).all() and (after.mean(1) - before.mean(1) >= 0.3).all(), \
+    assert (after.mean(1) >= floor).all() and (after.mean(1) - before.mean(1) >= rise).all(), \
         (before.mean(1), after.mean(1))

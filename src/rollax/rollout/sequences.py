@@ -102,6 +102,12 @@ def samples_table(task: Any, samples: dict) -> str:
     return "\n".join(rows)
 
 
+def sequence_kl(log_probs: jax.Array, reference_log_probs: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over completions of sum over their tokens of log pi - log pi_ref: under samples of
+    pi, the k1 estimate of KL(pi || pi_ref) per completion."""
+    return jnp.mean(jnp.sum(jnp.where(mask, log_probs - reference_log_probs, 0.0), axis=1))
+
+
 def evaluate_completions(model: Callable, env: Any, env_params: Any, prompts: jax.Array
                          ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Greedy completions of `prompts`: their rewards `[N]` and length metrics."""

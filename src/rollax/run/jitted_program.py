@@ -23,6 +23,7 @@ from rollax.rollout.sequences import (
     held_out_prompts,
     sample_completions,
     samples_table,
+    sequence_kl,
 )
 from rollax.run.learner import Learner
 from rollax.run.parallel import SEEDS, place_replicated, replicated, shard_batch
@@ -141,7 +142,11 @@ class JittedProgram:
         # a token completion's episode is its tokens; a one-step generation's, one step
         lengths = jnp.ones_like(rewards) if samples.mask is None else jnp.sum(samples.mask, 1)
         episodes = (rewards, lengths.astype(jnp.int32), jnp.ones_like(rewards, bool))
-        metrics = completion_metrics(samples.actions, samples.mask) if self.tokens else {}
+        metrics = {}
+        if self.tokens:  # and every algorithm's KL to the reference, measured the same way
+            reference = samples.reference_log_probs(samples.observations, samples.actions)
+            metrics = {**completion_metrics(samples.actions, samples.mask),
+                       "kl_to_reference": sequence_kl(samples.log_probs, reference, samples.mask)}
         return batch, episodes, metrics
 
     def _chunk(self, state: dict):
