@@ -74,6 +74,16 @@ def test_token_experiment_trains_and_logs_its_metrics(algorithm, shared_cache, t
             assert float(reward) == float(completion == prompt[:-1][::-1])
 
 
+def test_partial_credit_rewards_training_but_evaluation_stays_exact_match(shared_cache, tmp_path):
+    experiment = load_experiment("tokens_reverse_reinforce", tiny("reinforce", f"logging.root={tmp_path}",
+                                 "env.params={min_digits = 2, max_digits = 3, partial_credit = true}"))
+    result = train(experiment, progress=False)
+    rows = [json.loads(row) for row in (result.run_dir / "seed_0" / "metrics.jsonl").read_text().splitlines()]
+    rewards = [row["train/mean_reward"] for row in rows if "train/mean_reward" in row]
+    assert any(0 < 32 * r % 1 for r in rewards)  # a fraction of the answer's tokens earns reward
+    assert set(np.unique(result.eval_returns)) <= {0.0, 1.0}
+
+
 def test_loaded_agent_generates_the_greedy_completions(shared_cache, tmp_path):
     """`load_agent(run).generate(texts)` against a Python loop of argmax over the model's
     full forward pass (no cache), decoded by hand."""

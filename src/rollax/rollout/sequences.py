@@ -108,11 +108,11 @@ def sequence_kl(log_probs: jax.Array, reference_log_probs: jax.Array, mask: jax.
     return jnp.mean(jnp.sum(jnp.where(mask, log_probs - reference_log_probs, 0.0), axis=1))
 
 
-def evaluate_completions(model: Callable, env: Any, env_params: Any, prompts: jax.Array
+def evaluate_completions(model: Callable, env: Any, prompts: jax.Array
                          ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Greedy completions of `prompts`: their rewards `[N]` and length metrics."""
+    """Greedy completions of `prompts`: their success `[N]` (exact match, also when training
+    rewards partial credit: evaluations stay comparable across runs) and length metrics."""
     check_model_fits(model, env.task)
     generation = generate(model, prompts, jax.random.key(0), env.task.completion_length, greedy=True)
-    rewards = jax.vmap(env.task.verify, in_axes=(0, 0, None))(prompts, generation.completions,
-                                                             env_params.partial_credit)
-    return rewards, completion_metrics(generation.completions, generation.mask)
+    success = jax.vmap(env.task.verify, in_axes=(0, 0, None))(prompts, generation.completions, False)
+    return success, completion_metrics(generation.completions, generation.mask)

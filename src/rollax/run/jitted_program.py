@@ -160,7 +160,7 @@ class JittedProgram:
         policy can look diverse while the sampling one collapses, and the reverse."""
         model = self.learner.model(state["train"])
         if self.tokens:  # greedy completions of the held-out prompts
-            return evaluate_completions(model, self.plan.env, self.plan.env_params, self.eval_prompts)
+            return evaluate_completions(model, self.plan.env, self.eval_prompts)
         returns_key, metrics_key = jax.random.split(key)
         returns = evaluate(model, self.plan.env, self.plan.env_params, returns_key,
                            self.plan.eval_episodes, self.plan.eval_max_steps)
