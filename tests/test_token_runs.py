@@ -158,7 +158,7 @@ def test_transformer_only_fits_token_tasks(tmp_path):
 # GRPO and RLOO must reach 0.9 and gain 0.3; DPO, REINFORCE and PPO must gain 0.2 (issue targets)
 TARGETS = {"grpo": (0.9, 0.3), "rloo": (0.9, 0.3), "dpo": (0.0, 0.2), "reinforce": (0.0, 0.2),
            "ppo": (0.0, 0.2)}
-MEASURED = ["tokens_reverse_grpo", "tokens_reverse_rloo", "tokens_sort_grpo"] + [
+MEASURED = ["tokens_reverse_grpo", "tokens_reverse_rloo", "tokens_sort_grpo", "tokens_sort_rloo"] + [
     f"tokens_{task}_{algorithm}" for task in ("reverse", "sort", "addition")
     for algorithm in ("dpo", "reinforce", "ppo")]
 
