@@ -59,6 +59,7 @@ def test_token_experiment_trains_and_logs_its_metrics(algorithm, shared_cache, t
     for name in ("train/completion_length", "train/completion_length_min", "train/completion_length_max",
                  "train/frac_truncated", "train/kl_to_reference", "train/loss", "eval/mean_reward"):
         assert name in logged, name
+    assert ("train/frac_reward_zero_std" in logged) == (algorithm in ("grpo", "rloo", "dpo"))
     first = json.loads(rows[0])
     assert first["step"] == 32 and abs(first["train/kl_to_reference"]) < 1e-4  # sampled by the reference
     assert result.eval_returns.shape == (1, 16) and set(np.unique(result.eval_returns)) <= {0.0, 1.0}

@@ -147,6 +147,10 @@ class JittedProgram:
             reference = samples.reference_log_probs(samples.observations, samples.actions)
             metrics = {**completion_metrics(samples.actions, samples.mask),
                        "kl_to_reference": sequence_kl(samples.log_probs, reference, samples.mask)}
+            if plan.group_size > 1:  # prompts whose completions all scored the same
+                grouped = samples.rewards.reshape(-1, plan.group_size)
+                metrics["frac_reward_zero_std"] = jnp.mean(jnp.all(grouped == grouped[:, :1], axis=1)
+                                                           .astype(jnp.float32))
         return batch, episodes, metrics
 
     def _chunk(self, state: dict):
