@@ -38,6 +38,12 @@ def pick(logits: jax.Array, key: jax.Array, temperature: float, top_k: int, gree
     return jax.random.categorical(key, logits, axis=-1)
 
 
+def _next_token(logits, key, done, temperature, top_k, greedy) -> tuple[jax.Array, jax.Array]:
+    """`(token, its log-prob under the model's own logits)` per row; PAD once `done`."""
+    token = jnp.where(done, PAD, pick(logits, key, temperature, top_k, greedy))
+    return token, jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+
+
 def _next(output) -> jax.Array:
     """Last position's logits `[B, V]` from a model output."""
     return as_distribution(output, True)[0].logits[:, -1]
@@ -52,8 +58,7 @@ def generate(model, prompts: jax.Array, key: jax.Array, max_new_tokens: int, *,
 
     def step(carry, step_key):
         logits, cache, position, done = carry
-        token = jnp.where(done, PAD, pick(logits, step_key, temperature, top_k, greedy))
-        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+        token, log_prob = _next_token(logits, step_key, done, temperature, top_k, greedy)
         output, cache = model.decode(token[:, None], position, cache)
         return (_next(output), cache, position + 1, done | (token == EOS)), \
             (token, jnp.where(done, 0.0, log_prob), ~done)
@@ -77,8 +82,7 @@ def generate_without_cache(model, prompts: jax.Array, key: jax.Array, max_new_to
         t, step_key = inputs
         # PAD after position p + t is never attended to, so the fixed-size input is exact
         logits = as_distribution(model(tokens), True)[0].logits[:, p + t - 1]
-        token = jnp.where(done, PAD, pick(logits, step_key, temperature, top_k, greedy))
-        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+        token, log_prob = _next_token(logits, step_key, done, temperature, top_k, greedy)
         tokens = tokens.at[:, p + t].set(token)
         return (tokens, done | (token == EOS)), (jnp.where(done, 0.0, log_prob), ~done)
 
