@@ -89,10 +89,15 @@ class TokenTask:
         return np.asarray([PAD] * (self.prompt_length - len(ids)) + ids, np.int32)
 
 
+def through_first_eos(tokens: jax.Array) -> jax.Array:
+    """The positions of `tokens [L]` up to and including its first EOS (all without one)."""
+    return jnp.cumsum(tokens == EOS) - (tokens == EOS) == 0
+
+
 def match_reward(target: jax.Array, completion: jax.Array, partial: bool = False) -> jax.Array:
     """Exact match of `completion` with `target` up to and including target's EOS (tokens
     after it are ignored); `partial`: the share of those positions that match."""
-    counted = jnp.cumsum(target == EOS) - (target == EOS) == 0  # up to the first EOS
+    counted = through_first_eos(target)
     hits = jnp.sum((completion == target) & counted)
     total = jnp.sum(counted)
     return jnp.where(partial, hits / total, hits == total).astype(jnp.float32)

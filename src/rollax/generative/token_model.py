@@ -21,12 +21,11 @@ import optax
 from flax import nnx
 
 from rollax.envs.registry import make
-from rollax.envs.token_tasks import EOS, TokenTask
+from rollax.envs.token_tasks import TokenTask, through_first_eos
 from rollax.generative.configs import WarmStartConfig
 from rollax.generative.pretrained import cache_dir, cached_or_trained
 from rollax.networks.transformer import TransformerPolicy
-from rollax.rollout.generation import generate
-from rollax.rollout.sequences import held_out_prompts
+from rollax.rollout.sequences import evaluate_completions, held_out_prompts
 
 CACHE_FORMAT_VERSION = 1
 
@@ -39,19 +38,12 @@ def token_policy(task: TokenTask, config: WarmStartConfig, value_head: bool = Fa
                              value_head=value_head, rngs=rngs or nnx.Rngs(config.seed))
 
 
-def greedy_success(model, task: TokenTask, prompts: jax.Array) -> jax.Array:
-    """Mean exact-match reward of the greedy completions of `prompts`."""
-    completions = generate(model, prompts, jax.random.key(0), task.completion_length,
-                           greedy=True).completions
-    return jnp.mean(jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, completions, False))
-
-
 def demonstration_loss(model, prompts: jax.Array, task: TokenTask) -> jax.Array:
     """Mean cross-entropy of the demonstrations' tokens (up to and including EOS)."""
     demos = jax.vmap(task.demonstrate)(prompts)
     tokens = jnp.concatenate([prompts, demos], axis=1)
     logits = model(tokens[:, :-1]).logits[:, task.prompt_length - 1:]
-    counted = (jnp.cumsum(demos == EOS, axis=1) - (demos == EOS)) == 0
+    counted = jax.vmap(through_first_eos)(demos)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, demos)
     return jnp.sum(nll * counted) / jnp.sum(counted)
 
@@ -96,7 +88,7 @@ def _train(model: TransformerPolicy, task: TokenTask, config: WarmStartConfig) -
 
         state, losses = jax.lax.scan(one_step, state, first_step + jnp.arange(config.eval_every))
         model = nnx.merge(graphdef, state)[0]
-        return state, losses[-1], greedy_success(model, task, evaluation_prompts)
+        return state, losses[-1], jnp.mean(evaluate_completions(model, task, evaluation_prompts)[0])
 
     steps, success, loss = 0, 0.0, float("nan")
     while steps < config.max_steps and success < config.target_success:

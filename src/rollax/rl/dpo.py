@@ -25,7 +25,7 @@ from rollax.rl.trainer import (
     sequence_sum,
     single_step_update,
 )
-from rollax.rl.utils import compute_dpo_loss, masked_mean
+from rollax.rl.utils import compute_dpo_loss, masked_mean, tied_groups
 
 SIDES = ("chosen", "rejected")
 INPUTS = tuple(f"{side}_{part}" for side in SIDES for part in ("observations", "actions"))
@@ -84,7 +84,7 @@ def group_batch(samples: GroupSamples, config: DPOConfig) -> dict:
     grouped = samples.rewards.reshape(prompts, size)
     first = jnp.arange(prompts) * size
     pairs = {"chosen": first + jnp.argmax(grouped, 1), "rejected": first + jnp.argmin(grouped, 1)}
-    batch = {"pair_mask": jnp.max(grouped, 1) > jnp.min(grouped, 1)}
+    batch = {"pair_mask": ~tied_groups(samples.rewards, size)}
     for side, index in pairs.items():
         observations, actions = samples.observations[index], samples.actions[index]
         batch[f"{side}_observations"], batch[f"{side}_actions"] = observations, actions

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
-import jax.numpy as jnp
+
+from rollax.rl.trainer import sequence_sum
 
 
 class GroupSamples(NamedTuple):
@@ -43,7 +44,7 @@ def generations_batch(samples: GroupSamples, with_reference: bool, per_sequence:
         if per_sequence:
             for key in ("log_probs", "ref_log_probs"):
                 if key in batch:
-                    batch[key] = jnp.sum(jnp.where(samples.mask, batch[key], 0.0), axis=1)
+                    batch[key] = sequence_sum(batch[key], samples.mask)
     return batch
 
 

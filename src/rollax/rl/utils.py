@@ -170,6 +170,13 @@ def compute_clipped_surrogate_loss(
     return jnp.mean(loss)
 
 
+def tied_groups(rewards: jax.Array, group_size: int) -> jax.Array:
+    """`[B / group_size]`: whether each contiguous group's rewards are all equal (no signal to
+    compare its samples by)."""
+    grouped = rewards.reshape(-1, group_size)
+    return jnp.all(grouped == grouped[:, :1], axis=1)
+
+
 def compute_group_advantages(
     rewards: jax.Array, group_size: int, scale_rewards: str = "group", eps: float = NORMALIZE_EPS
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -182,7 +189,7 @@ def compute_group_advantages(
     grouped = rewards.reshape(-1, group_size)
     centred = grouped - jnp.mean(grouped, axis=1, keepdims=True)
     group_std = jnp.broadcast_to(jnp.std(grouped, axis=1, keepdims=True), grouped.shape)
-    zero_std = jnp.broadcast_to(jnp.all(grouped == grouped[:, :1], axis=1, keepdims=True), grouped.shape)
+    zero_std = jnp.broadcast_to(tied_groups(rewards, group_size)[:, None], grouped.shape)
     if scale_rewards == "group":
         scaled = centred / (group_std + eps)
     elif scale_rewards == "batch":

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from rollax.rl.spec import GroupSamples
-from rollax.rl.trainer import evaluate_policy
+from rollax.rl.trainer import evaluate_policy, sequence_sum
 from rollax.rollout.generation import EOS, Generation, generate
 
 HELD_OUT = 1  # the key stream of held-out prompts; training draws from others
@@ -105,14 +105,15 @@ def samples_table(task: Any, samples: dict) -> str:
 def sequence_kl(log_probs: jax.Array, reference_log_probs: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean over completions of sum over their tokens of log pi - log pi_ref: under samples of
     pi, the k1 estimate of KL(pi || pi_ref) per completion."""
-    return jnp.mean(jnp.sum(jnp.where(mask, log_probs - reference_log_probs, 0.0), axis=1))
+    return jnp.mean(sequence_sum(log_probs - reference_log_probs, mask))
 
 
-def evaluate_completions(model: Callable, env: Any, prompts: jax.Array
+def evaluate_completions(model: Callable, task: Any, prompts: jax.Array
                          ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Greedy completions of `prompts`: their success `[N]` (exact match, also when training
-    rewards partial credit: evaluations stay comparable across runs) and length metrics."""
-    check_model_fits(model, env.task)
-    generation = generate(model, prompts, jax.random.key(0), env.task.completion_length, greedy=True)
-    success = jax.vmap(env.task.verify, in_axes=(0, 0, None))(prompts, generation.completions, False)
+    rewards partial credit: evaluations stay comparable across runs, and with the warm start's)
+    and length metrics."""
+    check_model_fits(model, task)
+    generation = generate(model, prompts, jax.random.key(0), task.completion_length, greedy=True)
+    success = jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, generation.completions, False)
     return success, completion_metrics(generation.completions, generation.mask)

@@ -14,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rollax.rl.trainer import evaluate_policy
+from rollax.rl.utils import tied_groups
 from rollax.rollout.collector import collect, evaluate, init_rollout, policy_distribution
 from rollax.rollout.groups import sample_groups
 from rollax.rollout.sequences import (
@@ -148,9 +149,8 @@ class JittedProgram:
             metrics = {**completion_metrics(samples.actions, samples.mask),
                        "kl_to_reference": sequence_kl(samples.log_probs, reference, samples.mask)}
             if plan.group_size > 1:  # prompts whose completions all scored the same
-                grouped = samples.rewards.reshape(-1, plan.group_size)
-                metrics["frac_reward_zero_std"] = jnp.mean(jnp.all(grouped == grouped[:, :1], axis=1)
-                                                           .astype(jnp.float32))
+                tied = tied_groups(samples.rewards, plan.group_size)
+                metrics["frac_reward_zero_std"] = jnp.mean(tied.astype(jnp.float32))
         return batch, episodes, metrics
 
     def _chunk(self, state: dict):
@@ -164,7 +164,7 @@ class JittedProgram:
         policy can look diverse while the sampling one collapses, and the reverse."""
         model = self.learner.model(state["train"])
         if self.tokens:  # greedy completions of the held-out prompts
-            return evaluate_completions(model, self.plan.env, self.eval_prompts)
+            return evaluate_completions(model, self.plan.env.task, self.eval_prompts)
         returns_key, metrics_key = jax.random.split(key)
         returns = evaluate(model, self.plan.env, self.plan.env_params, returns_key,
                            self.plan.eval_episodes, self.plan.eval_max_steps)
