@@ -44,16 +44,18 @@ class HostProgram:
         return {"train": train, "key": key, **({"reference": reference} if self._anchored else {})}
 
     def _update_one(self, state: dict, batch: dict, key: jax.Array):
-        batch = self.learner.with_reference(batch, state.get("reference"))
+        batch = self.learner.with_reference(batch, state.get("reference"), self.plan.config)
         return self.learner.update(state["train"], batch, key)
 
-    def init(self, seeds: list[int]) -> dict:
+    def init(self, seeds: list[int], hparams: dict | None = None) -> dict:
+        if hparams:  # a sweep runs Gymnasium envs one combination per program
+            raise ValueError("a Gymnasium env's program takes no swept numbers")
         self.close()
         self.collectors = [make_host(self.plan.host_env_id, self.plan.num_envs, seed=int(s),
                                      **self.env_kwargs) for s in seeds]
         return self._init(jnp.asarray(seeds))
 
-    def compile(self, seeds: list[int]):
+    def compile(self, seeds: list[int], hparams: dict | None = None):
         """Nothing to compile ahead: the update compiles on first use."""
         return (_done(self.run_chunk), _done(self.evaluate)), time.perf_counter()
 

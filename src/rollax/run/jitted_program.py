@@ -72,17 +72,24 @@ class JittedProgram:
     def close(self) -> None:
         """Nothing to release for jitted envs."""
 
-    def init(self, seeds: list[int]) -> dict:
-        """Stacked per-seed state `[S, ...]`: training state, reference policy, rollout, key."""
-        return self.place(self._init(np.asarray(seeds)))
+    def init(self, seeds: list[int], hparams: dict[str, np.ndarray] | None = None) -> dict:
+        """Stacked per-run state `[S, ...]`: training state, reference policy, rollout, key, and
+        a sweep's `hparams` (`{key: [S]}`, the learner's `swept` numbers of each run)."""
+        return self.place(self._init(np.asarray(seeds), _numbers(hparams)))
 
-    def _init_one(self, seed: jax.Array) -> dict:
+    def _init_one(self, seed: jax.Array, hparams: dict) -> dict:
         model_key, rollout_key, key = jax.random.split(jax.random.key(seed), 3)
-        train, reference = self.learner.init(model_key)
+        train, reference = self.learner.init(model_key, hparams)
         rollout = init_rollout(self.plan.env, self.plan.env_params, rollout_key, self.plan.num_envs)
-        return {"train": train, "reference": reference, "rollout": rollout, "key": key}
+        state = {"train": train, "reference": reference, "rollout": rollout, "key": key}
+        return {**state, "hparams": hparams} if hparams else state
 
-    def compile(self, seeds: list[int]) -> tuple[tuple[Future, Future], float]:
+    def abstract_state(self, seeds: list[int], hparams: dict[str, np.ndarray] | None = None):
+        """The shapes and dtypes `init` returns, computing nothing."""
+        return jax.eval_shape(self._init, np.asarray(seeds), _numbers(hparams))
+
+    def compile(self, seeds: list[int], hparams: dict[str, np.ndarray] | None = None
+                ) -> tuple[tuple[Future, Future], float]:
         """Trace the chunk and the evaluation here, compile them in a background thread.
 
         Tracing holds the GIL, so it runs first, on the caller's thread; XLA's compile releases
@@ -91,7 +98,7 @@ class JittedProgram:
         """
         start = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollax-compile")
-        abstract = jax.eval_shape(self._init, np.asarray(seeds))
+        abstract = self.abstract_state(seeds, hparams)
         chunk = self.run_chunk.lower(abstract)
         chunk_job = pool.submit(chunk.compile)
         evaluation = self._evaluate_jit.lower(abstract, jax.eval_shape(eval_keys, seeds, 0))
@@ -105,26 +112,27 @@ class JittedProgram:
     def _iteration(self, state: dict, _):
         key, collect_key, update_key = jax.random.split(state["key"], 3)
         model = self.learner.model(state["train"])
+        config = self.learner.config(state.get("hparams"))
         if self.plan.algorithm.batch_source == "rollout" and not self.tokens:
-            rollout, batch, episodes = self._collected(model, state, collect_key)
+            rollout, batch, episodes = self._collected(model, state, config, collect_key)
             metrics = {}
         else:
             rollout = state["rollout"]
-            batch, episodes, metrics = self._sampled(model, state, collect_key)
-        train, update_metrics = self.learner.update(state["train"], batch, update_key)
+            batch, episodes, metrics = self._sampled(model, state, config, collect_key)
+        train, update_metrics = self.learner.update(state["train"], batch, update_key, state.get("hparams"))
         return {**state, "train": train, "rollout": rollout, "key": key}, \
             ({**update_metrics, **metrics}, episodes)
 
-    def _collected(self, model, state: dict, key: jax.Array):
+    def _collected(self, model, state: dict, config, key: jax.Array):
         """`(rollout state, batch, episodes)` of `num_steps` steps of every env."""
         rollout, trajectory = collect(model, self.plan.env, self.plan.env_params, state["rollout"],
                                       key, self.plan.num_steps)
-        batch = self.learner.with_reference(trajectory.as_batch(), state["reference"])
+        batch = self.learner.with_reference(trajectory.as_batch(), state["reference"], config)
         if hasattr(self.plan.env, "task_ids"):  # e.g. the condition class, for per-task baselines
             batch["task_ids"] = self.plan.env.task_ids(self.plan.env_params, trajectory.observations)
         return rollout, batch, (trajectory.episode_returns, trajectory.episode_lengths, trajectory.dones)
 
-    def _sampled(self, model, state: dict, key: jax.Array):
+    def _sampled(self, model, state: dict, config, key: jax.Array):
         """`(batch, episodes, metrics)` of `num_envs` sampled generations: G per prompt for
         "groups" algorithms, else one; one-step actions, or a token task's completions."""
         algorithm, plan = self.plan.algorithm, self.plan
@@ -138,7 +146,7 @@ class JittedProgram:
             samples = samples._replace(values=evaluate_policy(
                 model, samples.observations, samples.actions, samples.mask).values)
         make_batch = algorithm.group_batch if algorithm.batch_source == "groups" else algorithm.completion_batch
-        batch = make_batch(samples, plan.config)
+        batch = make_batch(samples, config)
         rewards = samples.rewards
         # a token completion's episode is its tokens; a one-step generation's, one step
         lengths = jnp.ones_like(rewards) if samples.mask is None else jnp.sum(samples.mask, 1)
@@ -209,3 +217,8 @@ class JittedProgram:
     def _texts_one(self, seed_state: dict, key: jax.Array):
         return completion_samples(self.learner.model(seed_state["train"]), self.plan.env,
                                   self.plan.env_params, self.eval_prompts[:TEXT_SAMPLES], key)
+
+
+def _numbers(hparams: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """A sweep's per-run numbers as float32 arrays (`{}` for a plain run)."""
+    return {key: np.asarray(values, np.float32) for key, values in (hparams or {}).items()}

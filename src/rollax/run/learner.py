@@ -3,7 +3,10 @@ and optimizer, the per-seed training state, and the algorithm's pure update."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+from collections.abc import Mapping
 
 import jax
 import optax
@@ -65,18 +68,33 @@ def transformer_config(network):
     return WarmStartConfig(width=network.width, layers=network.layers, heads=network.heads)
 
 
+LEARNING_RATE = "agent.optimizer.learning_rate"
+CONFIG = "agent.config."
+
+
 class Learner:
     """Builds one seed's training state and applies the algorithm's update to it.
 
     `graphdef` describes `(model, optimizer)`, `model_graphdef` the model alone (for the frozen
     reference policy of "groups" algorithms and for evaluation).
+
+    `swept`: hyperparameters each run of the program takes as a number of its own (a sweep,
+    `rollax.sweeps`): `agent.optimizer.learning_rate` and numeric `agent.config.<field>`s.
+    Their values are the `hparams` of `init`, `config` and `update`, `{key: scalar}` per run.
+    A swept learning rate multiplies an optimizer built at rate 1 (`optax.inject_hyperparams`
+    keeps it in the optimizer state), which is what the optimizer at that rate computes.
     """
 
-    def __init__(self, agent: AgentSpec, plan: Plan):
-        self.agent, self.plan = agent, plan
+    def __init__(self, agent: AgentSpec, plan: Plan, swept: tuple[str, ...] = ()):
+        self.agent, self.plan, self.swept = agent, plan, swept
         total_updates = plan.iterations * plan.updates_per_iteration
-        self.learning_rate = learning_rate_schedule(agent.optimizer, total_updates)
-        self.tx = make_optimizer(agent.optimizer, self.learning_rate)
+        optimizer = agent.optimizer
+        if LEARNING_RATE in swept:
+            optimizer = dataclasses.replace(optimizer, learning_rate=1.0)
+        self.learning_rate = learning_rate_schedule(optimizer, total_updates)
+        self.tx = make_optimizer(optimizer, self.learning_rate)
+        if LEARNING_RATE in swept:
+            self.tx = optax.chain(self.tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
 
         def abstract_model_and_optimizer():  # shapes only: nothing is computed or compiled
             model = build_model(agent, plan, jax.random.key(0))
@@ -93,14 +111,30 @@ class Learner:
             warm, _ = warm_start(spec.id, transformer_config(agent.network), **spec.params, **spec.kwargs)
             self.initial_params = nnx.state(warm, nnx.Param)
 
-    def init(self, key: jax.Array) -> tuple[TrainState, nnx.State]:
+    def init(self, key: jax.Array, hparams: Mapping[str, jax.Array] | None = None
+             ) -> tuple[TrainState, nnx.State]:
         """`(training state, the model's initial state)`; the latter is the frozen reference."""
         model = build_model(self.agent, self.plan, key)
         if self.initial_params is not None:
             nnx.update(model, self.initial_params)
         optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
+        if LEARNING_RATE in self.swept:
+            optimizer.opt_state[1].hyperparams["step_size"][...] = hparams[LEARNING_RATE]
         state = TrainState(nnx.split((model, optimizer))[1], self.plan.algorithm.init_state(self.plan.config))
         return state, nnx.split(model)[1]
+
+    def config(self, hparams: Mapping[str, jax.Array] | None = None):
+        """The algorithm config of one run: the plan's, with its swept fields as traced numbers.
+        Set without the config's own checks, which compare values in Python: each run's values
+        were checked when its experiment was built."""
+        fields = {key.removeprefix(CONFIG): value for key, value in (hparams or {}).items()
+                  if key.startswith(CONFIG)}
+        if not fields:
+            return self.plan.config
+        config = copy.copy(self.plan.config)
+        for name, value in fields.items():
+            object.__setattr__(config, name, value)
+        return config
 
     def model(self, state: TrainState) -> nnx.Module:
         """The policy in `state` (a fresh module: changing it does not change `state`)."""
@@ -109,19 +143,23 @@ class Learner:
     def reference(self, reference_state: nnx.State) -> nnx.Module:
         return nnx.merge(self.model_graphdef, reference_state)
 
-    def with_reference(self, batch: dict, reference_state: nnx.State | None) -> dict:
+    def with_reference(self, batch: dict, reference_state: nnx.State | None, config) -> dict:
         """A rollout batch plus `ref_log_probs` (its actions under the frozen initial policy)
         when the algorithm anchors to it (`uses_reference`); the batch as it is otherwise."""
-        if not self.plan.algorithm.uses_reference(self.plan.config):
+        if not self.plan.algorithm.uses_reference(config):
             return batch
         distribution, _ = policy_distribution(self.reference(reference_state), batch["observations"],
                                               self.plan.action_space)
         return {**batch, "ref_log_probs": distribution.log_prob(batch["actions"])}
 
-    def update(self, state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
+    def update(self, state: TrainState, batch: dict, key: jax.Array,
+               hparams: Mapping[str, jax.Array] | None = None) -> tuple[TrainState, dict]:
         """The algorithm's pure update (traceable: runs inside the jitted chunk); its metrics
         gain `learning_rate`, the rate the iteration's last update used."""
         state, metrics = self.plan.algorithm.update(self.graphdef, state, batch, key,
-                                                    self.plan.config, {"group_size": self.plan.group_size})
+                                                    self.config(hparams), {"group_size": self.plan.group_size})
         updates = nnx.merge(self.graphdef, state.model_optimizer)[1].step[...]  # counted after each
-        return state, {**metrics, "learning_rate": self.learning_rate(updates - 1)}
+        rate = self.learning_rate(updates - 1)
+        if LEARNING_RATE in self.swept:
+            rate = rate * hparams[LEARNING_RATE]
+        return state, {**metrics, "learning_rate": rate}

@@ -16,14 +16,17 @@ from rollax.run.parallel import make_mesh
 from rollax.run.plan import Plan, make_plan
 
 
-def make_program(experiment: Experiment) -> tuple[Plan, JittedProgram | HostProgram]:
-    """Resolve the experiment's plan and build the program that runs it."""
+def make_program(experiment: Experiment, swept: tuple[str, ...] = (), runs: int | None = None
+                 ) -> tuple[Plan, JittedProgram | HostProgram]:
+    """Resolve the experiment's plan and build the program that runs it: for the experiment's
+    seeds, or for `runs` side by side (a sweep's combinations x seeds) whose `swept`
+    hyperparameters are numbers of each run's own (see `Learner`)."""
     plan = make_plan(experiment)
-    learner = Learner(experiment.agent, plan)
+    learner = Learner(experiment.agent, plan, swept)
     if plan.host_env_id is not None:
         if experiment.parallel.devices != 1:
             raise ValueError(f"parallel.devices={experiment.parallel.devices}: Gymnasium envs "
                              "step on the host, one device; use a jittable env id to shard")
         return plan, HostProgram(learner, experiment.env.kwargs)
-    mesh = make_mesh(experiment.parallel, len(experiment.seed_list), plan.num_envs)
+    mesh = make_mesh(experiment.parallel, runs or len(experiment.seed_list), plan.num_envs)
     return plan, JittedProgram(learner, mesh)
