@@ -211,9 +211,9 @@ def test_a_numpy_target_of_another_shape_is_refused_not_truncated(tmp_path):
 def test_ctrl_c_while_compiling_exits_130_and_leaves_no_run_folder(tmp_path, monkeypatch):
     real_default_callbacks = loop.default_callbacks
 
-    def ctrl_c_then_default_callbacks(*args):  # the run folder exists; the chunk is compiling
+    def ctrl_c_then_default_callbacks(*args, **kwargs):  # the run folder exists; compiling
         signal.raise_signal(signal.SIGINT)  # handled in this thread before it returns
-        return real_default_callbacks(*args)
+        return real_default_callbacks(*args, **kwargs)
 
     monkeypatch.setattr(loop, "default_callbacks", ctrl_c_then_default_callbacks)
     code, _, err = cli("train", str(PRESET), "--quiet", *[a for o in [

@@ -142,8 +142,9 @@ def test_samples_are_one_tag_over_env_steps(tmp_path):
     seed_dirs = [tmp_path / "seed_0", tmp_path / "seed_1"]
     for folder in seed_dirs:
         folder.mkdir()
+    experiment = load_experiment("cartpole_ppo")
     run = types.SimpleNamespace(resume_step=None, seed_dirs=seed_dirs, seeds=[0, 1], step=0,
-                                experiment=load_experiment("cartpole_ppo"))
+                                experiment=experiment, seed_experiments=[experiment] * 2)
     run.render_samples = lambda: np.full((2, 3, 4, 4), run.step / 200)  # [S, B, H, W]
     run.sample_texts = lambda: None
     metrics = MetricsLogger()

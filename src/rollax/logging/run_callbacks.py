@@ -82,10 +82,10 @@ class MetricsLogger(Callback):
         self._log_hparams(run)  # the same config, or a new budget.total_steps
 
     def _log_hparams(self, run: Any) -> None:
-        """`config.json` and TensorBoard's HPARAMS, where each seed folder shows its own seed."""
-        config = run.experiment.to_dict()
-        for logger, seed in zip(self.loggers, run.seeds):
-            logger.log_hparams(config, session={"seed": seed})
+        """`config.json` and TensorBoard's HPARAMS, where each seed folder shows its own seed
+        (and a sweep's its combination's values)."""
+        for logger, seed, experiment in zip(self.loggers, run.seeds, run.seed_experiments, strict=True):
+            logger.log_hparams(experiment.to_dict(), session={"seed": seed})
 
     def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
         num_iterations = next(iter(chunk.metrics.values())).shape[1]

@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from rollax.logging.episode_stats import EpisodeStats
 from rollax.logging.run_dir import claim_run_folder, make_run_dir
 from rollax.run.experiment import Experiment
@@ -15,6 +17,26 @@ from rollax.run.result import TrainResult
 from rollax.run.seeds import eval_keys
 
 RENDER_KEY_INDEX = 2**31 - 1  # sample pictures use the same conditions before and after training
+
+
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    """The runs one program trains side by side, index by index: a run's seeds, each with the
+    run's experiment, or a sweep's combinations x seeds (`rollax.sweeps`), each with its
+    combination's experiment, its own seed folder and its swept numbers."""
+
+    seeds: list[int]
+    experiments: list[Experiment]
+    dirs: list[Path] | None = None  # a sweep's seed folders, made by the sweep; None: the run's
+    hparams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # {key: [runs]}
+
+    @classmethod
+    def of(cls, experiment: Experiment) -> Runs:
+        return cls(experiment.seed_list, [experiment] * experiment.seeds)
+
+    @property
+    def sweep(self) -> bool:
+        return self.dirs is not None
 
 
 @dataclasses.dataclass
@@ -41,6 +63,8 @@ class RunContext:
     outcome: Literal["running", "finished", "stopped", "failed"] = "running"
     result: TrainResult | None = None
     callbacks: Any = None  # the run's CallbackList
+    seed_experiments: list[Experiment] = dataclasses.field(default_factory=list)  # per seed folder
+    sweep: bool = False  # the runs are a sweep's combinations x seeds (`Runs`)
 
     @property
     def stop_requested(self) -> bool:
@@ -67,22 +91,32 @@ class RunContext:
         return self.program.sample_texts(self.host_state, eval_keys(self.seeds, RENDER_KEY_INDEX))
 
 
-def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Path | None) -> RunContext:
+def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Path | None,
+             runs: Runs | None = None) -> RunContext:
     """A fresh run's directories (an unwritable root fails here, before training), or a resumed
-    one's (its checkpoint checked by `resumed_experiment`), untouched until that has been read."""
-    seeds = experiment.seed_list
+    one's (its checkpoint checked by `resumed_experiment`), untouched until that has been read;
+    a sweep's folders, which the sweep made. `runs`: the experiment's seeds by default."""
+    runs = Runs.of(experiment) if runs is None else runs
+    seeds = runs.seeds
     stats = [EpisodeStats() for _ in seeds]
+
+    def context(run_dir: Path | None, seed_dirs: list[Path]) -> RunContext:
+        return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats,
+                          seed_experiments=runs.experiments, sweep=runs.sweep)
+
+    if runs.sweep:  # the sweep's folder
+        return context(runs.dirs[0].parent.parent, runs.dirs)
     if resume is not None:
         run_dir = Path(resume)
         seed_dirs = [run_dir / f"seed_{seed}" for seed in seeds]
         missing = [str(d) for d in seed_dirs if not d.is_dir()]
         if missing:  # a resumed experiment is the run's own, so it logs
             raise FileNotFoundError(f"cannot resume: missing seed directories {missing}")
-        return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)
+        return context(run_dir, seed_dirs)
     if not experiment.logging.enabled:
-        return RunContext(experiment, plan, program, seeds, None, [], stats)
+        return context(None, [])
     run_dir = claim_run_folder(experiment.logging.root, experiment.name,  # this run's alone
                                experiment.logging.run_name)
     seed_dirs = [make_run_dir(experiment.logging.root, experiment=experiment.name, seed=seed,
                               timestamp=run_dir.name) for seed in seeds]
-    return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats)
+    return context(run_dir, seed_dirs)

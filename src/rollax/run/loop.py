@@ -24,7 +24,7 @@ from rollax.logging.callbacks import Callback, CallbackList, Chunk, Evaluation
 from rollax.logging.run_callbacks import restore
 from rollax.logging.shutdown import graceful_shutdown
 from rollax.run.callbacks import default_callbacks
-from rollax.run.context import RunContext, open_run
+from rollax.run.context import RunContext, Runs, open_run
 from rollax.run.experiment import Experiment
 from rollax.run.program import make_program
 from rollax.run.result import TrainResult
@@ -57,18 +57,29 @@ def train(
     if jax.process_index() != 0:  # a multi-process run has one writer (rollax.run.parallel)
         experiment = experiment.replace(logging={"enabled": False, "progress": False, "wandb": {}})
     plan, program = make_program(experiment)  # a generative env pretrains here (says so)
+    return train_runs(experiment, plan, program, Runs.of(experiment), callbacks=callbacks,
+                      progress=progress, resume=resume, stop_at_step=stop_at_step)
+
+
+def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: Sequence[Callback] = (),
+               progress: bool = True, resume: str | Path | None = None,
+               stop_at_step: int | None = None) -> TrainResult:
+    """`train` of `runs` side by side in `program` (`make_program(experiment, ...)`): the
+    experiment's seeds, or a sweep's combinations x seeds (`rollax.sweeps`)."""
     run, hooks, failed = None, CallbackList(), None
     say = _announcer(progress and experiment.logging.progress)
     try:
-        say(f"compiling the training and evaluation programs for {len(experiment.seed_list)} seed(s)...")
-        (chunk_job, eval_job), compile_start = program.compile(experiment.seed_list)
-        run = open_run(experiment, plan, program, resume)
-        run.state = program.init(run.seeds)  # runs while the chunk compiles in the background
+        say(f"compiling the training and evaluation programs for {len(runs.seeds)} "
+            f"{'run' if runs.sweep else 'seed'}(s)...")
+        (chunk_job, eval_job), compile_start = program.compile(runs.seeds, runs.hparams)
+        run = open_run(experiment, plan, program, resume, runs)
+        run.state = program.init(run.seeds, runs.hparams)  # while the chunk compiles in the background
         if resume is not None:
             run.state, run.iteration, run.resume_step = restore(Path(resume), run.state, run.episode_stats)
             run.state = program.place(run.state)
         start_step = run.step
-        defaults, closing = default_callbacks(experiment, plan.total_steps, run.step, progress)
+        defaults, closing = default_callbacks(experiment, plan.total_steps, run.step, progress,
+                                              sweep=runs.sweep)
         hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])
         hooks.on_train_begin(run)
         run_chunk = chunk_job.result()
@@ -106,8 +117,14 @@ def _announcer(enabled: bool):
 
 def _discard(run: RunContext) -> None:
     """A fresh run that ended before its first chunk (Ctrl-C while compiling, an error) holds
-    nothing but its config: its folder is removed rather than left looking like a run."""
-    if run.run_dir is not None:
+    nothing but its config: its folder is removed rather than left looking like a run (a
+    sweep's: these runs' folders, not the sweep's)."""
+    if run.sweep:
+        for seed_dir in run.seed_dirs:
+            shutil.rmtree(seed_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the combination's folder, if now empty
+                seed_dir.parent.rmdir()
+    elif run.run_dir is not None:
         shutil.rmtree(run.run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the experiment's folder, if this was its only run
             run.run_dir.parent.rmdir()
@@ -199,6 +216,14 @@ def _divergence(run: RunContext, metrics: dict, first_iteration: int) -> str | N
             seed, k = np.argwhere(bad)[0]
             iteration = first_iteration + int(k) + 1
             return (f"{name} became {metrics[name][seed, k]} at iteration {iteration} (env step "
-                    f"{iteration * run.plan.steps_per_iteration}) for seed {run.seeds[seed]}; "
+                    f"{iteration * run.plan.steps_per_iteration}) for {_which(run, seed)}; "
                     "the logs up to there are saved")
     return None
+
+
+def _which(run: RunContext, index: int) -> str:
+    """`seed 3`, or in a sweep the run's folder (`learning_rate=0.001/seed_3`)."""
+    if run.sweep:
+        folder = run.seed_dirs[index]
+        return f"the run {folder.parent.name}/{folder.name}"
+    return f"seed {run.seeds[index]}"

@@ -25,6 +25,13 @@ class TrainResult:
     solved_threshold: float | None
     start_step: int = 0
 
+    def select(self, runs: slice, name: str, run_dir: Path | None) -> TrainResult:
+        """The result of some of the runs (a sweep's combination), written to `run_dir`."""
+        return dataclasses.replace(
+            self, name=name, run_dir=run_dir, seeds=self.seeds[runs], eval_returns=self.eval_returns[runs],
+            eval_metrics={k: v[runs] for k, v in self.eval_metrics.items()},
+            ep_rew_mean=self.ep_rew_mean[runs])
+
     @property
     def solved(self) -> list[bool] | None:
         """Per seed: mean greedy eval return >= the env's solved threshold."""
