@@ -28,6 +28,8 @@ _LAZY = {
     **{name: "rollax.rollout" for name in (
         "RolloutState", "Trajectory", "collect", "evaluate", "init_rollout")},
     "train": "rollax.api",
+    "sweep": "rollax.api",
+    "SweepResult": "rollax.sweeps",
     "Agent": "rollax.run.agent",
     "load_agent": "rollax.run.agent",
     "record_video": "rollax.run.video",
@@ -94,6 +96,7 @@ __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
     "RewardFunction",
     "RolloutState",
     "ScaledReward",
+    "SweepResult",
     "TensorBoardLoggerCallback",
     "ThresholdReward",
     "TokenCategorical",
@@ -116,6 +119,7 @@ __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
     "record_video",
     "register",
     "registered_ids",
+    "sweep",
     "train",
     "utils",
 ]

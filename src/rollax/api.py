@@ -1,4 +1,4 @@
-"""`rollax.train`: what `rollax train` does, from Python."""
+"""`rollax.train` and `rollax.sweep`: what `rollax train` and `rollax sweep` do, from Python."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from rollax.logging.callbacks import Callback
 from rollax.presets import experiment_from_dict, load_experiment
 from rollax.run import Experiment, TrainResult
 from rollax.run import train as run_experiment
+from rollax.sweeps import SweepResult
+from rollax.sweeps import sweep as run_sweep
 
 
 def train(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None = None, *,
@@ -23,13 +25,31 @@ def train(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None 
     holding a preset's content (as its TOML file would); None with `resume`. The keywords are
     `rollax.run.train`'s.
     """
-    if isinstance(experiment, (str, os.PathLike)):
-        experiment = load_experiment(experiment)
-    elif isinstance(experiment, Mapping):
-        experiment = experiment_from_dict(dict(experiment))
-    elif experiment is not None and not isinstance(experiment, Experiment):
-        raise ValueError("train needs an Experiment, a preset path or name, or a preset dict; "
-                         f"got {type(experiment).__name__}")
+    if experiment is not None:
+        experiment = _experiment(experiment, "train")
     enable_compilation_cache()
     return run_experiment(experiment, callbacks=callbacks, progress=progress, resume=resume,
                           stop_at_step=stop_at_step)
+
+
+def sweep(experiment: Experiment | Mapping[str, Any] | str | os.PathLike,
+          grid: Mapping[str, Sequence[Any]], *, seeds: int | None = None,
+          progress: bool = True) -> SweepResult:
+    """Train every combination of `grid` (`{"agent.optimizer.learning_rate": [1e-4, 3e-4],
+    ...}`, keys as `--set` names them) for `seeds` seeds each, combinations that differ only in
+    numbers side by side in one compiled program (`rollax.sweeps`). `experiment` as for
+    `train`. Returns the `SweepResult` (its `table()`, per-combination results, folder)."""
+    experiment = _experiment(experiment, "sweep")
+    enable_compilation_cache()
+    return run_sweep(experiment, grid, seeds=seeds, progress=progress)
+
+
+def _experiment(experiment: Any, what: str) -> Experiment:
+    if isinstance(experiment, (str, os.PathLike)):
+        return load_experiment(experiment)
+    if isinstance(experiment, Mapping):
+        return experiment_from_dict(dict(experiment))
+    if not isinstance(experiment, Experiment):
+        raise ValueError(f"{what} needs an Experiment, a preset path or name, or a preset dict; "
+                         f"got {type(experiment).__name__}")
+    return experiment

@@ -1,4 +1,4 @@
-"""The `rollax` command line: train, eval, baselines, presets, envs, plot, pretrain."""
+"""The `rollax` command line: train, sweep, eval, baselines, presets, envs, plot, pretrain."""
 
 from __future__ import annotations
 
@@ -52,6 +52,24 @@ def _train(args: argparse.Namespace) -> int:
     print(result.table())
     if result.run_dir is not None:
         print(f"run written to {result.run_dir}  (tensorboard --logdir {result.run_dir.parent})")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from rollax.api import sweep
+    from rollax.presets import load_experiment
+    from rollax.sweeps import parse_grid
+
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    _check_dirs(args.dir)
+    _import_modules(args.import_module)
+    grid = parse_grid(args.grid)
+    experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
+    result = sweep(experiment, grid, progress=not args.quiet)
+    print(result.table())
+    if result.folder is not None:
+        print(f"sweep written to {result.folder}  (tensorboard --logdir {result.folder})")
     return 0
 
 
@@ -186,6 +204,24 @@ def _add_placement_flags(p: argparse.ArgumentParser) -> None:
                        help="give up joining after this long (default 60)")
 
 
+def _add_sweep_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="train every combination of a hyperparameter grid, "
+                       "numbers side by side in one compiled program; table and sweep.png")
+    p.add_argument("experiment", help="an experiment preset, as for train")
+    p.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2,...",
+                   help="a swept key and its values, e.g. agent.optimizer.learning_rate=1e-4,3e-4 "
+                   "(repeatable: every combination is trained)")
+    p.add_argument("--seeds", type=int, help="seeds per combination (default: the preset's)")
+    p.add_argument("--dir", action="append", default=[], metavar="FOLDER",
+                   help="a folder of experiment presets searched first for NAME (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a preset value for every combination")
+    p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
+                   help=IMPORT_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_placement_flags(p)
     p.set_defaults(func=_train)
+
+    _add_sweep_parser(sub)
 
     p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "
                        "(PASS: at least 80%% of the seeds reach the env's threshold with their greedy eval return)")

@@ -12,8 +12,8 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["aggregate_seeds", "load_curve", "plot_runs", "read_records", "runs_by_folder",
-           "seed_dirs"]
+__all__ = ["aggregate_seeds", "load_curve", "plot_runs", "plot_sweep", "read_records",
+           "runs_by_folder", "seed_dirs"]
 
 
 def seed_dirs(run_dir: str | Path) -> list[Path]:
@@ -149,3 +149,34 @@ def plot_runs(
     figure.savefig(out_png)
     plt.close(figure)
     return out_png
+
+
+def plot_sweep(labels: Sequence[str], returns: np.ndarray, out_png: str | Path) -> Path:
+    """A sweep's final greedy return per combination (`returns [combinations, seeds]`): each
+    seed as a dot, the mean as a bar with a ±1 std line, one row per combination (`labels`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    returns = np.asarray(returns, dtype=np.float64)
+    if returns.ndim != 2 or returns.shape[0] != len(labels):
+        raise ValueError(f"returns must be [combinations={len(labels)}, seeds], got {returns.shape}")
+    rows = np.arange(len(labels))
+    figure, axes = plt.subplots(figsize=(8, 1.2 + 0.4 * len(labels)), dpi=100)
+    mean, std = returns.mean(axis=1), returns.std(axis=1)
+    axes.barh(rows, mean, color="#9ecae1", label="mean over seeds")
+    axes.errorbar(mean, rows, xerr=std, fmt="none", ecolor="black", capsize=3, label="±1 std")
+    for seed in range(returns.shape[1]):
+        axes.plot(returns[:, seed], rows, "o", color="#08519c", markersize=3,
+                  label="one seed" if seed == 0 else None)
+    axes.set_yticks(rows, labels, fontsize=8)
+    axes.invert_yaxis()  # grid order, top to bottom
+    axes.set_xlabel("final greedy evaluation return")
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="best", fontsize=8)
+    axes.set_title(f"sweep: {len(labels)} combinations x {returns.shape[1]} seed(s)")
+    figure.tight_layout()
+    figure.savefig(out_png)
+    plt.close(figure)
+    return Path(out_png)

@@ -1,0 +1,269 @@
+"""Hyperparameter sweeps: every combination of a grid, each for the same seeds, in as few
+compiled programs as the grid allows.
+
+Combinations that differ only in numbers the program can take per run (the learning rate,
+numeric algorithm-config fields such as `clip_param`) train side by side in one program, as
+seeds do: combinations x seeds are stacked along the `vmap`ped run axis, each run carrying its
+values (`Learner(swept=...)`). A key whose values change shapes or the program's structure
+(`num_epochs`, an env parameter, a `kl_coeff` whose zero drops the reference) gives one program
+per value. Each combination is written as a run folder of its own::
+
+    <root>/<experiment>/<timestamp>_sweep/
+        <key>=<value>,.../seed_<k>/   metrics, TensorBoard (HPARAMS: the combination's values)
+        <key>=<value>,.../results.json
+        sweep.json  sweep.png  learning_curves.png
+
+A sweep is not resumed (its runs have best-model checkpoints, no resume checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import sys
+import time
+import tomllib
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from rollax.logging.run_callbacks import write_results
+from rollax.logging.run_dir import (
+    MAX_LABEL,
+    claim_run_folder,
+    make_run_dir,
+    overrides_label,
+    write_text_atomically,
+)
+from rollax.presets import apply_override, parse_override
+from rollax.rollout.host_collector import is_host_env_id
+from rollax.run.context import Runs
+from rollax.run.experiment import MAX_SEEDS, MAX_TRANSITIONS, Experiment
+from rollax.run.learner import CONFIG, LEARNING_RATE
+from rollax.run.loop import train_runs
+from rollax.run.program import make_program
+from rollax.run.result import TrainResult
+
+NOT_SWEPT = ("name", "seed", "seeds", "logging")  # --seeds gives the seeds; logging says where
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """Per combination (grid order): its values, its experiment and its `TrainResult` (all
+    its seeds); the sweep folder, the number of compiled programs and the wall seconds."""
+
+    keys: list[str]
+    values: list[dict[str, Any]]
+    labels: list[str]  # folder names
+    experiments: list[Experiment]
+    results: list[TrainResult]
+    folder: Path | None
+    programs: int
+    seconds: float
+
+    def final_returns(self) -> np.ndarray:
+        """Mean greedy evaluation return at the end, `[combinations, seeds]`."""
+        return np.stack([result.eval_returns.mean(axis=1) for result in self.results])
+
+    def table(self) -> str:
+        """One row per combination: its values, the final return's mean, std and worst seed."""
+        names = [key.rsplit(".", 1)[-1] for key in self.keys]
+        widths = [max(len(name), 10) for name in names]
+        header = "  ".join(f"{n:>{w}}" for n, w in zip(names, widths))
+        rows = [f"{header}  {'eval return':>11}  {'± std':>8}  {'worst':>8}"]
+        for values, returns in zip(self.values, self.final_returns()):
+            cells = "  ".join(f"{_short(values[k]):>{w}}" for k, w in zip(self.keys, widths))
+            rows.append(f"{cells}  {returns.mean():>11.2f}  {returns.std():>8.2f}  {returns.min():>8.2f}")
+        runs = sum(len(result.seeds) for result in self.results)
+        rows.append(f"{len(self.values)} combinations x {runs // len(self.values)} seed(s) = {runs} "
+                    f"runs in {self.programs} compiled program(s), {self.seconds:.1f} s")
+        return "\n".join(rows)
+
+
+def parse_grid(texts: Sequence[str]) -> dict[str, list[Any]]:
+    """`["agent.optimizer.learning_rate=1e-4,3e-4", ...]` -> `{key: [values]}`; each value a
+    TOML literal (a bare word a string), as `--set` reads it."""
+    grid: dict[str, list[Any]] = {}
+    for text in texts:
+        key, _ = parse_override(text)
+        raw = text.split("=", 1)[1].strip()
+        try:
+            values = tomllib.loads(f"v = [{raw}]")["v"]
+        except tomllib.TOMLDecodeError:
+            values = [parse_override(f"{key}={part}")[1] for part in raw.split(",")]
+        if key in grid:
+            raise ValueError(f"--grid {key} is given twice; list all its values in one --grid")
+        grid[key] = values
+    return grid
+
+
+def sweep(experiment: Experiment, grid: Mapping[str, Sequence[Any]], *, seeds: int | None = None,
+          progress: bool = True) -> SweepResult:
+    """Train every combination of `grid` (`{key: [values]}`, keys as `--set` names them) for
+    `seeds` seeds (default: the experiment's), in as few programs as the values allow (see the
+    module docstring). ValueError naming the key or the combination for bad input."""
+    start = time.perf_counter()
+    if seeds is not None:
+        experiment = experiment.replace(seeds=seeds)
+    keys, combos, experiments = _combinations(experiment, grid)
+    labels = _labels(combos)
+    traced = _traceable(experiments[0], _numeric(experiment, keys, combos))
+    programs = _programs(experiments, combos, keys, traced)
+    folder = None
+    if experiment.logging.enabled:
+        folder = claim_run_folder(experiment.logging.root, experiment.name, "sweep")
+    say = (lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None)
+    results: dict[int, TrainResult] = {}
+    for number, members in enumerate(programs, start=1):
+        say(f"sweep program {number} of {len(programs)}: {len(members)} combination(s) x "
+            f"{experiment.seeds} seed(s)" + (f", per-run {', '.join(traced)}" if len(members) > 1 else ""))
+        results.update(_train_program(experiments, combos, labels, members, traced, folder, progress))
+    ordered = [results[index] for index in range(len(combos))]
+    outcome = SweepResult(keys, combos, labels, experiments, ordered, folder, len(programs),
+                          time.perf_counter() - start)
+    if folder is not None:
+        _write(outcome, experiment.logging.plot)
+    return outcome
+
+
+def _combinations(experiment: Experiment, grid: Mapping[str, Sequence[Any]]):
+    """`(keys, [{key: value}], [Experiment])` of every combination, each checked."""
+    if not grid:
+        raise ValueError("a sweep needs at least one --grid KEY=V1,V2,...")
+    for key, values in grid.items():
+        if key.split(".", 1)[0] in NOT_SWEPT:
+            raise ValueError(f"--grid {key}: {key.split('.', 1)[0]!r} is not swept "
+                             "(--seeds sets the seeds; logging is where the sweep is written)")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"--grid {key}: expected a non-empty list of values, got {values!r}")
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) < len(values):
+            raise ValueError(f"--grid {key}: a value is listed twice in {list(values)}")
+    keys = list(grid)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
+    base = experiment.to_dict()
+    experiments = []
+    for combo in combos:
+        data = json.loads(json.dumps(base))  # a deep copy, as config.json would hold it
+        try:
+            for key, value in combo.items():
+                apply_override(data, key, value)
+            experiments.append(Experiment.from_dict(data))
+        except ValueError as err:
+            raise ValueError(f"--grid combination {overrides_label(list(combo.items()))}: {err}") from None
+    return keys, combos, experiments
+
+
+def _numeric(experiment: Experiment, keys: list[str], combos: list[dict]) -> list[str]:
+    """Keys whose values every run of one program can hold as a float of its own: the learning
+    rate, and `agent.config` fields that are floats, swept over numbers."""
+    if is_host_env_id(experiment.env.id):  # a Gymnasium env's program is one run per seed
+        return []
+    config = experiment.agent.config
+    numeric = []
+    for key in keys:
+        field = key.removeprefix(CONFIG)
+        floating = key == LEARNING_RATE or (
+            key.startswith(CONFIG) and isinstance(getattr(config, field, None), float))
+        if floating and all(isinstance(c[key], (int, float)) and not isinstance(c[key], bool)
+                            for c in combos):
+            numeric.append(key)
+    return numeric
+
+
+def _traceable(experiment: Experiment, candidates: list[str]) -> tuple[str, ...]:
+    """The candidates the program can take as traced numbers: tracing an iteration with them
+    must not need their values (a `kl_coeff > 0` deciding whether a reference is computed
+    does). Traced together first; on failure each alone, to find the ones that decide."""
+    def traces(keys) -> bool:
+        _, program = make_program(experiment, tuple(keys))
+        seeds = experiment.seed_list
+        hparams = {key: [1.0] * len(seeds) for key in keys}  # values unused: shapes only
+        try:
+            jax.eval_shape(program.run_chunk, program.abstract_state(seeds, hparams))
+        except jax.errors.ConcretizationTypeError:
+            return False
+        return True
+
+    if not candidates or traces(candidates):
+        return tuple(candidates)
+    return tuple(key for key in candidates if traces([key]))
+
+
+def _programs(experiments: list[Experiment], combos: list[dict], keys: list[str],
+              traced: tuple[str, ...]) -> list[list[int]]:
+    """Combination indices per program: the same untraced values, at most as many runs and
+    transitions per iteration as one run may hold."""
+    groups: dict[str, list[int]] = {}
+    for index, combo in enumerate(combos):
+        fixed = json.dumps({k: combo[k] for k in keys if k not in traced}, sort_keys=True, default=str)
+        groups.setdefault(fixed, []).append(index)
+    programs = []
+    for members in groups.values():
+        budget, seeds = experiments[members[0]].budget, experiments[members[0]].seeds
+        fit = max(1, min(MAX_SEEDS // seeds, MAX_TRANSITIONS // (budget.num_envs * budget.num_steps * seeds)))
+        programs += [members[i:i + fit] for i in range(0, len(members), fit)]
+    return programs
+
+
+def _train_program(experiments: list[Experiment], combos: list[dict], labels: list[str], members: list[int],
+                   traced: tuple[str, ...], folder: Path | None, progress: bool) -> dict[int, TrainResult]:
+    """Train the combinations `members` side by side; their `TrainResult`s by index."""
+    base = experiments[members[0]]
+    swept = traced if len(members) > 1 else ()
+    seeds = base.seed_list
+    runs = Runs(
+        seeds=[seed for _ in members for seed in seeds],
+        experiments=[experiments[i] for i in members for _ in seeds],
+        dirs=None if folder is None else [
+            make_run_dir(folder.parent, experiment=folder.name, seed=seed, timestamp=labels[i])
+            for i in members for seed in seeds],
+        hparams={key: np.asarray([float(combos[i][key]) for i in members for _ in seeds])
+                 for key in swept})
+    plan, program = make_program(base, swept, runs=len(runs.seeds))
+    result = train_runs(base, plan, program, runs, progress=progress)
+    out = {}
+    for position, index in enumerate(members):
+        part = slice(position * len(seeds), (position + 1) * len(seeds))
+        run_dir = None if folder is None else folder / labels[index]
+        out[index] = result.select(part, experiments[index].name, run_dir)
+        if run_dir is not None:
+            write_results(out[index])
+    return out
+
+
+def _write(outcome: SweepResult, plot: bool) -> None:
+    """`sweep.json` (every combination's values, folder and final returns per seed), and the
+    pictures: final return per combination, learning curves of every combination."""
+    returns = outcome.final_returns()
+    summary = {"keys": outcome.keys, "programs": outcome.programs, "seconds": outcome.seconds,
+               "combinations": [{"values": values, "folder": result.run_dir.name,
+                                 "seeds": result.seeds, "eval_mean_return": r.tolist()}
+                                for values, result, r in zip(outcome.values, outcome.results, returns)]}
+    write_text_atomically(outcome.folder / "sweep.json", json.dumps(summary, indent=2) + "\n")
+    if not plot:
+        return
+    from rollax.logging.plot import plot_runs, plot_sweep
+
+    try:
+        plot_sweep(outcome.labels, returns, outcome.folder / "sweep.png")
+        plot_runs([outcome.folder], outcome.folder / "learning_curves.png")
+    except (ValueError, FileNotFoundError) as err:
+        warnings.warn(f"no sweep plot for {outcome.folder}: {err}", RuntimeWarning, stacklevel=2)
+
+
+def _labels(combos: list[dict]) -> list[str]:
+    """Each combination's folder name, `learning_rate=0.001,clip_param=0.1`; numbered
+    (`3-...`) when names cut at 80 characters would collide."""
+    labels = [overrides_label(list(combo.items())) for combo in combos]
+    if len(set(labels)) < len(labels):
+        labels = [f"{i}-{label}"[:MAX_LABEL] for i, label in enumerate(labels)]
+    return labels
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
