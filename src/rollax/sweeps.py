@@ -4,9 +4,10 @@ compiled programs as the grid allows.
 Combinations that differ only in numbers the program can take per run (the learning rate,
 numeric algorithm-config fields such as `clip_param`) train side by side in one program, as
 seeds do: combinations x seeds are stacked along the `vmap`ped run axis, each run carrying its
-values (`Learner(swept=...)`). A key whose values change shapes or the program's structure
-(`num_epochs`, an env parameter, a `kl_coeff` whose zero drops the reference) gives one program
-per value. Each combination is written as a run folder of its own::
+values (`Learner(swept=...)`). A key whose values change shapes or that the program branches
+on in Python (`num_epochs`, an env parameter, `kl_coeff`: is there a reference policy?) gives
+one program per value; tracing tells which. Each combination is written as a run folder of its
+own::
 
     <root>/<experiment>/<timestamp>_sweep/
         <key>=<value>,.../seed_<k>/   metrics, TensorBoard (HPARAMS: the combination's values)
