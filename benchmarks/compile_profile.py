@@ -1,8 +1,8 @@
 """Where a cold `rollax train` of PPO CartPole-v1 spends its time, at rejax's published settings
-(the ones `peers.py` compares at; no evaluation until the end). Three parts, each in this one
-process with the compilation cache off:
+(the ones `peers.py` compares at; no evaluation until the end). Three parts, in this one
+process, with no persistent compilation cache (`rollax.run.train` turns none on):
 
-1. one whole `rollax.train`: every program JAX traces, lowers and compiles (from JAX's own
+1. one whole `rollax.run.train`: every program JAX traces, lowers and compiles (from JAX's own
    monitoring events), and the phases of the run;
 2. the run's three programs (the training chunk, the evaluation, the initialisation) compiled
    alone at XLA:CPU's backend optimisation levels 2 (the default), 1 and 0: compile seconds,
@@ -10,27 +10,25 @@ process with the compilation cache off:
 3. one training iteration split into its collection (5 envs x 100 steps) and its update (5
    epochs x 5 minibatches), each jitted alone.
 
-    JAX_PLATFORMS=cpu ROLLAX_COMPILATION_CACHE=0 python benchmarks/compile_profile.py
+    JAX_PLATFORMS=cpu python benchmarks/compile_profile.py
 """
 
 from __future__ import annotations
 
 import collections
-import os
 import time
 
 START = time.perf_counter()
-os.environ.setdefault("ROLLAX_COMPILATION_CACHE", "0")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from cartpole_ablation import REJAX  # noqa: E402
+import jax
+import numpy as np
+from cartpole_ablation import REJAX
 
-from rollax.presets import load_experiment  # noqa: E402
-from rollax.rollout.collector import collect  # noqa: E402
-from rollax.run import train  # noqa: E402
-from rollax.run.program import make_program  # noqa: E402
-from rollax.run.seeds import eval_keys  # noqa: E402
+from rollax.presets import load_experiment
+from rollax.rollout.collector import collect
+from rollax.run import train
+from rollax.run.program import make_program
+from rollax.run.seeds import eval_keys
 
 IMPORTED = time.perf_counter() - START
 EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
@@ -111,7 +109,7 @@ def iteration_split(experiment) -> None:
         model = learner.model(state["train"])
         return collect(model, plan.env, plan.env_params, state["rollout"], state["key"], plan.num_steps)
 
-    rollout, trajectory = collect_only(state)
+    _, trajectory = collect_only(state)
     batch = learner.with_reference(trajectory.as_batch(), state["reference"], plan.config)
     update_only = jax.jit(lambda train, batch, key: learner.update(train, batch, key))
     jax.block_until_ready(update_only(state["train"], batch, state["key"]))

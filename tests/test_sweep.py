@@ -107,6 +107,41 @@ def test_each_run_equals_its_combination_trained_alone(swept, values, tmp_path):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
+def test_a_stopped_sweep_resumes_to_what_the_uninterrupted_one_logged(swept, tmp_path):
+    """Each program stops after its first iteration with a checkpoint; `--resume` continues
+    both; every logged metric then equals the uninterrupted sweep's (the module fixture, whose
+    combinations include these four), with no record written twice."""
+    grid = {"agent.optimizer.learning_rate": [1e-3, 3e-3], "agent.config.clip_param": [0.3],
+            "agent.config.num_epochs": [1, 2]}
+    stopped = sweep(tiny(tmp_path), grid, stop_at_step=64, progress=False)
+    assert stopped.programs == 2 and [r.env_steps for r in stopped.results] == [64] * 4
+    assert len(list(stopped.folder.glob("program_*/checkpoints/64"))) == 2
+    assert main(["sweep", "--resume", str(stopped.folder), "--quiet"]) == 0
+    resumed = sweep(resume=stopped.folder, progress=False)  # all finished: read back
+    assert [r.env_steps for r in resumed.results] == [128] * 4
+    assert [r.start_step for r in resumed.results] == [64] * 4  # continued, not started again
+    for label in resumed.labels:
+        for seed in (0, 1):
+            records = (stopped.folder / label / f"seed_{seed}" / "metrics.jsonl").read_text()
+            assert records.count('"train/loss"') == 2  # steps 64 and 128, once each
+            mine, theirs = (train_metrics(folder / label, seed) for folder in (stopped.folder, swept[0]))
+            assert mine.keys() == theirs.keys()
+            for step in theirs:
+                for name, value in theirs[step].items():
+                    assert mine[step][name] == pytest.approx(value, rel=1e-3, abs=1e-5), (label, seed, step, name)
+    uninterrupted = json.loads((swept[0] / "sweep.json").read_text())["combinations"]
+    finals = {row["folder"]: row["eval_mean_return"] for row in uninterrupted}
+    for label, returns in zip(resumed.labels, resumed.final_returns()):
+        np.testing.assert_allclose(returns, finals[label], rtol=1e-3)
+
+
+def test_resume_takes_nothing_but_the_folder(tmp_path, capsys):
+    assert main(["sweep", "cartpole_ppo", "--resume", str(tmp_path), "--grid", "seed=1,2"]) == 2
+    assert "drop EXPERIMENT, --grid" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="has no sweep.json"):
+        sweep(resume=tmp_path)
+
+
 def test_a_number_that_decides_the_programs_structure_is_not_traced(tmp_path):
     """PPO computes reference log-probs only when kl_coeff > 0: its values need a program
     each, while the entropy coefficient stays a per-run number."""

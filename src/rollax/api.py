@@ -12,7 +12,7 @@ from rollax.logging.callbacks import Callback
 from rollax.presets import experiment_from_dict, load_experiment
 from rollax.run import Experiment, TrainResult
 from rollax.run import train as run_experiment
-from rollax.sweeps import SweepResult
+from rollax.sweeps import SweepResult, resume_sweep
 from rollax.sweeps import sweep as run_sweep
 
 
@@ -32,16 +32,26 @@ def train(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None 
                           stop_at_step=stop_at_step)
 
 
-def sweep(experiment: Experiment | Mapping[str, Any] | str | os.PathLike,
-          grid: Mapping[str, Sequence[Any]], *, seeds: int | None = None,
-          progress: bool = True) -> SweepResult:
+def sweep(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None = None,
+          grid: Mapping[str, Sequence[Any]] | None = None, *, seeds: int | None = None,
+          progress: bool = True, resume: str | Path | None = None,
+          stop_at_step: int | None = None) -> SweepResult:
     """Train every combination of `grid` (`{"agent.optimizer.learning_rate": [1e-4, 3e-4],
     ...}`, keys as `--set` names them) for `seeds` seeds each, combinations that differ only in
     numbers side by side in one compiled program (`rollax.sweeps`). `experiment` as for
-    `train`. Returns the `SweepResult` (its `table()`, per-combination results, folder)."""
-    experiment = _experiment(experiment, "sweep")
+    `train`; `resume` continues a sweep folder instead (without experiment, grid or seeds);
+    `stop_at_step` ends each program there with a checkpoint. Returns the `SweepResult` (its
+    `table()`, per-combination results, folder)."""
     enable_compilation_cache()
-    return run_sweep(experiment, grid, seeds=seeds, progress=progress)
+    if resume is not None:
+        if experiment is not None or grid is not None or seeds is not None:
+            raise ValueError("sweep(resume=...) continues the sweep as it was started: give no "
+                             "experiment, grid or seeds")
+        return resume_sweep(resume, progress=progress, stop_at_step=stop_at_step)
+    if experiment is None or grid is None:
+        raise ValueError("sweep needs an experiment and a grid, or resume=SWEEP_DIR")
+    return run_sweep(_experiment(experiment, "sweep"), grid, seeds=seeds, progress=progress,
+                     stop_at_step=stop_at_step)
 
 
 def _experiment(experiment: Any, what: str) -> Experiment:

@@ -60,13 +60,22 @@ def _sweep(args: argparse.Namespace) -> int:
     from rollax.presets import load_experiment
     from rollax.sweeps import parse_grid
 
-    if args.seeds is not None and args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    _check_dirs(args.dir)
     _import_modules(args.import_module)
-    grid = parse_grid(args.grid)
-    experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
-    result = sweep(experiment, grid, progress=not args.quiet)
+    if args.resume:
+        given = [flag for flag, value in (("EXPERIMENT", args.experiment), ("--grid", args.grid),
+                                          ("--set", args.set), ("--seeds", args.seeds)) if value]
+        if given:
+            raise ValueError(f"--resume continues the sweep as it was started; drop {', '.join(given)}")
+        result = sweep(resume=args.resume, progress=not args.quiet)
+    else:
+        if args.experiment is None:
+            raise ValueError("name an experiment to sweep, or --resume SWEEP_DIR to continue a sweep")
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        _check_dirs(args.dir)
+        grid = parse_grid(args.grid)
+        experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
+        result = sweep(experiment, grid, progress=not args.quiet)
     print(result.table())
     if result.folder is not None:
         print(f"sweep written to {result.folder}  (tensorboard --logdir {result.folder})")
@@ -207,7 +216,7 @@ def _add_placement_flags(p: argparse.ArgumentParser) -> None:
 def _add_sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="train every combination of a hyperparameter grid, "
                        "numbers side by side in one compiled program; table and sweep.png")
-    p.add_argument("experiment", help="an experiment preset, as for train")
+    p.add_argument("experiment", nargs="?", help="an experiment preset, as for train")
     p.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2,...",
                    help="a swept key and its values, e.g. agent.optimizer.learning_rate=1e-4,3e-4 "
                    "(repeatable: every combination is trained)")
@@ -218,6 +227,9 @@ def _add_sweep_parser(sub) -> None:
                    help="override a preset value for every combination")
     p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
                    help=IMPORT_HELP)
+    p.add_argument("--resume", metavar="SWEEP_DIR",
+                   help="continue a sweep (runs/<experiment>/<timestamp>_sweep): finished programs "
+                   "are read back, a stopped one continues from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_sweep)
 

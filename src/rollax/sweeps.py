@@ -12,9 +12,11 @@ own::
     <root>/<experiment>/<timestamp>_sweep/
         <key>=<value>,.../seed_<k>/   metrics, TensorBoard (HPARAMS: the combination's values)
         <key>=<value>,.../results.json
+        program_<k>/checkpoints/      the stacked state of program k's runs, for resuming
         sweep.json  sweep.png  learning_curves.png
 
-A sweep is not resumed (its runs have best-model checkpoints, no resume checkpoint).
+Each program keeps its resume checkpoints in `program_<k>/`; `resume_sweep` (`rollax sweep
+--resume FOLDER`) reads finished programs back and continues the others.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import shutil
 import sys
 import time
 import tomllib
@@ -47,10 +50,12 @@ from rollax.run.context import Runs
 from rollax.run.experiment import MAX_SEEDS, MAX_TRANSITIONS, Experiment
 from rollax.run.learner import CONFIG, LEARNING_RATE
 from rollax.run.loop import train_runs
+from rollax.run.plan import iteration_layout
 from rollax.run.program import make_program
 from rollax.run.result import TrainResult
 
 NOT_SWEPT = ("name", "seed", "seeds", "logging")  # --seeds gives the seeds; logging says where
+PLAN = "sweep.json"  # the sweep's experiment and grid (written first), then its results too
 
 
 @dataclasses.dataclass
@@ -104,31 +109,55 @@ def parse_grid(texts: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def sweep(experiment: Experiment, grid: Mapping[str, Sequence[Any]], *, seeds: int | None = None,
-          progress: bool = True) -> SweepResult:
+          progress: bool = True, stop_at_step: int | None = None) -> SweepResult:
     """Train every combination of `grid` (`{key: [values]}`, keys as `--set` names them) for
     `seeds` seeds (default: the experiment's), in as few programs as the values allow (see the
-    module docstring). ValueError naming the key or the combination for bad input."""
-    start = time.perf_counter()
+    module docstring). ValueError naming the key or the combination for bad input.
+    `stop_at_step` ends each program early (after the chunk reaching that env step) with a
+    checkpoint, as a signal would, for `resume_sweep`."""
     if seeds is not None:
         experiment = experiment.replace(seeds=seeds)
+    grid = {key: list(values) for key, values in grid.items()}
+    _combinations(experiment, grid)  # every combination checked before a folder is made
+    folder = None
+    if experiment.logging.enabled:
+        folder = claim_run_folder(experiment.logging.root, experiment.name, "sweep")
+        write_text_atomically(folder / PLAN, json.dumps(
+            {"experiment": experiment.to_dict(), "grid": grid}, indent=2) + "\n")
+    return _run(experiment, grid, folder, progress, stop_at_step)
+
+
+def resume_sweep(folder: str | Path, *, progress: bool = True, stop_at_step: int | None = None
+                 ) -> SweepResult:
+    """Continue the sweep in `folder` (a `<timestamp>_sweep` folder): its finished programs are
+    read back, a stopped one continues from its newest checkpoint, the others train."""
+    folder = Path(folder)
+    if not (folder / PLAN).is_file():
+        raise FileNotFoundError(f"{folder} has no {PLAN}: is it a sweep folder (<timestamp>_sweep)?")
+    saved = json.loads((folder / PLAN).read_text())
+    return _run(Experiment.from_dict(saved["experiment"]), saved["grid"], folder, progress, stop_at_step)
+
+
+def _run(experiment: Experiment, grid: dict, folder: Path | None, progress: bool,
+         stop_at_step: int | None) -> SweepResult:
+    start = time.perf_counter()
     keys, combos, experiments = _combinations(experiment, grid)
     labels = _labels(combos)
     traced = _traceable(experiments[0], _numeric(experiment, keys, combos))
     programs = _programs(experiments, combos, keys, traced)
-    folder = None
-    if experiment.logging.enabled:
-        folder = claim_run_folder(experiment.logging.root, experiment.name, "sweep")
     say = (lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None)
     results: dict[int, TrainResult] = {}
     for number, members in enumerate(programs, start=1):
         say(f"sweep program {number} of {len(programs)}: {len(members)} combination(s) x "
             f"{experiment.seeds} seed(s)" + (f", per-run {', '.join(traced)}" if len(members) > 1 else ""))
-        results.update(_train_program(experiments, combos, labels, members, traced, folder, progress))
+        program = _Program(experiments, combos, labels, members, traced if len(members) > 1 else (),
+                           folder, number)
+        results.update(program.results() or program.train(progress, stop_at_step))
     ordered = [results[index] for index in range(len(combos))]
     outcome = SweepResult(keys, combos, labels, experiments, ordered, folder, len(programs),
                           time.perf_counter() - start)
     if folder is not None:
-        _write(outcome, experiment.logging.plot)
+        _write(outcome, experiment, grid, experiment.logging.plot)
     return outcome
 
 
@@ -211,41 +240,92 @@ def _programs(experiments: list[Experiment], combos: list[dict], keys: list[str]
     return programs
 
 
-def _train_program(experiments: list[Experiment], combos: list[dict], labels: list[str], members: list[int],
-                   traced: tuple[str, ...], folder: Path | None, progress: bool) -> dict[int, TrainResult]:
-    """Train the combinations `members` side by side; their `TrainResult`s by index."""
-    base = experiments[members[0]]
-    swept = traced if len(members) > 1 else ()
-    seeds = base.seed_list
-    runs = Runs(
-        seeds=[seed for _ in members for seed in seeds],
-        experiments=[experiments[i] for i in members for _ in seeds],
-        dirs=None if folder is None else [
-            make_run_dir(folder.parent, experiment=folder.name, seed=seed, timestamp=labels[i])
-            for i in members for seed in seeds],
-        hparams={key: np.asarray([float(combos[i][key]) for i in members for _ in seeds])
-                 for key in swept})
-    plan, program = make_program(base, swept, runs=len(runs.seeds))
-    result = train_runs(base, plan, program, runs, progress=progress)
-    out = {}
-    for position, index in enumerate(members):
-        part = slice(position * len(seeds), (position + 1) * len(seeds))
-        run_dir = None if folder is None else folder / labels[index]
-        out[index] = result.select(part, experiments[index].name, run_dir)
-        if run_dir is not None:
-            write_results(out[index])
-    return out
+@dataclasses.dataclass
+class _Program:
+    """The combinations `members` (indices) of a sweep, trained side by side in one program,
+    with their `swept` numbers as per-run values; `number` names its checkpoint folder."""
+
+    experiments: list[Experiment]
+    combos: list[dict]
+    labels: list[str]
+    members: list[int]
+    swept: tuple[str, ...]
+    folder: Path | None
+    number: int
+
+    def _run_dir(self, index: int) -> Path:
+        return self.folder / self.labels[index]
+
+    def results(self) -> dict[int, TrainResult] | None:
+        """Its combinations' results when a resumed sweep finds them all finished, else None."""
+        if self.folder is None:
+            return None
+        out = {}
+        for index in self.members:
+            path, experiment = self._run_dir(index) / "results.json", self.experiments[index]
+            if not path.is_file():
+                return None
+            saved = json.loads(path.read_text())
+            steps_per_iteration, iterations, _ = iteration_layout(experiment.budget)
+            if saved["env_steps"] < steps_per_iteration * iterations:
+                return None  # stopped early: continued from its checkpoint
+            out[index] = TrainResult(
+                name=experiment.name, run_dir=path.parent, seeds=saved["seeds"],
+                eval_returns=np.asarray(saved["eval_mean_return"])[:, None],
+                eval_metrics={k: np.asarray(v) for k, v in saved["eval_metrics"].items()},
+                ep_rew_mean=saved["train_ep_rew_mean"], env_steps=saved["env_steps"],
+                compile_seconds=saved["compile_seconds"], train_seconds=saved["train_seconds"],
+                solved_threshold=experiment.env.solved_threshold, start_step=saved["start_step"])
+        return out
+
+    def train(self, progress: bool, stop_at_step: int | None) -> dict[int, TrainResult]:
+        """Train (or continue from its checkpoint); its combinations' `TrainResult`s by index."""
+        base = self.experiments[self.members[0]]
+        seeds = base.seed_list
+        checkpoints = None if self.folder is None else self.folder / f"program_{self.number}"
+        resume = checkpoints if checkpoints is not None and (checkpoints / "checkpoints").is_dir() else None
+        runs = Runs(
+            seeds=[seed for _ in self.members for seed in seeds],
+            experiments=[self.experiments[i] for i in self.members for _ in seeds],
+            dirs=None if self.folder is None else [self._seed_dir(i, seed, resume is not None)
+                                                   for i in self.members for seed in seeds],
+            hparams={key: np.asarray([float(self.combos[i][key]) for i in self.members for _ in seeds])
+                     for key in self.swept},
+            checkpoint_dir=checkpoints)
+        plan, program = make_program(base, self.swept, runs=len(runs.seeds))
+        result = train_runs(base, plan, program, runs, progress=progress, resume=resume,
+                            stop_at_step=stop_at_step)
+        out = {}
+        for position, index in enumerate(self.members):
+            part = slice(position * len(seeds), (position + 1) * len(seeds))
+            run_dir = None if self.folder is None else self._run_dir(index)
+            out[index] = result.select(part, self.experiments[index].name, run_dir)
+            if run_dir is not None:
+                write_results(out[index])
+        return out
+
+    def _seed_dir(self, index: int, seed: int, resuming: bool) -> Path:
+        """A run's seed folder: the existing one for a program resumed from its checkpoint, a
+        new one otherwise (replacing what a program killed before its first checkpoint wrote)."""
+        seed_dir = self._run_dir(index) / f"seed_{seed}"
+        if resuming:
+            if not seed_dir.is_dir():
+                raise FileNotFoundError(f"cannot resume the sweep: {seed_dir} is missing")
+            return seed_dir
+        shutil.rmtree(seed_dir, ignore_errors=True)
+        return make_run_dir(self.folder.parent, experiment=self.folder.name, seed=seed,
+                            timestamp=self.labels[index])
 
 
-def _write(outcome: SweepResult, plot: bool) -> None:
-    """`sweep.json` (every combination's values, folder and final returns per seed), and the
-    pictures: final return per combination, learning curves of every combination."""
+def _write(outcome: SweepResult, experiment: Experiment, grid: dict, plot: bool) -> None:
+    """`sweep.json` (what `resume_sweep` reads, and every combination's values, folder and final
+    returns per seed), and the pictures: final return per combination, learning curves."""
     returns = outcome.final_returns()
-    summary = {"keys": outcome.keys, "programs": outcome.programs, "seconds": outcome.seconds,
+    summary = {"experiment": experiment.to_dict(), "grid": grid, "keys": outcome.keys, "programs": outcome.programs, "seconds": outcome.seconds,
                "combinations": [{"values": values, "folder": result.run_dir.name,
                                  "seeds": result.seeds, "eval_mean_return": r.tolist()}
                                 for values, result, r in zip(outcome.values, outcome.results, returns)]}
-    write_text_atomically(outcome.folder / "sweep.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(outcome.folder / PLAN, json.dumps(summary, indent=2) + "\n")
     if not plot:
         return
     from rollax.logging.plot import plot_runs, plot_sweep

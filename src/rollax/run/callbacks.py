@@ -26,8 +26,7 @@ def default_callbacks(experiment: Experiment, total_steps: int, start_step: int,
     """`(first, last)`: a user's callbacks go between them. In hook order, metrics are flushed
     before a checkpoint is written and closed before the results and the plot read them; a
     stop any callback asks for in a chunk is seen by the resume checkpoint of that chunk. A
-    sweep's runs have no resume checkpoint (a sweep is not resumed) and the sweep writes their
-    results."""
+    sweep writes its runs' results itself."""
     logging = experiment.logging
     callbacks: list[Callback] = []
     closing: list[Callback] = []
@@ -39,8 +38,7 @@ def default_callbacks(experiment: Experiment, total_steps: int, start_step: int,
             callbacks.append(Samples(metrics))
         if logging.checkpoint:
             callbacks.append(BestCheckpoint(logging.best_metric, logging.best_mode))
-            if not sweep:
-                closing.append(ResumeCheckpoint(logging.checkpoint_every_seconds))
+            closing.append(ResumeCheckpoint(logging.checkpoint_every_seconds))
         if not sweep:
             closing.append(ResultWriter(plot=logging.plot))
     if "early_stopping" in optional:

@@ -29,6 +29,7 @@ class Runs:
     experiments: list[Experiment]
     dirs: list[Path] | None = None  # a sweep's seed folders, made by the sweep; None: the run's
     hparams: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # {key: [runs]}
+    checkpoint_dir: Path | None = None  # a sweep program's folder, for its resume checkpoints
 
     @classmethod
     def of(cls, experiment: Experiment) -> Runs:
@@ -104,8 +105,8 @@ def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Pat
         return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats,
                           seed_experiments=runs.experiments, sweep=runs.sweep)
 
-    if runs.sweep:  # the sweep's folder
-        return context(runs.dirs[0].parent.parent, runs.dirs)
+    if runs.sweep:  # the program's folder in the sweep's
+        return context(runs.checkpoint_dir, runs.dirs)
     if resume is not None:
         run_dir = Path(resume)
         seed_dirs = [run_dir / f"seed_{seed}" for seed in seeds]
