@@ -8,7 +8,8 @@ process, with no persistent compilation cache (`rollax.run.train` turns none on)
    alone at XLA:CPU's backend optimisation levels 2 (the default), 1 and 0: compile seconds,
    milliseconds per chunk, and whether the chunk's results stay bit-identical;
 3. one training iteration split into its collection (5 envs x 100 steps) and its update (5
-   epochs x 5 minibatches), each jitted alone.
+   epochs x 5 minibatches), each jitted alone; and the floor of a minibatch step: a bare
+   gradient step of the same networks with Adam, without PPO's loss and metrics.
 
     JAX_PLATFORMS=cpu python benchmarks/compile_profile.py
 """
@@ -21,11 +22,14 @@ import time
 START = time.perf_counter()
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 from cartpole_ablation import REJAX
+from flax import nnx
 
 from rollax.presets import load_experiment
-from rollax.rollout.collector import collect
+from rollax.rollout.collector import collect, policy_distribution
 from rollax.run import train
 from rollax.run.program import make_program
 from rollax.run.seeds import eval_keys
@@ -124,6 +128,36 @@ def iteration_split(experiment) -> None:
     print(f"3. one iteration, each half jitted alone: collect {timings['collect']:.2f} ms "
           f"({plan.num_envs} envs x {plan.num_steps} steps), update {timings['update']:.2f} ms "
           f"({plan.updates_per_iteration} minibatch steps); {plan.iterations} iterations per run")
+    floor = bare_steps(learner.model(state["train"]), batch["observations"].reshape(-1, 4), plan)
+    print(f"   floor of one minibatch step: the same actor and critic, forward, backward and Adam "
+          f"on {floor[1]} observations, no PPO loss or metrics: {floor[0]:.0f} us; the update "
+          f"spends {timings['update'] / plan.updates_per_iteration * 1000:.0f} us per step")
+
+
+def bare_steps(model, observations, plan) -> tuple[float, int]:
+    """Microseconds per plain gradient step (squared outputs as the loss, optax's Adam) over
+    minibatches of the iteration's size, as 25 steps in one `lax.scan`, and that size."""
+    graphdef, params, others = nnx.split(model, nnx.Param, ...)
+    size = observations.shape[0] // 5  # rejax's settings: 5 minibatches per epoch
+    minibatches = jnp.stack([observations[:size]] * plan.updates_per_iteration)
+    tx = optax.adam(7.5e-4, eps=1e-5)
+
+    def loss(params, x):
+        distribution, value = policy_distribution(nnx.merge(graphdef, params, others), x, plan.action_space)
+        return jnp.mean(value ** 2) + jnp.mean(distribution.log_prob(jnp.zeros(x.shape[0], jnp.int32)))
+
+    def step(carry, x):
+        params, opt_state = carry
+        updates, opt_state = tx.update(jax.grad(loss)(params, x), opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    run = jax.jit(lambda params: jax.lax.scan(step, (params, tx.init(params)), minibatches)[0][0])
+    jax.block_until_ready(run(params))
+    tick = time.perf_counter()
+    for _ in range(50):
+        out = run(params)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - tick) / 50 / plan.updates_per_iteration * 1e6, size
 
 
 def main() -> None:
