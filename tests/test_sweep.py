@@ -16,7 +16,7 @@ from flax import nnx
 from test_logging import hparams_plugin_data
 from test_parallel import train_metrics
 
-from rollax import load_agent, load_experiment, sweep, train
+from rollax import SweepResult, TrainResult, load_agent, load_experiment, sweep, train
 from rollax.cli import main
 from rollax.sweeps import _traceable, parse_grid
 
@@ -148,6 +148,33 @@ def test_a_number_that_decides_the_programs_structure_is_not_traced(tmp_path):
     experiment = tiny(tmp_path)
     assert _traceable(experiment, ["agent.config.kl_coeff", "agent.config.entropy_coeff"]) == (
         "agent.config.entropy_coeff",)
+
+
+def test_the_table_adds_env_metrics_as_mean_and_std_over_seeds():
+    def result(returns, metric):
+        return TrainResult(name="x", run_dir=None, seeds=[0, 1], eval_returns=np.asarray(returns)[:, None],
+                           eval_metrics={"judge": np.asarray(metric)}, ep_rew_mean=[0.0, 0.0],
+                           env_steps=1, compile_seconds=0.0, train_seconds=0.0, solved_threshold=None)
+
+    outcome = SweepResult(keys=["agent.config.clip_param"], values=[{"agent.config.clip_param": 0.1},
+                                                                    {"agent.config.clip_param": 0.2}],
+                          labels=["a", "b"], experiments=[], results=[result([1.0, 3.0], [0.5, 1.0]),
+                                                                      result([4.0, 4.0], [0.0, 0.0])],
+                          folder=None, programs=1, seconds=1.0)
+    lines = outcome.table(["eval/judge"]).splitlines()
+    assert lines[0].split() == ["clip_param", "eval", "return", "±", "std", "worst", "judge"]
+    assert lines[1].split() == ["0.1", "2.00", "1.00", "1.00", "0.750", "±", "0.250"]
+    assert lines[2].split() == ["0.2", "4.00", "0.00", "4.00", "0.000", "±", "0.000"]
+    with pytest.raises(ValueError, match=r"'eval/judges' is not an evaluation metric.*\['eval/judge'\]"):
+        outcome.table(["eval/judges"])
+
+
+def test_an_unknown_metric_is_named_before_anything_runs(capsys, tmp_path):
+    code = main(["sweep", "cartpole_ppo", "--grid", "agent.config.clip_param=0.1,0.2",
+                 "--metric", "eval/judge_success", "--set", f"logging.root='{tmp_path}'"])
+    assert code == 2
+    assert "'eval/judge_success' is not an evaluation metric of CartPole-v1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_grid_values_are_read_as_toml_literals():

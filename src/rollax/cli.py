@@ -58,7 +58,7 @@ def _train(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from rollax.api import sweep
     from rollax.presets import load_experiment
-    from rollax.sweeps import parse_grid
+    from rollax.sweeps import check_metrics, parse_grid, read_sweep
 
     _import_modules(args.import_module)
     if args.resume:
@@ -66,6 +66,7 @@ def _sweep(args: argparse.Namespace) -> int:
                                           ("--set", args.set), ("--seeds", args.seeds)) if value]
         if given:
             raise ValueError(f"--resume continues the sweep as it was started; drop {', '.join(given)}")
+        check_metrics(read_sweep(args.resume)[0], args.metric)
         result = sweep(resume=args.resume, progress=not args.quiet)
     else:
         if args.experiment is None:
@@ -75,8 +76,9 @@ def _sweep(args: argparse.Namespace) -> int:
         _check_dirs(args.dir)
         grid = parse_grid(args.grid)
         experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
+        check_metrics(experiment, args.metric)
         result = sweep(experiment, grid, progress=not args.quiet)
-    print(result.table())
+    print(result.table(args.metric))
     if result.folder is not None:
         print(f"sweep written to {result.folder}  (tensorboard --logdir {result.folder})")
     return 0
@@ -227,6 +229,9 @@ def _add_sweep_parser(sub) -> None:
                    help="override a preset value for every combination")
     p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
                    help=IMPORT_HELP)
+    p.add_argument("--metric", action="append", default=[], metavar="eval/NAME",
+                   help="also tabulate an env's evaluation metric, e.g. eval/sampled_judge_success "
+                   "(repeatable; every one is in sweep.json)")
     p.add_argument("--resume", metavar="SWEEP_DIR",
                    help="continue a sweep (runs/<experiment>/<timestamp>_sweep): finished programs "
                    "are read back, a stopped one continues from its checkpoint")

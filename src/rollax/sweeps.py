@@ -76,15 +76,30 @@ class SweepResult:
         """Mean greedy evaluation return at the end, `[combinations, seeds]`."""
         return np.stack([result.eval_returns.mean(axis=1) for result in self.results])
 
-    def table(self) -> str:
-        """One row per combination: its values, the final return's mean, std and worst seed."""
+    def final(self, metric: str) -> np.ndarray:
+        """An env's final evaluation metric (`eval/<name>`, e.g. `eval/sampled_judge_success`),
+        `[combinations, seeds]`."""
+        name = metric.removeprefix("eval/")
+        known = sorted(self.results[0].eval_metrics)
+        if name not in known:
+            raise ValueError(f"{metric!r} is not an evaluation metric of this env; its metrics: "
+                             f"{['eval/' + k for k in known]}")
+        return np.stack([np.asarray(result.eval_metrics[name], float) for result in self.results])
+
+    def table(self, metrics: Sequence[str] = ()) -> str:
+        """One row per combination: its values, the final return's mean, std and worst seed,
+        and the mean ± std over seeds of each of `metrics` (`eval/<name>`)."""
         names = [key.rsplit(".", 1)[-1] for key in self.keys]
         widths = [max(len(name), 10) for name in names]
         header = "  ".join(f"{n:>{w}}" for n, w in zip(names, widths))
-        rows = [f"{header}  {'eval return':>11}  {'± std':>8}  {'worst':>8}"]
-        for values, returns in zip(self.values, self.final_returns()):
+        extra = [(metric.removeprefix("eval/"), self.final(metric)) for metric in metrics]
+        rows = [f"{header}  {'eval return':>11}  {'± std':>8}  {'worst':>8}"
+                + "".join(f"  {name:>15}" for name, _ in extra)]
+        for row, (values, returns) in enumerate(zip(self.values, self.final_returns())):
             cells = "  ".join(f"{_short(values[k]):>{w}}" for k, w in zip(self.keys, widths))
-            rows.append(f"{cells}  {returns.mean():>11.2f}  {returns.std():>8.2f}  {returns.min():>8.2f}")
+            rows.append(f"{cells}  {returns.mean():>11.2f}  {returns.std():>8.2f}  {returns.min():>8.2f}"
+                        + "".join(f"  {f'{v[row].mean():.3f} ± {v[row].std():.3f}':>{max(15, len(name))}}"
+                                  for name, v in extra))
         runs = sum(len(result.seeds) for result in self.results)
         rows.append(f"{len(self.values)} combinations x {runs // len(self.values)} seed(s) = {runs} "
                     f"runs in {self.programs} compiled program(s), {self.seconds:.1f} s")
@@ -127,15 +142,34 @@ def sweep(experiment: Experiment, grid: Mapping[str, Sequence[Any]], *, seeds: i
     return _run(experiment, grid, folder, progress, stop_at_step)
 
 
+def check_metrics(experiment: Experiment, metrics: Sequence[str]) -> None:
+    """ValueError naming any of `metrics` (`eval/<name>`, for `table`) that a run of
+    `experiment` does not report; checked from the evaluation's shapes, before training."""
+    if not metrics:
+        return
+    _, program = make_program(experiment)
+    known = ["eval/" + name for name in program.metric_names(experiment.seed_list)]
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ValueError(f"--metric {unknown[0]!r} is not an evaluation metric of "
+                         f"{experiment.env.id}; its metrics: {known or 'none besides eval/mean_reward'}")
+
+
 def resume_sweep(folder: str | Path, *, progress: bool = True, stop_at_step: int | None = None
                  ) -> SweepResult:
     """Continue the sweep in `folder` (a `<timestamp>_sweep` folder): its finished programs are
     read back, a stopped one continues from its newest checkpoint, the others train."""
-    folder = Path(folder)
-    if not (folder / PLAN).is_file():
+    experiment, grid = read_sweep(folder)
+    return _run(experiment, grid, Path(folder), progress, stop_at_step)
+
+
+def read_sweep(folder: str | Path) -> tuple[Experiment, dict]:
+    """The experiment and grid a sweep folder was started with (its `sweep.json`)."""
+    path = Path(folder) / PLAN
+    if not path.is_file():
         raise FileNotFoundError(f"{folder} has no {PLAN}: is it a sweep folder (<timestamp>_sweep)?")
-    saved = json.loads((folder / PLAN).read_text())
-    return _run(Experiment.from_dict(saved["experiment"]), saved["grid"], folder, progress, stop_at_step)
+    saved = json.loads(path.read_text())
+    return Experiment.from_dict(saved["experiment"]), saved["grid"]
 
 
 def _run(experiment: Experiment, grid: dict, folder: Path | None, progress: bool,
@@ -318,13 +352,17 @@ class _Program:
 
 
 def _write(outcome: SweepResult, experiment: Experiment, grid: dict, plot: bool) -> None:
-    """`sweep.json` (what `resume_sweep` reads, and every combination's values, folder and final
-    returns per seed), and the pictures: final return per combination, learning curves."""
+    """`sweep.json` (what `resume_sweep` reads, and every combination's values, folder, final
+    returns and env metrics per seed), and the pictures: final return per combination, learning
+    curves."""
     returns = outcome.final_returns()
-    summary = {"experiment": experiment.to_dict(), "grid": grid, "keys": outcome.keys, "programs": outcome.programs, "seconds": outcome.seconds,
-               "combinations": [{"values": values, "folder": result.run_dir.name,
-                                 "seeds": result.seeds, "eval_mean_return": r.tolist()}
-                                for values, result, r in zip(outcome.values, outcome.results, returns)]}
+    combinations = [{"values": values, "folder": result.run_dir.name, "seeds": result.seeds,
+                     "eval_mean_return": r.tolist(),
+                     "eval_metrics": {name: np.asarray(v, float).tolist()
+                                      for name, v in sorted(result.eval_metrics.items())}}
+                    for values, result, r in zip(outcome.values, outcome.results, returns)]
+    summary = {"experiment": experiment.to_dict(), "grid": grid, "keys": outcome.keys,
+               "programs": outcome.programs, "seconds": outcome.seconds, "combinations": combinations}
     write_text_atomically(outcome.folder / PLAN, json.dumps(summary, indent=2) + "\n")
     if not plot:
         return

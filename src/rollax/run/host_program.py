@@ -80,6 +80,10 @@ class HostProgram:
         return np.stack([collector.evaluate(self._seed_model(state, i), episodes)
                          for i, collector in enumerate(self.collectors)]), {}
 
+    def metric_names(self, seeds: list[int]) -> list[str]:
+        """Gymnasium envs report no evaluation metrics of their own."""
+        return []
+
     def render(self, state: dict, keys: jax.Array) -> None:
         return None
 

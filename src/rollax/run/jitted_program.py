@@ -69,6 +69,12 @@ class JittedProgram:
     def evaluate(self, state: dict, keys: jax.Array):
         return self._evaluate_jit(state, self.place(keys))
 
+    def metric_names(self, seeds: list[int]) -> list[str]:
+        """The env's own evaluation metrics (`evaluate`'s dict), from shapes alone."""
+        _, metrics = jax.eval_shape(self._evaluate_jit, self.abstract_state(seeds),
+                                    jax.eval_shape(eval_keys, seeds, 0))
+        return sorted(metrics)
+
     def close(self) -> None:
         """Nothing to release for jitted envs."""
 

@@ -2,7 +2,7 @@
 
 Both `JittedProgram` (jittable envs: the whole chunk compiled) and `HostProgram` (Gymnasium
 envs: host stepping, jitted update) offer `init(seeds)`, `compile(seeds)`, `run_chunk(state)`,
-`evaluate(state, keys)`, `render(state, keys)`, `sample_texts(state, keys)`, `place(tree)` (a restored state where the
+`evaluate(state, keys)`, `metric_names(seeds)`, `render(state, keys)`, `sample_texts(state, keys)`, `place(tree)` (a restored state where the
 programs want it) and `close()`; the loop drives either.
 """
 
