@@ -189,6 +189,8 @@ def test_grid_values_are_read_as_toml_literals():
     ({"agent.config.clip_parm": [0.1, 0.2]}, r"clip_parm"),
     ({"agent.optimizer.learning_rate": [1e-3, -1.0]}, r"learning_rate=-1.0: .*learning_rate"),
     ({"agent.config.clip_param": []}, r"clip_param: expected a non-empty list"),
+    ({"agent.optimizer.name": "adam"}, r"name: expected a non-empty list of values, got 'adam'"),
+    ([("agent.config.clip_param", [0.1])], r"the grid must map keys to lists"),
     ({"agent.config.clip_param": [0.1, 0.1]}, r"clip_param: a value is listed twice"),
     ({"seed": [1, 2]}, r"--grid seed: 'seed' is not swept \(--seeds"),
     ({"logging.root": ["a", "b"]}, r"'logging' is not swept"),

@@ -132,8 +132,8 @@ def sweep(experiment: Experiment, grid: Mapping[str, Sequence[Any]], *, seeds: i
     checkpoint, as a signal would, for `resume_sweep`."""
     if seeds is not None:
         experiment = experiment.replace(seeds=seeds)
-    grid = {key: list(values) for key, values in grid.items()}
     _combinations(experiment, grid)  # every combination checked before a folder is made
+    grid = {key: list(values) for key, values in grid.items()}
     folder = None
     if experiment.logging.enabled:
         folder = claim_run_folder(experiment.logging.root, experiment.name, "sweep")
@@ -174,6 +174,7 @@ def read_sweep(folder: str | Path) -> tuple[Experiment, dict]:
 
 def _run(experiment: Experiment, grid: dict, folder: Path | None, progress: bool,
          stop_at_step: int | None) -> SweepResult:
+    """Plan the programs, train each (or read it back when finished), write the summary."""
     start = time.perf_counter()
     keys, combos, experiments = _combinations(experiment, grid)
     labels = _labels(combos)
@@ -197,6 +198,8 @@ def _run(experiment: Experiment, grid: dict, folder: Path | None, progress: bool
 
 def _combinations(experiment: Experiment, grid: Mapping[str, Sequence[Any]]):
     """`(keys, [{key: value}], [Experiment])` of every combination, each checked."""
+    if not isinstance(grid, Mapping):
+        raise ValueError(f"the grid must map keys to lists of values, got {grid!r}")
     if not grid:
         raise ValueError("a sweep needs at least one --grid KEY=V1,V2,...")
     for key, values in grid.items():
