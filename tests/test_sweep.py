@@ -135,6 +135,21 @@ def test_a_stopped_sweep_resumes_to_what_the_uninterrupted_one_logged(swept, tmp
         np.testing.assert_allclose(returns, finals[label], rtol=1e-3)
 
 
+def test_a_gymnasium_env_sweeps_one_program_per_combination(tmp_path):
+    """Host-stepped envs take no per-run numbers: each learning rate is its own program, and
+    each combination still gets its folder and its own config."""
+    experiment = load_experiment("gymnasium_cartpole_ppo", [
+        "budget.total_steps=64", "budget.num_envs=2", "budget.num_steps=16", "eval.episodes=1",
+        "agent.config.num_minibatches=2", "agent.network.hidden_sizes=[8]",
+        f"logging.root='{tmp_path}'"])
+    result = sweep(experiment, {"agent.optimizer.learning_rate": [1e-3, 3e-3]}, progress=False)
+    assert result.programs == 2 and result.final_returns().shape == (2, 1)
+    for label, rate in zip(result.labels, (1e-3, 3e-3)):
+        config = json.loads((result.folder / label / "seed_0" / "config.json").read_text())
+        assert config["agent"]["optimizer"]["learning_rate"] == rate
+        assert train_metrics(result.folder / label, 0)[64]["train/learning_rate"] < rate  # annealed
+
+
 def test_resume_takes_nothing_but_the_folder(tmp_path, capsys):
     assert main(["sweep", "cartpole_ppo", "--resume", str(tmp_path), "--grid", "seed=1,2"]) == 2
     assert "drop EXPERIMENT, --grid" in capsys.readouterr().err
