@@ -302,17 +302,10 @@ class _Program:
             path, experiment = self._run_dir(index) / "results.json", self.experiments[index]
             if not path.is_file():
                 return None
-            saved = json.loads(path.read_text())
+            out[index] = TrainResult.read(path.parent, experiment.env.solved_threshold)
             steps_per_iteration, iterations, _ = iteration_layout(experiment.budget)
-            if saved["env_steps"] < steps_per_iteration * iterations:
+            if out[index].env_steps < steps_per_iteration * iterations:
                 return None  # stopped early: continued from its checkpoint
-            out[index] = TrainResult(
-                name=experiment.name, run_dir=path.parent, seeds=saved["seeds"],
-                eval_returns=np.asarray(saved["eval_mean_return"])[:, None],
-                eval_metrics={k: np.asarray(v) for k, v in saved["eval_metrics"].items()},
-                ep_rew_mean=saved["train_ep_rew_mean"], env_steps=saved["env_steps"],
-                compile_seconds=saved["compile_seconds"], train_seconds=saved["train_seconds"],
-                solved_threshold=experiment.env.solved_threshold, start_step=saved["start_step"])
         return out
 
     def train(self, progress: bool, stop_at_step: int | None) -> dict[int, TrainResult]:

@@ -296,7 +296,7 @@ def _rewind_best(best_dir: Path, max_step: int) -> float:
 
 def write_results(result) -> None:
     """`results.json` in the run directory (atomic): per-seed evaluation (the env's own
-    metrics too, e.g. the judge's), timings."""
+    metrics too, e.g. the judge's), timings; `TrainResult.read` reads it back."""
     summary = {"name": result.name, "seeds": result.seeds, "env_steps": result.env_steps,
                "eval_mean_return": result.eval_returns.mean(axis=1).tolist(),
                "eval_metrics": {name: np.asarray(values, float).tolist()

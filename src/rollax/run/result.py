@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,18 @@ class TrainResult:
     train_seconds: float
     solved_threshold: float | None
     start_step: int = 0
+
+    @classmethod
+    def read(cls, run_dir: Path, solved_threshold: float | None) -> TrainResult:
+        """The result a run directory's `results.json` holds (`write_results` writes it): each
+        seed's evaluation as its mean return, `[seeds, 1]`."""
+        saved = json.loads((run_dir / "results.json").read_text())
+        return cls(name=saved["name"], run_dir=run_dir, seeds=saved["seeds"],
+                   eval_returns=np.asarray(saved["eval_mean_return"])[:, None],
+                   eval_metrics={k: np.asarray(v) for k, v in saved["eval_metrics"].items()},
+                   ep_rew_mean=saved["train_ep_rew_mean"], env_steps=saved["env_steps"],
+                   compile_seconds=saved["compile_seconds"], train_seconds=saved["train_seconds"],
+                   solved_threshold=solved_threshold, start_step=saved["start_step"])
 
     def select(self, runs: slice, name: str, run_dir: Path | None) -> TrainResult:
         """The result of some of the runs (a sweep's combination), written to `run_dir`."""
