@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -76,13 +77,14 @@ def classifier_loss(model: Classifier, batch: tuple[jax.Array, ...], key: jax.Ar
     return optax.softmax_cross_entropy_with_integer_labels(model(images), labels).mean()
 
 
-def vae_loss(model: VAE, batch: tuple[jax.Array, ...], key: jax.Array) -> jax.Array:
-    """Negative ELBO per image: summed pixel BCE + KL(q(z|x) || N(0, I))."""
+def vae_loss(model: VAE, batch: tuple[jax.Array, ...], key: jax.Array,
+             kl_weight: float = 1.0) -> jax.Array:
+    """Negative ELBO per image: summed pixel BCE + kl_weight * KL(q(z|x) || N(0, I))."""
     (images,) = batch
     logits, mean, log_var = model(images, key)
     bce = optax.sigmoid_binary_cross_entropy(logits, images).sum(-1)
     kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
-    return (bce + kl).mean()
+    return (bce + kl_weight * kl).mean()
 
 
 def train_classifier(split: DigitsSplit, config: ClassifierConfig) -> Classifier:
@@ -97,7 +99,7 @@ def train_classifier(split: DigitsSplit, config: ClassifierConfig) -> Classifier
 def train_vae(split: DigitsSplit, config: VAEConfig) -> VAE:
     """VAE trained on the train split's images."""
     model = VAE(config.latent_dim, config.hidden_dim, rngs=nnx.Rngs(config.seed))
-    fit(model, vae_loss, (split.train_images,),
+    fit(model, functools.partial(vae_loss, kl_weight=config.kl_weight), (split.train_images,),
         epochs=config.epochs, batch_size=config.batch_size,
         learning_rate=config.learning_rate, key=jax.random.key(config.seed + 1))
     return model
