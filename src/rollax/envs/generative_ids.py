@@ -24,20 +24,23 @@ def make_vae_digit(
     class_reward: str = "log_prob",
     noise: bool = False,
     action: str = "latent",
+    vae: dict | None = None,
 ) -> tuple[LatentEnv, LatentEnvParams]:
     """`rollax/VAEDigit-v0`: observe a one-hot target class (uniform, or `target_class`), act with
     a VAE latent; reward = class_weight * log p(target | x) + realism_weight * VAE realism
     (`class_reward="prob"`: p(target | x), which saturates).
     Evaluation: an independent judge's success rate, the realism against real digits, and the
     samples' diversity. `noise=True` adds a prior noise sample to the observation (for
-    noise-conditioned policies); `action="sample"` makes the decoder itself the policy."""
+    noise-conditioned policies); `action="sample"` makes the decoder itself the policy.
+    `vae`: config overrides of the VAE the env decodes with (e.g. `{"kl_weight": 0.25}`); the
+    judge's realism stays the default VAE's, so every run is judged alike."""
     from rollax.envs.latent import LatentEnv, one_hot_conditions, with_target
     from rollax.generative import ClassAndRealismReward, load_digit_judge, load_pretrained
 
-    vae, _ = load_pretrained("vae")
+    model, _ = load_pretrained("vae", **(vae or {}))
     classifier, _ = load_pretrained("classifier")
-    reward = ClassAndRealismReward(classifier, vae, class_weight, realism_weight, class_reward)
-    env = LatentEnv(vae.decoder, reward, vae.latent_dim, conditions=one_hot_conditions(10),
+    reward = ClassAndRealismReward(classifier, model, class_weight, realism_weight, class_reward)
+    env = LatentEnv(model.decoder, reward, model.latent_dim, conditions=one_hot_conditions(10),
                     horizon=horizon, action_bound=action_bound, reward_on=reward_on,
                     name="rollax/VAEDigit-v0", evaluator=load_digit_judge(), noise=noise,
                     action=action)
