@@ -1,11 +1,12 @@
 """Reward against diversity over the KL anchor's strength, for the generative experiments.
 
-Trains one experiment at several `agent.config.kl_coeff` values (all seeds in one vmapped run
-each), prints the judge's metrics on samples of the sampling policy (mean and worst seed) and
-draws the trade-off. The VAE's own ceiling, the diversity of its prior samples that the judge
-puts in each class, is printed too: no latent policy on that decoder can exceed it.
+Trains one experiment at several strengths of its KL anchor (`agent.config.kl_coeff` for PPO
+and REINFORCE, `agent.config.beta` for GRPO, RLOO and DPO; all seeds in one vmapped run each),
+prints the judge's metrics on samples of the sampling policy (mean and worst seed) and draws the
+trade-off. The diversity of the env's VAE's own prior samples, grouped by the judge's class, is
+printed too: what the untrained generator draws.
 
-    python benchmarks/generative_kl_tradeoff.py vae_ppo_diverse --kl 0 0.01 0.03 0.1 0.3
+    python benchmarks/generative_kl_tradeoff.py vae_ppo_diverse --kl 0 0.005 0.015 0.05 0.15
     python benchmarks/generative_kl_tradeoff.py gan_reinforce_diverse --kl 0 0.02 0.05 0.1 0.3
 """
 
@@ -29,7 +30,8 @@ SHOWN = ("sampled_mean_reward", "sampled_judge_success", "sampled_diversity",
          "sampled_class_entropy")
 
 
-def vae_ceiling(samples: int = 4000, per_class: int = 100) -> tuple[float, float]:
+def vae_ceiling(vae_config: dict, samples: int = 4000, per_class: int = 100
+                ) -> tuple[float, float]:
     """Mean and worst per-class diversity ratio of VAE prior samples grouped by the judge."""
     import jax
     import jax.numpy as jnp
@@ -37,7 +39,7 @@ def vae_ceiling(samples: int = 4000, per_class: int = 100) -> tuple[float, float
     from rollax.generative import load_digit_judge, load_pretrained
     from rollax.generative.judge import mean_pairwise_distance
 
-    vae, _ = load_pretrained("vae")
+    vae, _ = load_pretrained("vae", **vae_config)
     judge = load_digit_judge()
     images = vae.decoder(jax.random.normal(jax.random.key(0), (samples, vae.latent_dim)))
     classes = np.asarray(judge.judge(images).argmax(-1))
@@ -59,31 +61,33 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
+    path = ROOT / "experiments" / f"{args.experiment}.toml"
+    anchor = load_experiment(path).agent.config
+    key = "kl_coeff" if hasattr(anchor, "kl_coeff") else "beta"
     with tempfile.TemporaryDirectory() as root:
         for kl in args.kl:
             sets = [f"logging.root='{root}'", "logging.checkpoint=false", "logging.plot=false",
-                    f"agent.config.kl_coeff={kl}"]
+                    f"agent.config.{key}={kl}"]
             if args.total_steps:
                 sets.append(f"budget.total_steps={args.total_steps}")
-            experiment = load_experiment(ROOT / "experiments" / f"{args.experiment}.toml",
-                                         seeds=args.seeds, overrides=sets)
+            experiment = load_experiment(path, seeds=args.seeds, overrides=sets)
             result = train(experiment, progress=False)
             metrics = {k: np.asarray(v) for k, v in result.eval_metrics.items()}
             rows.append((kl, metrics))
             cells = "  ".join(f"{name.removeprefix('sampled_')} {metrics[name].mean():.3f} "
                               f"(worst {metrics[name].min():.3f})"
                               for name in SHOWN if name in metrics)
-            print(f"kl_coeff {kl:<6g} {cells}", flush=True)
+            print(f"{key} {kl:<6g} {cells}", flush=True)
     if args.experiment.startswith("vae"):
-        mean, worst = vae_ceiling()
-        print(f"VAE ceiling (its prior samples grouped by the judge): diversity {mean:.3f}, "
+        mean, worst = vae_ceiling(dict(experiment.env.params.get("vae", {})))
+        print(f"the VAE's prior samples grouped by the judge: diversity {mean:.3f}, "
               f"worst class {worst:.3f}")
     if args.figure:
-        _draw(args.experiment, rows, args.figure)
+        _draw(args.experiment, key, rows, args.figure)
         print(f"wrote {args.figure}")
 
 
-def _draw(experiment: str, rows: list, path: Path) -> None:
+def _draw(experiment: str, key: str, rows: list, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,10 +99,10 @@ def _draw(experiment: str, rows: list, path: Path) -> None:
     ys = [metrics[y_name].mean() for _, metrics in rows]
     axis.plot(xs, ys, "o-")
     for (kl, _), x, y in zip(rows, xs, ys):
-        axis.annotate(f"kl {kl:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.annotate(f"{kl:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axis.set_xlabel(x_name.replace("sampled_", "") + " (sampling policy)")
     axis.set_ylabel(y_name.replace("sampled_", "") + " (sampling policy)")
-    axis.set_title(f"{experiment}: KL anchor trade-off")
+    axis.set_title(f"{experiment}: KL anchor trade-off (points: {key})", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
