@@ -44,17 +44,23 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class GANConfig:
-    """GAN with the non-saturating generator loss and a standard-normal latent."""
+    """GAN with the non-saturating generator loss and a standard-normal latent.
+
+    `discriminator_epochs` > 0 trains the discriminator on afterwards against the frozen
+    generator, as discriminator rejection sampling does (Azadi et al., 2019): its logit then
+    estimates log p_data(x) / p_generator(x), a reward that rises only as samples look real."""
 
     latent_dim: int = 8
     hidden_dim: int = 256
     epochs: int = 600
     batch_size: int = 64
     learning_rate: float = 5e-4
+    discriminator_epochs: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check_positive(self, ("latent_dim", "hidden_dim", "epochs", "batch_size", "learning_rate"))
+        check_int("GANConfig.discriminator_epochs", self.discriminator_epochs, 0)
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,7 @@ def train_gan(split: DigitsSplit, config: GANConfig) -> GAN:
     images = jnp.asarray(split.train_images)
 
     def disc_loss(disc_params, real, fake):
-        disc = nnx.merge(disc_def, disc_params)
-        return (optax.sigmoid_binary_cross_entropy(disc(real), jnp.ones(real.shape[0])).mean()
-                + optax.sigmoid_binary_cross_entropy(disc(fake), jnp.zeros(fake.shape[0])).mean())
+        return discriminator_loss(nnx.merge(disc_def, disc_params), real, fake)
 
     def gen_loss(gen_params, disc_params, latents):
         fake = nnx.merge(gen_def, gen_params)(latents)
@@ -154,6 +152,27 @@ def train_gan(split: DigitsSplit, config: GANConfig) -> GAN:
     nnx.update(model.generator, gen_params)
     nnx.update(model.discriminator, disc_params)
     return model
+
+
+def discriminator_loss(discriminator: nnx.Module, real: jax.Array, fake: jax.Array) -> jax.Array:
+    """Binary cross-entropy of real images as 1 and generated ones as 0."""
+    return (optax.sigmoid_binary_cross_entropy(discriminator(real), jnp.ones(real.shape[0])).mean()
+            + optax.sigmoid_binary_cross_entropy(discriminator(fake), jnp.zeros(fake.shape[0])).mean())
+
+
+def refit_discriminator(model: GAN, images: np.ndarray, config: GANConfig) -> None:
+    """Train the discriminator alone for `config.discriminator_epochs` against the frozen
+    generator's samples, so that it tells them from real digits as well as it can."""
+    gen_def, gen_params = nnx.split(model.generator)
+
+    def loss(discriminator, batch, key):
+        (real,) = batch
+        fake = nnx.merge(gen_def, gen_params)(jax.random.normal(key, (real.shape[0], config.latent_dim)))
+        return discriminator_loss(discriminator, real, fake)
+
+    fit(model.discriminator, loss, (images,), epochs=config.discriminator_epochs,
+        batch_size=config.batch_size, learning_rate=config.learning_rate,
+        key=jax.random.key(config.seed + 2))
 
 
 def classifier_report(model: Classifier, split: DigitsSplit) -> dict[str, float]:
