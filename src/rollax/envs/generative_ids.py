@@ -66,16 +66,17 @@ def make_vae_reconstruct(
 
 def make_gan_discriminator(
     *, horizon: int = 1, action_bound: float = 3.0, reward_on: str = "final", kind: str = "logit",
-    noise: bool = False, action: str = "latent",
+    noise: bool = False, action: str = "latent", gan: dict | None = None,
 ) -> tuple[LatentEnv, LatentEnvParams]:
     """`rollax/GANDiscriminator-v0`: act with a generator latent; reward = discriminator logit
     (`kind="logit"`) or log D(x) (`kind="log_prob"`). Unconditioned. Evaluation adds the judge's
     confident share, the VAE realism, which the discriminator reward does not see, and the
-    samples' diversity and class coverage. `noise`/`action` as for `rollax/VAEDigit-v0`."""
+    samples' diversity and class coverage. `noise`/`action` as for `rollax/VAEDigit-v0`;
+    `gan`: config overrides of the GAN (e.g. `{"discriminator_epochs": 50}`)."""
     from rollax.envs.latent import LatentEnv
     from rollax.generative import DiscriminatorReward, load_digit_judge, load_pretrained
 
-    gan, _ = load_pretrained("gan")
+    gan, _ = load_pretrained("gan", **(gan or {}))
     env = LatentEnv(gan.generator, DiscriminatorReward(gan.discriminator, kind), gan.latent_dim,
                     horizon=horizon, action_bound=action_bound, reward_on=reward_on,
                     name="rollax/GANDiscriminator-v0", evaluator=load_digit_judge(), noise=noise,
