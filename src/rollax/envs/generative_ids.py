@@ -32,7 +32,7 @@ def make_vae_digit(
     Evaluation: an independent judge's success rate, the realism against real digits, and the
     samples' diversity. `noise=True` adds a prior noise sample to the observation (for
     noise-conditioned policies); `action="sample"` makes the decoder itself the policy.
-    `vae`: config overrides of the VAE the env decodes with (e.g. `{"kl_weight": 0.25}`); the
+    `vae`: config overrides of the VAE the env decodes with (e.g. `{"kl_weight": 0.1}`); the
     judge's realism stays the default VAE's, so every run is judged alike."""
     from rollax.envs.latent import LatentEnv, one_hot_conditions, with_target
     from rollax.generative import ClassAndRealismReward, load_digit_judge, load_pretrained

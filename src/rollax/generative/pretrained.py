@@ -115,7 +115,7 @@ def _train(name: str, config: Any) -> tuple[nnx.Module, dict[str, Any]]:
     if name == "vae":
         model = training.train_vae(split, config)
         return model, training.vae_report(model, split)
-    if config.discriminator_epochs:  # the finished GAN (cached once for every refit), refit
+    if config.discriminator_epochs:  # the finished GAN, trained and cached once for every refit
         model, _ = load_pretrained("gan", **(dataclasses.asdict(config) | {"discriminator_epochs": 0}))
         training.refit_discriminator(model, split.train_images, config)
     else:
