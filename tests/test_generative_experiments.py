@@ -126,6 +126,10 @@ def test_digit_env_decodes_with_the_vae_it_is_given(shared_cache, digit_env):
                  standard_params.evaluator_state)
     with pytest.raises(ValueError, match="latent_size"):
         rollax.envs.make("rollax/VAEDigit-v0", vae={"latent_size": 4})
+    with pytest.raises(ValueError, match="vae must be a table"):
+        rollax.envs.make("rollax/VAEDigit-v0", vae=0.1)
+    with pytest.raises(ValueError, match="gan must be a table"):
+        rollax.envs.make("rollax/GANDiscriminator-v0", gan=20)
 
 
 def _load(name: str, seeds: int, tmp_path: Path, *sets: str):

@@ -4,7 +4,8 @@ factory is called through `rollax.make`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from rollax.envs.registry import register
 
@@ -37,7 +38,7 @@ def make_vae_digit(
     from rollax.envs.latent import LatentEnv, one_hot_conditions, with_target
     from rollax.generative import ClassAndRealismReward, load_digit_judge, load_pretrained
 
-    model, _ = load_pretrained("vae", **(vae or {}))
+    model, _ = load_pretrained("vae", **_overrides("vae", vae))
     classifier, _ = load_pretrained("classifier")
     reward = ClassAndRealismReward(classifier, model, class_weight, realism_weight, class_reward)
     env = LatentEnv(model.decoder, reward, model.latent_dim, conditions=one_hot_conditions(10),
@@ -76,12 +77,22 @@ def make_gan_discriminator(
     from rollax.envs.latent import LatentEnv
     from rollax.generative import DiscriminatorReward, load_digit_judge, load_pretrained
 
-    gan, _ = load_pretrained("gan", **(gan or {}))
+    gan, _ = load_pretrained("gan", **_overrides("gan", gan))
     env = LatentEnv(gan.generator, DiscriminatorReward(gan.discriminator, kind), gan.latent_dim,
                     horizon=horizon, action_bound=action_bound, reward_on=reward_on,
                     name="rollax/GANDiscriminator-v0", evaluator=load_digit_judge(), noise=noise,
                     action=action)
     return env, env.default_params
+
+
+def _overrides(name: str, overrides: Any) -> Mapping:
+    """The config overrides an env param names its model by (None: the default model)."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"{name} must be a table of {name} config overrides, e.g. "
+                         f"{name}={{...}} in Python or [params.{name}] in TOML; got {overrides!r}")
+    return overrides
 
 
 register("rollax/VAEDigit-v0", make_vae_digit)
