@@ -4,10 +4,12 @@ Trains one experiment at several strengths of its KL anchor (`agent.config.kl_co
 and REINFORCE, `agent.config.beta` for GRPO, RLOO and DPO; all seeds in one vmapped run each),
 prints the judge's metrics on samples of the sampling policy (mean and worst seed) and draws the
 trade-off. The diversity of the env's VAE's own prior samples, grouped by the judge's class, is
-printed too: what the untrained generator draws.
+printed too: what the untrained generator draws; for the GAN, the mean logit of held-out real
+digits under the env's discriminator: samples scoring above it have found its blind spots.
 
     python benchmarks/generative_kl_tradeoff.py vae_ppo_diverse --kl 0 0.005 0.015 0.05 0.15
     python benchmarks/generative_kl_tradeoff.py gan_reinforce_diverse --kl 0 0.02 0.05 0.1 0.3
+    python benchmarks/generative_kl_tradeoff.py gan_reinforce_generator --kl 0 0.02 0.05 0.1 0.2
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def vae_ceiling(vae_config: dict, samples: int = 4000, per_class: int = 100
     return float(np.mean(ratios)), float(np.min(ratios))
 
 
+def real_digit_logit(gan_config: dict) -> float:
+    """Mean discriminator logit of the held-out real digits."""
+    import jax.numpy as jnp
+
+    from rollax.generative import load_digits_split, load_pretrained
+
+    gan, _ = load_pretrained("gan", **gan_config)
+    return float(np.mean(gan.discriminator(jnp.asarray(load_digits_split().test_images))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="a shipped experiment, e.g. vae_ppo_diverse")
@@ -78,16 +90,20 @@ def main() -> None:
                               f"(worst {metrics[name].min():.3f})"
                               for name in SHOWN if name in metrics)
             print(f"{key} {kl:<6g} {cells}", flush=True)
+    real_logit = None
     if args.experiment.startswith("vae"):
         mean, worst = vae_ceiling(dict(experiment.env.params.get("vae", {})))
         print(f"the VAE's prior samples grouped by the judge: diversity {mean:.3f}, "
               f"worst class {worst:.3f}")
+    else:
+        real_logit = real_digit_logit(dict(experiment.env.params.get("gan", {})))
+        print(f"held-out real digits' mean discriminator logit: {real_logit:.3f}")
     if args.figure:
-        _draw(args.experiment, key, rows, args.figure)
+        _draw(args.experiment, key, rows, args.figure, real_logit)
         print(f"wrote {args.figure}")
 
 
-def _draw(experiment: str, key: str, rows: list, path: Path) -> None:
+def _draw(experiment: str, key: str, rows: list, path: Path, real_logit: float | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,6 +116,10 @@ def _draw(experiment: str, key: str, rows: list, path: Path) -> None:
     axis.plot(xs, ys, "o-")
     for (kl, _), x, y in zip(rows, xs, ys):
         axis.annotate(f"{kl:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if real_logit is not None:  # the GAN: class entropy from 0 to uniform, real digits' score
+        axis.axhline(real_logit, color="gray", linestyle="--", label="held-out real digits")
+        axis.set_xlim(0.0, np.log(10) + 0.05)
+        axis.legend(fontsize=8, loc="lower left")
     axis.set_xlabel(x_name.replace("sampled_", "") + " (sampling policy)")
     axis.set_ylabel(y_name.replace("sampled_", "") + " (sampling policy)")
     axis.set_title(f"{experiment}: KL anchor trade-off (points: {key})", fontsize=10)
