@@ -86,6 +86,7 @@ INVALID = [
     (DPOConfig, "beta", -0.1),
     (DPOConfig, "label_smoothing", 0.51),
     (DPOConfig, "label_smoothing", -0.1),
+    (DPOConfig, "preference_temperature", -0.1),
     (DPOConfig, "loss_type", "kto"),
     (DPOConfig, "simpo_gamma", -0.5),
     (DPOConfig, "max_grad_norm", 0.0),
@@ -112,6 +113,11 @@ def test_boundary_values_are_accepted(config_class, changes):
     config = config_class(**changes)
     for name, value in changes.items():
         assert getattr(config, name) == value
+
+
+def test_soft_preferences_need_the_sigmoid_loss():
+    with pytest.raises(ValueError, match="preference_temperature.*'ipo'"):
+        DPOConfig(preference_temperature=0.1, loss_type="ipo")
 
 
 def test_unknown_field_is_a_type_error():

@@ -236,15 +236,13 @@ def test_anchored_noise_policy_stays_a_generator(shared_cache, tmp_path, name):
 
 @pytest.mark.slow
 def test_anchored_dpo_policy_stays_diverse(shared_cache, tmp_path):
-    """`vae_dpo_diverse` on 5 seeds: the mean over seeds meets the targets of the other
-    algorithms, the worst seed misses them narrowly (measured: success 0.925-0.97, diversity
-    0.695-0.747, realistic 0.945-0.99): DPO keeps moving away from its reference as it trains."""
+    """`vae_dpo_diverse` meets the other algorithms' targets on every one of 5 seeds (measured:
+    success 0.97-0.98, diversity 0.768-0.809, realistic 0.95-0.99) thanks to its soft labels:
+    with hard ones the same run collapses (diversity 0.11, realistic 0.61)."""
     before, after, _ = _before_and_after("vae_dpo_diverse", tmp_path)
     assert np.all(before["sampled_judge_success"] <= 0.2)
-    assert after["sampled_judge_success"].mean() >= 0.95
-    assert after["sampled_diversity"].mean() >= 0.7
-    assert np.all(after["sampled_judge_success"] >= 0.9)
-    assert np.all(after["sampled_diversity"] >= 0.67)
+    assert np.all(after["sampled_judge_success"] >= 0.95)
+    assert np.all(after["sampled_diversity"] >= 0.7)
     assert np.all(after["sampled_realistic"] >= 0.9)
 
 

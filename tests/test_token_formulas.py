@@ -206,6 +206,30 @@ def test_dpo_over_ragged_pairs_skips_the_tied_ones(model, batch, loss_type):
     assert float(metrics["reward_margin"]) == pytest.approx(0.5 * (ratios["chosen"] - ratios["rejected"])[0], rel=1e-4)
 
 
+def test_dpo_soft_preferences_follow_bradley_terry(model, batch):
+    """With `preference_temperature` T the loop's pairs carry p = 1 / (1 + exp(-gap / T)) and
+    the loss is the cross-entropy -p log s(beta h) - (1 - p) log s(-beta h) (Rafailov et al.,
+    eq. 7, with soft targets)."""
+    ref = jnp.asarray(batch["ref"])
+    rewards = np.array([0.2, 0.9, 0.7, 0.4], np.float32)
+    samples = GroupSamples(jnp.asarray(batch["observations"]), jnp.asarray(batch["actions"]),
+                           jnp.asarray(batch["old"]), jnp.asarray(rewards), 2,
+                           lambda observations, actions: ref[jnp.argmax(
+                               (jnp.asarray(batch["observations"])[None] == observations[:, None]).all(-1), 1)],
+                           jnp.asarray(batch["mask"]))
+    config = DPOConfig(beta=0.5, preference_temperature=0.25)
+    pairs = jax.device_get(group_batch(samples, config))
+    gaps = np.array([0.9 - 0.2, 0.7 - 0.4])
+    np.testing.assert_allclose(pairs["preference"], 1 / (1 + np.exp(-gaps / 0.25)), rtol=1e-6)
+    metrics = trainer(DPOTrainer, model, config).train_step(pairs)
+    sequence = np.where(batch["mask"], batch["current"], 0.0).sum(1)
+    h = (sequence[[1, 2]] - pairs["ref_chosen_log_probs"]) - (sequence[[0, 3]] - pairs["ref_rejected_log_probs"])
+    p = pairs["preference"]
+    log_sigmoid = lambda x: -np.log1p(np.exp(-x))
+    want = np.mean(-p * log_sigmoid(0.5 * h) - (1 - p) * log_sigmoid(-0.5 * h))
+    assert float(metrics["dpo_loss"]) == pytest.approx(want, rel=1e-4)
+
+
 def test_dpo_group_batch_pairs_best_with_worst_and_flags_ties(batch):
     """Per prompt (G = 2 here), the higher reward is chosen; a prompt whose completions score
     the same gives no preference; reference log-probs are summed over each side's mask."""

@@ -165,11 +165,20 @@ class DPOConfig(_Config):
     loss_type: str = "sigmoid"  # sigmoid | ipo | hinge
     simpo_gamma: float = 0.0  # SimPO target margin (reference-free mode)
     length_normalize: bool = True  # SimPO averages token log-probs (reference-free mode)
+    # > 0: the loop's pairs carry Bradley-Terry soft labels, p(chosen preferred) =
+    # sigmoid(reward gap / T); DPO's optimum is then finite, pi ~ pi_ref exp(r / (beta T)),
+    # where hard labels (0) keep pushing towards one best sample
+    preference_temperature: float = 0.0
     max_grad_norm: float | None = None
 
     def _check_values(self):
         _check_range(self, "beta", 0.0, INF, low_open=True)
         _check_range(self, "label_smoothing", 0.0, 0.5)
+        _check_range(self, "preference_temperature", 0.0, INF)
         _check_choice(self, "loss_type", ("sigmoid", "ipo", "hinge"))
+        if self.preference_temperature > 0 and self.loss_type != "sigmoid":
+            raise ValueError(f"preference_temperature={self.preference_temperature} gives soft "
+                             f"labels, which only loss_type='sigmoid' takes (got "
+                             f"{self.loss_type!r})")
         _check_range(self, "simpo_gamma", 0.0, INF)
         _check_optional_positive(self, "max_grad_norm")

@@ -5,7 +5,9 @@ inputs (`chosen_observations`, `chosen_actions`, `rejected_...`, optional `..._m
 models) plus `ref_chosen_log_probs`/`ref_rejected_log_probs`, or the trainer is given a
 frozen `reference_model` that computes them. An optional boolean `pair_mask` `[B]` keeps the
 pairs that carry a preference: the loss and metrics average over those alone, and
-`tied_pairs` reports the share left out (the loop's pairs of equally rewarded samples).
+`tied_pairs` reports the share left out (the loop's pairs of equally rewarded samples). An
+optional `preference` `[B]` is each pair's probability that the chosen side is preferred (a
+soft label in place of `1 - label_smoothing`).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def loss_fn(model, batch: dict, config: DPOConfig, static: dict):
     else:
         logratios = {side: logps[side] - batch[f"ref_{side}_log_probs"] for side in SIDES}
         margin = 0.0
+    smoothing = 1.0 - batch["preference"] if "preference" in batch else config.label_smoothing
     losses = compute_dpo_loss(logratios["chosen"], logratios["rejected"], config.beta,
-                              config.label_smoothing, config.loss_type, margin)
+                              smoothing, config.loss_type, margin)
     chosen_reward = config.beta * jax.lax.stop_gradient(logratios["chosen"])
     rejected_reward = config.beta * jax.lax.stop_gradient(logratios["rejected"])
     pairs = batch.get("pair_mask")  # the pairs that carry a preference (all without it)
@@ -78,13 +81,17 @@ def update(graphdef, state: TrainState, batch, key, config: DPOConfig, static=No
 
 def group_batch(samples: GroupSamples, config: DPOConfig) -> dict:
     """The loop's DPO batch: per prompt, its best generation (chosen) and worst (rejected);
-    `pair_mask` drops the prompts whose generations all scored the same (no preference)."""
+    `pair_mask` drops the prompts whose generations all scored the same (no preference), and
+    with `preference_temperature` T the chosen side wins with probability sigmoid(gap / T)."""
     size = samples.group_size
     prompts = samples.rewards.shape[0] // size
     grouped = samples.rewards.reshape(prompts, size)
     first = jnp.arange(prompts) * size
     pairs = {"chosen": first + jnp.argmax(grouped, 1), "rejected": first + jnp.argmin(grouped, 1)}
     batch = {"pair_mask": ~tied_groups(samples.rewards, size)}
+    if config.preference_temperature > 0:
+        gap = grouped.max(1) - grouped.min(1)
+        batch["preference"] = jax.nn.sigmoid(gap / config.preference_temperature)
     for side, index in pairs.items():
         observations, actions = samples.observations[index], samples.actions[index]
         batch[f"{side}_observations"], batch[f"{side}_actions"] = observations, actions
@@ -122,8 +129,9 @@ class DPOTrainer(Trainer):
         needs_refs = not self.config.reference_free and reference_model is None
         self.batch_spec = BatchSpec(
             required=INPUTS + (REFS if needs_refs else ()),
-            optional=("chosen_mask", "rejected_mask", "pair_mask") + REFS,
-            leading_key="chosen_actions", batch_ndim=1, shapes=dict.fromkeys((*REFS, "pair_mask"), STEP),
+            optional=("chosen_mask", "rejected_mask", "pair_mask", "preference") + REFS,
+            leading_key="chosen_actions", batch_ndim=1,
+            shapes=dict.fromkeys((*REFS, "pair_mask", "preference"), STEP),
             policies=tuple(PolicyKeys(f"{side}_observations", f"{side}_actions", f"{side}_mask")
                            for side in SIDES))
 
