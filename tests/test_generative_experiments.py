@@ -161,10 +161,11 @@ def test_experiment_smoke(shared_cache, tmp_path, name):
 
 @pytest.mark.parametrize("name, kind", [
     ("vae_ppo", "generator"), ("vae_grpo", "generator"), ("vae_rloo", "generator"),
-    ("vae_dpo", "generator"), ("gan_reinforce", "generator")])
+    ("vae_dpo", "generator")])
 def test_generative_policies_train_with_every_algorithm(shared_cache, tmp_path, name, kind):
-    """Each trainer updates the generator itself (the `_diverse` experiments' smoke runs cover
-    the noise-conditioned latent policy): two updates, finite losses and metrics."""
+    """Each trainer updates the generator itself (the smoke runs cover REINFORCE's, in
+    `gan_reinforce_generator`, and the noise-conditioned latent policy, in the `_diverse`
+    experiments): two updates, finite losses and metrics."""
     action = "sample" if kind == "generator" else "latent"
     experiment = _load(name, 1, tmp_path, "budget.num_envs=16", "budget.total_steps=32",
                        "budget.group_size=4", "eval.episodes=8", "agent.network.hidden_sizes=[8]",
