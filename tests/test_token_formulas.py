@@ -206,17 +206,21 @@ def test_dpo_over_ragged_pairs_skips_the_tied_ones(model, batch, loss_type):
     assert float(metrics["reward_margin"]) == pytest.approx(0.5 * (ratios["chosen"] - ratios["rejected"])[0], rel=1e-4)
 
 
+def _group_samples(batch, rewards) -> GroupSamples:
+    """The batch's four completions as two prompts x 2, scored `rewards`; the reference scorer
+    looks each completion's reference log-probs up by its observation."""
+    observations, ref = jnp.asarray(batch["observations"]), jnp.asarray(batch["ref"])
+    return GroupSamples(observations, jnp.asarray(batch["actions"]), jnp.asarray(batch["old"]),
+                        jnp.asarray(rewards, jnp.float32), 2,
+                        lambda obs, actions: ref[jnp.argmax((observations[None] == obs[:, None]).all(-1), 1)],
+                        jnp.asarray(batch["mask"]))
+
+
 def test_dpo_soft_preferences_follow_bradley_terry(model, batch):
     """With `preference_temperature` T the loop's pairs carry p = 1 / (1 + exp(-gap / T)) and
     the loss is the cross-entropy -p log s(beta h) - (1 - p) log s(-beta h) (Rafailov et al.,
     eq. 7, with soft targets)."""
-    ref = jnp.asarray(batch["ref"])
-    rewards = np.array([0.2, 0.9, 0.7, 0.4], np.float32)
-    samples = GroupSamples(jnp.asarray(batch["observations"]), jnp.asarray(batch["actions"]),
-                           jnp.asarray(batch["old"]), jnp.asarray(rewards), 2,
-                           lambda observations, actions: ref[jnp.argmax(
-                               (jnp.asarray(batch["observations"])[None] == observations[:, None]).all(-1), 1)],
-                           jnp.asarray(batch["mask"]))
+    samples = _group_samples(batch, [0.2, 0.9, 0.7, 0.4])
     config = DPOConfig(beta=0.5, preference_temperature=0.25)
     pairs = jax.device_get(group_batch(samples, config))
     gaps = np.array([0.9 - 0.2, 0.7 - 0.4])
@@ -233,12 +237,7 @@ def test_dpo_soft_preferences_follow_bradley_terry(model, batch):
 def test_dpo_group_batch_pairs_best_with_worst_and_flags_ties(batch):
     """Per prompt (G = 2 here), the higher reward is chosen; a prompt whose completions score
     the same gives no preference; reference log-probs are summed over each side's mask."""
-    ref = jnp.asarray(batch["ref"])
-    samples = GroupSamples(jnp.asarray(batch["observations"]), jnp.asarray(batch["actions"]),
-                           jnp.asarray(batch["old"]), jnp.asarray([0.0, 1.0, 0.5, 0.5]), 2,
-                           lambda observations, actions: ref[jnp.argmax(
-                               (jnp.asarray(batch["observations"])[None] == observations[:, None]).all(-1), 1)],
-                           jnp.asarray(batch["mask"]))
+    samples = _group_samples(batch, [0.0, 1.0, 0.5, 0.5])
     pairs = jax.device_get(group_batch(samples, DPOConfig()))
     assert pairs["pair_mask"].tolist() == [True, False]
     np.testing.assert_array_equal(pairs["chosen_actions"][0], batch["actions"][1])
