@@ -25,8 +25,11 @@ enable_compilation_cache()
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory):
-    """One pretrained-model cache dir per test session, so each generative model trains once."""
-    path = tmp_path_factory.getbasetemp() / "rollax_models"
+    """One pretrained-model cache dir per test session, so each generative model trains once:
+    under pytest-xdist the workers share it (their base dirs are siblings), and the cache's lock
+    lets the first worker that needs a model train it while the others wait."""
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "rollax_models"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ROLLAX_CACHE_DIR", str(path))
         yield path

@@ -45,3 +45,36 @@ def test_compilation_cache_goes_to_root_jax_unless_opted_out(tmp_path, monkeypat
         assert updates == {"jax_compilation_cache_dir": str(tmp_path / "jax"),
                            "jax_persistent_cache_min_compile_time_secs": 0.2,
                            "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
+TRAIN_ONCE = """
+import sys, time
+from pathlib import Path
+from flax import nnx
+from rollax.generative.pretrained import cached_or_trained
+
+path, log = Path(sys.argv[1]), Path(sys.argv[2])
+build = lambda: nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+def train():
+    with open(log, "a") as file:
+        file.write("trained\\n")
+    time.sleep(3.0)  # long enough for the other process to ask while this one trains
+    return build(), {}
+print(cached_or_trained(path, build, train, "a toy model")[1]["source"])
+"""
+
+
+def test_runs_started_together_train_a_missing_model_once(tmp_path):
+    """The second process waits on the cache's lock, then reads what the first trained."""
+    import os
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", TRAIN_ONCE, str(tmp_path / "toy.npz"), str(tmp_path / "log")]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    children = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+    outputs = [child.communicate(timeout=120) for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    assert sorted(out.strip() for out, _ in outputs) == ["cache", "trained"]
+    assert (tmp_path / "log").read_text() == "trained\n"

@@ -8,6 +8,7 @@ to load (we then warn and retrain) instead of loading garbage.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -75,27 +76,61 @@ def cached_or_trained(path: Path, build: Callable[[], nnx.Module],
                       force: bool = False) -> tuple[nnx.Module, dict[str, Any]]:
     """`(model, report)`: `build()` filled from the cache file `path`, or (missing, unreadable
     or `force`) `train()`'s model, then written there. The report gains `source` ("cache" or
-    "trained"), `path` and, when trained, `train_seconds`."""
-    if path.exists() and not force:
-        model = build()
-        try:
-            report = read_weights(path, model)
-        except Exception as error:  # noqa: BLE001  (any unreadable file is rebuilt)
-            warnings.warn(
-                f"cached {what} weights at {path} are unreadable ({type(error).__name__}: "
-                f"{error}); retraining", stacklevel=4,
-            )
-        else:
-            return model, {**report, "source": "cache", "path": str(path)}
-    # the first run of a preset that needs the model waits here (seconds to a minute): say why
-    print(f"pretraining {what} (first use; cached afterwards in {path.parent})...",
-          file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    model, report = train()
-    report["train_seconds"] = round(time.perf_counter() - start, 2)
-    print(f"pretrained {what} in {report['train_seconds']:.1f} s", file=sys.stderr, flush=True)
-    write_weights(path, model, report)
+    "trained"), `path` and, when trained, `train_seconds`.
+
+    Training holds a lock file beside `path`: runs started together train a missing model once,
+    and the others wait for it, then read it."""
+    cached = None if force else _read_cached(path, build, what)
+    if cached is not None:
+        return cached
+    with _training_lock(path, what):
+        cached = None if force else _read_cached(path, build, what)  # another run trained it
+        if cached is not None:
+            return cached
+        # the first run of a preset that needs the model waits here (seconds to a minute): say why
+        print(f"pretraining {what} (first use; cached afterwards in {path.parent})...",
+              file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        model, report = train()
+        report["train_seconds"] = round(time.perf_counter() - start, 2)
+        print(f"pretrained {what} in {report['train_seconds']:.1f} s", file=sys.stderr, flush=True)
+        write_weights(path, model, report)
     return model, {**report, "source": "trained", "path": str(path)}
+
+
+def _read_cached(path: Path, build: Callable[[], nnx.Module], what: str
+                 ) -> tuple[nnx.Module, dict[str, Any]] | None:
+    """The cached model and its report, or None when the file is missing or unreadable."""
+    if not path.exists():
+        return None
+    model = build()
+    try:
+        report = read_weights(path, model)
+    except Exception as error:  # noqa: BLE001  (any unreadable file is rebuilt)
+        warnings.warn(
+            f"cached {what} weights at {path} are unreadable ({type(error).__name__}: "
+            f"{error}); retraining", stacklevel=5,
+        )
+        return None
+    return model, {**report, "source": "cache", "path": str(path)}
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path, what: str):
+    """An exclusive `flock` on `<path>.lock` (POSIX; where there is no `fcntl`, no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"{path.name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process pretraining {what}...", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _build(name: str, config: Any) -> nnx.Module:
