@@ -82,8 +82,7 @@ def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: 
                                               sweep=runs.sweep)
         hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])
         hooks.on_train_begin(run)
-        run_chunk = chunk_job.result()
-        eval_job.result()  # a chunk run while the evaluation compiled hung XLA:CPU in some runs
+        run_chunk = chunk_job.result()  # the evaluation compiles on while the first chunks train
         compile_seconds = time.perf_counter() - compile_start  # what training waited for
         say(f"compiled in {compile_seconds:.1f} s; training")
         with graceful_shutdown() as shutdown:
