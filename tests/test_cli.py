@@ -155,3 +155,15 @@ def test_sigint_flushes_logs_checkpoints_exits_130_and_resumes(tmp_path):
     loss_steps = [r["step"] for r in records if "train/loss" in r]
     assert loss_steps == list(range(200, target + 1, 200))
     assert json.loads((run_dir / "results.json").read_text())["env_steps"] == target
+    assert (run_dir / "learning_curves.png").stat().st_size > 0  # written before the fast exit
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), (["train", "--bogus"], 2),
+                                            (["train", "no_such_experiment"], 2)])
+def test_the_command_exits_with_mains_status(argv, code):
+    """`python -m rollax` (and the `rollax` script) end with `os._exit` after the exit
+    handlers: the status is still main's, argparse's included."""
+    done = subprocess.run([sys.executable, "-m", "rollax", *argv], capture_output=True,
+                          text=True, check=False, timeout=120, cwd=ROOT, env=_subprocess_env())
+    assert done.returncode == code, done.stderr
+    assert (done.stdout if code == 0 else done.stderr).strip()  # what it said reached the pipe

@@ -1,5 +1,5 @@
 """`python -m rollax` runs the CLI."""
 
-from rollax.cli import main
+from rollax.cli import entry_point
 
-raise SystemExit(main())
+entry_point()
