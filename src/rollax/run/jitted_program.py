@@ -95,22 +95,25 @@ class JittedProgram:
         return jax.eval_shape(self._init, np.asarray(seeds), _numbers(hparams))
 
     def compile(self, seeds: list[int], hparams: dict[str, np.ndarray] | None = None
-                ) -> tuple[tuple[Future, Future], float]:
-        """Trace the chunk and the evaluation here, compile them in a background thread.
+                ) -> tuple[Future, float]:
+        """Trace the chunk here and compile it in a background thread; the future and the
+        start time.
 
-        Tracing holds the GIL, so it runs first, on the caller's thread; XLA's compile releases
-        it, so the caller initialises while the chunk compiles and trains while the evaluation
-        compiles. Returns the two futures and the start time.
+        Tracing holds the GIL, so it runs on the caller's thread; XLA's compile releases it,
+        so the caller initialises while the chunk compiles. The evaluation is compiled after
+        the initialisation (`compile_evaluation`), so that the two programs the first chunk
+        needs have the cores to themselves, and the evaluation compiles while training runs.
         """
         start = time.perf_counter()
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollax-compile")
-        abstract = self.abstract_state(seeds, hparams)
-        chunk = self.run_chunk.lower(abstract)
-        chunk_job = pool.submit(chunk.compile)
-        evaluation = self._evaluate_jit.lower(abstract, jax.eval_shape(eval_keys, seeds, 0))
-        jobs = (chunk_job, pool.submit(lambda: self._placing_keys(evaluation.compile())))
-        pool.shutdown(wait=False)
-        return jobs, start
+        chunk = self.run_chunk.lower(self.abstract_state(seeds, hparams))
+        return _in_background(chunk.compile), start
+
+    def compile_evaluation(self, seeds: list[int], hparams: dict[str, np.ndarray] | None = None
+                           ) -> Future:
+        """Trace the evaluation here, compile it in a background thread."""
+        evaluation = self._evaluate_jit.lower(self.abstract_state(seeds, hparams),
+                                              jax.eval_shape(eval_keys, seeds, 0))
+        return _in_background(lambda: self._placing_keys(evaluation.compile()))
 
     def _placing_keys(self, compiled_evaluation):
         return lambda state, keys: compiled_evaluation(state, self.place(keys))
@@ -223,6 +226,14 @@ class JittedProgram:
     def _texts_one(self, seed_state: dict, key: jax.Array):
         return completion_samples(self.learner.model(seed_state["train"]), self.plan.env,
                                   self.plan.env_params, self.eval_prompts[:TEXT_SAMPLES], key)
+
+
+def _in_background(job) -> Future:
+    """`job()` on a thread of its own (XLA's compile releases the GIL)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollax-compile")
+    future = pool.submit(job)
+    pool.shutdown(wait=False)
+    return future
 
 
 def _numbers(hparams: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:

@@ -71,9 +71,10 @@ def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: 
     try:
         say(f"compiling the training and evaluation programs for {len(runs.seeds)} "
             f"{'run' if runs.sweep else 'seed'}(s)...")
-        (chunk_job, eval_job), compile_start = program.compile(runs.seeds, runs.hparams)
+        chunk_job, compile_start = program.compile(runs.seeds, runs.hparams)
         run = open_run(experiment, plan, program, resume, runs)
         run.state = program.init(run.seeds, runs.hparams)  # while the chunk compiles in the background
+        eval_job = program.compile_evaluation(runs.seeds, runs.hparams)  # compiles as training starts
         if resume is not None:
             run.state, run.iteration, run.resume_step = restore(Path(resume), run.state, run.episode_stats)
             run.state = program.place(run.state)
@@ -82,7 +83,7 @@ def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: 
                                               sweep=runs.sweep)
         hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])
         hooks.on_train_begin(run)
-        run_chunk = chunk_job.result()  # the evaluation compiles on while the first chunks train
+        run_chunk = chunk_job.result()
         compile_seconds = time.perf_counter() - compile_start  # what training waited for
         say(f"compiled in {compile_seconds:.1f} s; training")
         with graceful_shutdown() as shutdown:

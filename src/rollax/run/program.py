@@ -1,8 +1,9 @@
 """One entry point for the two kinds of run program.
 
 Both `JittedProgram` (jittable envs: the whole chunk compiled) and `HostProgram` (Gymnasium
-envs: host stepping, jitted update) offer `init(seeds)`, `compile(seeds)`, `run_chunk(state)`,
-`evaluate(state, keys)`, `metric_names(seeds)`, `render(state, keys)`, `sample_texts(state, keys)`, `place(tree)` (a restored state where the
+envs: host stepping, jitted update) offer `init(seeds)`, `compile(seeds)`,
+`compile_evaluation(seeds)`, `run_chunk(state)`, `evaluate(state, keys)`, `metric_names(seeds)`,
+`render(state, keys)`, `sample_texts(state, keys)`, `place(tree)` (a restored state where the
 programs want it) and `close()`; the loop drives either.
 """
 
