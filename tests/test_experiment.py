@@ -230,3 +230,17 @@ def test_a_checkpoint_of_the_earlier_state_format_is_named_incompatible(full_run
                     {"iteration": 2, "env_steps": 400, "episode_stats": []})
     with pytest.raises(ValueError, match="written by an earlier rollax"):
         train(experiment, progress=False, resume=tmp_path)
+
+
+def test_a_run_compiles_each_program_once(tmp_path, caplog):
+    """JAX logs "Compiling <name> with global shapes and types <avals>" for every program it
+    lowers (found in its compilation cache or not): none may appear twice in one run, with
+    evaluations, best checkpoints and the end's outputs."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+        train(tiny_experiment(tmp_path, "eval.every_steps=600"), progress=False)
+    compiled = [r.getMessage().split(". Argument mapping")[0] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")]
+    assert sum("jit(batched)" in line for line in compiled) == 2  # the chunk and the evaluation
+    assert len(compiled) == len(set(compiled)), sorted(compiled)

@@ -272,7 +272,9 @@ def model_params(state: dict, seed_index: int) -> nnx.State:
     (`state["train"].model_optimizer` = split `(model, optimizer)`, leading seed axis)."""
     model_state = state["train"].model_optimizer[0]
     params = nnx.filter_state(model_state, nnx.Param)
-    return jax.tree.map(lambda x: np.asarray(x[seed_index]), params)
+    # copied to the host first: indexing the device array would compile a slicing program
+    # per parameter shape
+    return jax.tree.map(lambda x: np.asarray(x)[seed_index], params)
 
 
 def truncate_metrics(path: Path, max_step: int) -> list[dict]:

@@ -31,4 +31,9 @@ def seed_by_seed(fn):
 
 def eval_keys(seeds: list[int] | jax.Array, index: int) -> jax.Array:
     """Evaluation keys `[S]`: a fixed function of each seed and the evaluation's index."""
-    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), index))(jnp.asarray(seeds))
+    return _eval_keys(jnp.asarray(seeds, jnp.int32), index)
+
+
+@jax.jit  # one program for every evaluation (run eagerly, it compiled three small ones)
+def _eval_keys(seeds: jax.Array, index: jax.Array) -> jax.Array:
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), index))(seeds)
