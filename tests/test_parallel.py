@@ -26,11 +26,14 @@ CARTPOLE = ["cartpole_ppo", "--seeds", "2", "--set", "budget.total_steps=512",
 TIMEOUT = 240  # seconds per process: a hang fails the test instead of stalling the suite
 
 
-def device_env(devices: int) -> dict:
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices)}
+def device_env(devices: int | None) -> dict:
+    """A CPU-only environment with `devices` host devices (None: JAX_NUM_CPU_DEVICES unset,
+    the run asks for its own)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(devices)}
+    return env if devices is not None else {k: v for k, v in env.items() if k != "JAX_NUM_CPU_DEVICES"}
 
 
-def rollax_train(root: Path, args: list[str], devices: int, *, process: tuple | None = None,
+def rollax_train(root: Path, args: list[str], devices: int | None, *, process: tuple | None = None,
                  timeout: int = 60, background: bool = False, expect_failure: bool = False):
     """`rollax train ARGS` in a fresh process that sees `devices` CPU devices, writing runs
     under `root` (process k of n, with coordinator address, when `process=(k, n, address)`);
@@ -117,14 +120,15 @@ def test_two_processes_train_as_one_device(one_device_cartpole, tmp_path):
 
 
 def test_sharded_run_resumes_as_it_would_have_run(one_device_cartpole, tmp_path):
-    """Stopped after its first iteration on 4 devices, resumed on 2: the same run."""
+    """Stopped after its first iteration on 4 devices, resumed on 2: the same run. The resumed
+    process is not told JAX_NUM_CPU_DEVICES: `--devices 2` splits the CPU itself."""
     script = ("import rollax; rollax.train(rollax.load_experiment('cartpole_ppo', seeds=2, overrides=["
               "'budget.total_steps=512', 'budget.iterations_per_chunk=1', 'eval.episodes=2', "
               f"'parallel.devices=4', 'logging.root={tmp_path}']), stop_at_step=256, progress=False)")
     finished(subprocess.Popen([sys.executable, "-c", script], env=device_env(4), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     (run,) = [p.parent for p in tmp_path.glob("*/*/checkpoints")]
-    rollax_train(tmp_path, ["--resume", str(run), "--devices", "2"], devices=2)
+    rollax_train(tmp_path, ["--resume", str(run), "--devices", "2"], devices=None)
     assert_same_run(run, one_device_cartpole)
 
 

@@ -26,6 +26,7 @@ from rollax.logging.shutdown import graceful_shutdown
 from rollax.run.callbacks import default_callbacks
 from rollax.run.context import RunContext, Runs, open_run
 from rollax.run.experiment import Experiment
+from rollax.run.parallel import split_the_cpu
 from rollax.run.program import make_program
 from rollax.run.result import TrainResult
 from rollax.run.resume import resumed_experiment
@@ -50,13 +51,15 @@ def train(
     `stop_at_step` ends early (after the chunk reaching that env step) with a checkpoint, as a
     signal would, for later resuming.
     """
+    if experiment is not None:  # before the checkpoint reader below starts JAX
+        split_the_cpu(experiment.parallel.devices)
     if resume is not None:
         experiment = resumed_experiment(resume, experiment)
     elif experiment is None:
         raise ValueError("train needs an experiment, or resume=RUN_DIR to continue a run")
+    plan, program = make_program(experiment)  # a generative env pretrains here (says so)
     if jax.process_index() != 0:  # a multi-process run has one writer (rollax.run.parallel)
         experiment = experiment.replace(logging={"enabled": False, "progress": False, "wandb": {}})
-    plan, program = make_program(experiment)  # a generative env pretrains here (says so)
     return train_runs(experiment, plan, program, Runs.of(experiment), callbacks=callbacks,
                       progress=progress, resume=resume, stop_at_step=stop_at_step)
 

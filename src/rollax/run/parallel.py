@@ -12,6 +12,8 @@ can read metrics and write checkpoints without further collectives.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import time
 
@@ -23,6 +25,17 @@ from jax.sharding import PartitionSpec as P
 from rollax.run.experiment import ParallelSpec
 
 SEEDS, DATA = "seeds", "data"
+
+
+def split_the_cpu(devices: int) -> None:
+    """Give JAX's CPU backend `devices` devices (as `JAX_NUM_CPU_DEVICES` does), so that a run
+    asking for them on a machine without an accelerator gets them, for instance its seeds on
+    two cores (`--devices 2 --set parallel.seed_devices=2`). Only before JAX has started and
+    when `JAX_NUM_CPU_DEVICES` is not set; an accelerator's devices are unaffected."""
+    if devices <= 1 or "JAX_NUM_CPU_DEVICES" in os.environ:
+        return
+    with contextlib.suppress(RuntimeError):  # JAX runs already: make_mesh names what to set
+        jax.config.update("jax_num_cpu_devices", devices)
 
 
 def make_mesh(spec: ParallelSpec, num_seeds: int, batch: int) -> Mesh | None:

@@ -13,7 +13,7 @@ from rollax.run.experiment import Experiment
 from rollax.run.host_program import HostProgram
 from rollax.run.jitted_program import JittedProgram
 from rollax.run.learner import Learner
-from rollax.run.parallel import make_mesh
+from rollax.run.parallel import make_mesh, split_the_cpu
 from rollax.run.plan import Plan, make_plan
 
 
@@ -22,6 +22,7 @@ def make_program(experiment: Experiment, swept: tuple[str, ...] = (), runs: int 
     """Resolve the experiment's plan and build the program that runs it: for the experiment's
     seeds, or for `runs` side by side (a sweep's combinations x seeds) whose `swept`
     hyperparameters are numbers of each run's own (see `Learner`)."""
+    split_the_cpu(experiment.parallel.devices)  # before the plan's env starts JAX
     plan = make_plan(experiment)
     learner = Learner(experiment.agent, plan, swept)
     if plan.host_env_id is not None:
