@@ -262,7 +262,7 @@ def _import_pyplot() -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
+        import matplotlib.pyplot
     except Exception:  # noqa: BLE001, S110
         pass
 
