@@ -77,6 +77,35 @@ def test_learning_rate_is_the_annealed_rate_each_iteration_used(finished):
         np.testing.assert_allclose([v for _, v in logged], [v for _, v in expected], rtol=1e-5)
 
 
+@pytest.mark.parametrize("anneal", [False, True])
+def test_learning_rate_warms_up_linearly_then_holds_or_anneals(tmp_path, anneal):
+    """`agent.optimizer.warmup_steps` (env steps, here 2 iterations' worth = 8 updates): the
+    rate of update c is LR * c / 8 until c = 8, then LR (or LR decaying linearly to 0 over
+    the remaining updates)."""
+    warmup, updates = 2 * NUM_ENVS * NUM_STEPS, EPOCHS * MINIBATCHES
+    total, ramp = ITERATIONS * updates, 2 * updates
+    experiment = load_experiment("cartpole_ppo", [*OVERRIDES, f"agent.optimizer.anneal_lr={str(anneal).lower()}",
+                                                  f"agent.optimizer.warmup_steps={warmup}",
+                                                  f"logging.root='{tmp_path}'", "logging.plot=false"], seeds=1)
+    result = train(experiment, progress=False)
+
+    def rate(count):
+        if count < ramp:
+            return LR * count / ramp
+        return LR * (1 - (count - ramp) / (total - ramp)) if anneal else LR
+
+    logged = scalars(result.run_dir / "seed_0", "train/learning_rate")
+    np.testing.assert_allclose([v for _, v in logged],
+                               [rate(i * updates - 1) for i in range(1, ITERATIONS + 1)], rtol=1e-5)
+
+
+def test_a_warmup_as_long_as_the_run_is_named(tmp_path):
+    experiment = load_experiment("cartpole_ppo", [*OVERRIDES, f"agent.optimizer.warmup_steps={TOTAL}",
+                                                  f"logging.root='{tmp_path}'"])
+    with pytest.raises(ValueError, match=rf"warmup_steps={TOTAL} must be below budget.total_steps={TOTAL}"):
+        train(experiment, progress=False)
+
+
 def test_each_seed_folder_has_hparams_with_its_own_seed(finished):
     result, _, _ = finished
     for seed in result.seeds:

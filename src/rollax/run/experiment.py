@@ -85,12 +85,14 @@ class OptimizerSpec:
     learning_rate: float = 3e-4
     eps: float = 1e-5
     anneal_lr: bool = False  # decay the rate linearly to 0 over the run
+    warmup_steps: int = 0  # env steps over which the rate first rises linearly from 0
 
     def __post_init__(self):
         check_types(self, "agent.optimizer")
         check_choice("agent.optimizer.name", self.name, OPTIMIZERS)
         check_number("agent.optimizer.learning_rate", self.learning_rate, 0.0, low_open=True)
         check_number("agent.optimizer.eps", self.eps, 0.0)
+        check_int("agent.optimizer.warmup_steps", self.warmup_steps, 0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,18 +19,24 @@ from rollax.run.experiment import AgentSpec, OptimizerSpec
 from rollax.run.plan import Plan
 
 
-def learning_rate_schedule(spec: OptimizerSpec, total_updates: int) -> optax.Schedule:
-    """The rate of each update by its count; `anneal_lr` decays it linearly to 0 over the run."""
-    if spec.anneal_lr:
-        return optax.linear_schedule(spec.learning_rate, 0.0, max(total_updates, 1))
-    return optax.constant_schedule(spec.learning_rate)
+def learning_rate_schedule(spec: OptimizerSpec, total_updates: int, warmup_updates: int = 0
+                           ) -> optax.Schedule:
+    """The rate of each update by its count: rising linearly from 0 over the first
+    `warmup_updates`, then constant, or with `anneal_lr` decaying linearly to 0 at the end."""
+    rate = spec.learning_rate
+    after = (optax.linear_schedule(rate, 0.0, max(total_updates - warmup_updates, 1))
+             if spec.anneal_lr else optax.constant_schedule(rate))
+    if not warmup_updates:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, rate, warmup_updates), after],
+                                [warmup_updates])
 
 
 def make_optimizer(spec: OptimizerSpec, schedule: optax.Schedule) -> optax.GradientTransformation:
     """The agent's optimizer. A constant rate goes in as a number: a schedule would add a
     step counter to the optimizer state (and so to every checkpoint) that `nnx.Optimizer`
     already keeps."""
-    lr = schedule if spec.anneal_lr else spec.learning_rate
+    lr = schedule if spec.anneal_lr or spec.warmup_steps else spec.learning_rate
     if spec.name == "sgd":
         return optax.sgd(lr)
     if spec.name == "rmsprop":
@@ -89,9 +95,13 @@ class Learner:
         self.agent, self.plan, self.swept = agent, plan, swept
         total_updates = plan.iterations * plan.updates_per_iteration
         optimizer = agent.optimizer
+        if optimizer.warmup_steps >= plan.total_steps:
+            raise ValueError(f"agent.optimizer.warmup_steps={optimizer.warmup_steps} must be below "
+                             f"budget.total_steps={plan.total_steps}")
+        warmup_updates = -(-optimizer.warmup_steps // plan.steps_per_iteration) * plan.updates_per_iteration
         if LEARNING_RATE in swept:
             optimizer = dataclasses.replace(optimizer, learning_rate=1.0)
-        self.learning_rate = learning_rate_schedule(optimizer, total_updates)
+        self.learning_rate = learning_rate_schedule(optimizer, total_updates, warmup_updates)
         self.tx = make_optimizer(optimizer, self.learning_rate)
         if LEARNING_RATE in swept:
             self.tx = optax.chain(self.tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
