@@ -146,6 +146,7 @@ def test_token_runs_sample_one_completion_per_env_and_iteration(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (["agent.network.kind=mlp"], "token tasks take kind='transformer'"),
     (["agent.network.width=30"], "width=30 must be a multiple of agent.network.heads=4"),
+    (["agent.network.warm_start_success=0"], r"warm_start_success=0 is outside the allowed range \(0.0, 1.0\]"),
 ])
 def test_bad_token_agents_are_named(change, message, tmp_path):
     with pytest.raises(ValueError, match=message):

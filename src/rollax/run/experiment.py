@@ -53,7 +53,8 @@ class NetworkSpec:
     """`kind`: "mlp" (any env), or for generative envs observing prior noise "noise_latent"
     (noise -> latent, starting as the identity) or "generator" (the env's generator, fine-tuned),
     or for token tasks "transformer" (`width`, `layers`, `heads`; `warm_start`: begin from the
-    supervised warm start, `rollax.generative.token_model`)."""
+    supervised warm start, `rollax.generative.token_model`, trained until its greedy success on
+    held-out prompts reaches `warm_start_success`)."""
 
     kind: str = "mlp"
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -64,6 +65,7 @@ class NetworkSpec:
     layers: int = 2
     heads: int = 4
     warm_start: bool = True
+    warm_start_success: float = 0.3
 
     def __post_init__(self):
         check_types(self, "agent.network")
@@ -72,6 +74,8 @@ class NetworkSpec:
             check_int("agent.network.hidden_sizes[i]", size, 1, MAX_LAYER)
         check_choice("agent.network.activation", self.activation, tuple(sorted(ACTIVATIONS)))
         check_choice("agent.network.kind", self.kind, NETWORK_KINDS)
+        check_number("agent.network.warm_start_success", self.warm_start_success, 0.0, 1.0,
+                     low_open=True)
         for name in ("width", "layers", "heads"):
             check_int(f"agent.network.{name}", getattr(self, name), 1, MAX_LAYER)
         if self.width % self.heads:

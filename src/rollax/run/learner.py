@@ -71,7 +71,8 @@ def transformer_config(network):
     """The warm start's settings for a `[agent.network] kind = "transformer"`."""
     from rollax.generative.token_model import WarmStartConfig
 
-    return WarmStartConfig(width=network.width, layers=network.layers, heads=network.heads)
+    return WarmStartConfig(width=network.width, layers=network.layers, heads=network.heads,
+                           target_success=network.warm_start_success)
 
 
 LEARNING_RATE = "agent.optimizer.learning_rate"
