@@ -216,8 +216,14 @@ def test_ctrl_c_while_compiling_exits_130_and_leaves_no_run_folder(tmp_path, mon
         return real_default_callbacks(*args, **kwargs)
 
     monkeypatch.setattr(loop, "default_callbacks", ctrl_c_then_default_callbacks)
-    code, _, err = cli("train", str(PRESET), "--quiet", *[a for o in [
-        *TINY, f"logging.root='{tmp_path}'"] for a in ("--set", o)])
+    # Python's own Ctrl-C handler, even where the suite was started with SIGINT ignored (a
+    # background job of a non-interactive shell, `nohup`)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, _, err = cli("train", str(PRESET), "--quiet", *[a for o in [
+            *TINY, f"logging.root='{tmp_path}'"] for a in ("--set", o)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130
     one_line_error(err, "rollax train: interrupted")
     assert list(tmp_path.iterdir()) == []
