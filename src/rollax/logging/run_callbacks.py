@@ -257,7 +257,12 @@ class ResultWriter(Callback):
 
 
 def _import_pyplot() -> None:
-    """What `plot_runs` imports; any failure here is met again, and reported, when it draws."""
+    """What `plot_runs` imports; any failure here is met again, and reported, when it draws.
+    The import holds the GIL most of its time: at Python's 5 ms switch interval the training
+    loop waited that long each time it took the GIL back from XLA (0.2-0.35 s of a 1 s CartPole
+    run), so the interval is 0.1 ms while it imports."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
     try:
         import matplotlib
 
@@ -265,6 +270,8 @@ def _import_pyplot() -> None:
         import matplotlib.pyplot
     except Exception:  # noqa: BLE001, S110
         pass
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def model_params(state: dict, seed_index: int) -> nnx.State:
