@@ -100,6 +100,17 @@ def aggregate_seeds(
     return grid, mean, mean - std, mean + std
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported on first use:
+    it takes about 0.4 s, which commands that draw nothing should not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_runs(
     run_dirs: Sequence[str | Path],
     out_png: str | Path,
@@ -109,11 +120,7 @@ def plot_runs(
     """Draw ``metric`` against environment steps for each run folder under ``run_dirs`` (one
     colour each, labelled ``<experiment>/<run folder> (N seeds)``): the mean over its seeds and
     a min-max (or +-std) band (see ``aggregate_seeds``). Writes and returns ``out_png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     if not run_dirs:
@@ -154,11 +161,7 @@ def plot_runs(
 def plot_sweep(labels: Sequence[str], returns: np.ndarray, out_png: str | Path) -> Path:
     """A sweep's final greedy return per combination (`returns [combinations, seeds]`): each
     seed as a dot, the mean as a bar with a ±1 std line, one row per combination (`labels`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     returns = np.asarray(returns, dtype=np.float64)
     if returns.ndim != 2 or returns.shape[0] != len(labels):
         raise ValueError(f"returns must be [combinations={len(labels)}, seeds], got {returns.shape}")

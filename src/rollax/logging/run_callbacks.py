@@ -49,7 +49,7 @@ from rollax.logging.checkpoint import (
     save_checkpoint,
 )
 from rollax.logging.logger import Logger
-from rollax.logging.plot import read_records
+from rollax.logging.plot import pyplot, read_records
 from rollax.logging.run_dir import write_text_atomically
 
 # 2: the training state is {"train": TrainState(model_optimizer, algorithm), ...}
@@ -257,17 +257,14 @@ class ResultWriter(Callback):
 
 
 def _import_pyplot() -> None:
-    """What `plot_runs` imports; any failure here is met again, and reported, when it draws.
+    """`pyplot()`, ahead of `plot_runs`; any failure here is met again, and reported, when it draws.
     The import holds the GIL most of its time: at Python's 5 ms switch interval the training
     loop waited that long each time it took the GIL back from XLA (0.2-0.35 s of a 1 s CartPole
     run), so the interval is 0.1 ms while it imports."""
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot
+        pyplot()
     except Exception:  # noqa: BLE001, S110
         pass
     finally:
