@@ -64,6 +64,25 @@ def test_prompts_cover_the_documented_ranges():
     assert small.task.prompt_length == 4 and small.task.completion_length == 3
 
 
+def test_addition_aligns_each_operand_and_encodes_texts_the_same_way():
+    """Operand digits sit right-aligned in their own 3 slots, written out by hand, for sampled
+    prompts and for texts a user passes."""
+    env, _ = env_of("addition")
+
+    def by_hand(text):
+        a, b = text[:-1].split("+")
+        slots = lambda x: [PAD] * (3 - len(x)) + DIGITS.encode(x)
+        return slots(a) + DIGITS.encode("+") + slots(b) + DIGITS.encode("=")
+
+    for prompt in sample_prompts(env, n=50):
+        assert list(prompt) == by_hand(DIGITS.decode(prompt))
+    for text in ("352+78=", "5+0=", "78+352=", "999+999="):
+        assert list(env.task.encode_prompt(text)) == by_hand(text)
+    for bad in ("352+78", "1000+1=", "1+2+3=", "+5="):
+        with pytest.raises(ValueError, match="must read 'a\\+b='"):
+            env.task.encode_prompt(bad)
+
+
 def test_verifier_exact_match_and_partial_credit():
     env, _ = env_of("reverse")
     prompt = env.task.encode_prompt("3142=")

@@ -1,7 +1,8 @@
 """Verifiable token tasks: a character tokenizer, and per task a jittable prompt sampler, a
 demonstration (the correct completion) and a verifier.
 
-Prompts are left-padded to `prompt_length`, so every completion starts at the same index;
+Prompts are left-padded to `prompt_length`, so every completion starts at the same index
+(addition pads each operand in its own slots, so a digit column has one index);
 completions end with `EOS` and are right-padded to `completion_length`. A new task is a
 `TokenTask` with its three functions, added with `rollax.envs.token_ids.register_task`.
 """
@@ -74,6 +75,7 @@ class TokenTask:
     sample: Callable[[jax.Array], jax.Array]
     demonstrate: Callable[[jax.Array], jax.Array]
     verify: Callable[[jax.Array, jax.Array, bool], jax.Array] | None = None
+    layout: Callable[[str], list[int]] | None = None  # a prompt text's ids; None: left-padded
 
     def __post_init__(self):
         if self.verify is None:
@@ -81,8 +83,8 @@ class TokenTask:
                 self.demonstrate(p), c, partial))
 
     def encode_prompt(self, text: str) -> np.ndarray:
-        """A prompt's text as the left-padded ids the env and the model take."""
-        ids = self.tokenizer.encode(text)
+        """A prompt's text as the ids the env and the model take: `layout`'s, or left-padded."""
+        ids = self.layout(text) if self.layout else self.tokenizer.encode(text)
         if len(ids) > self.prompt_length:
             raise ValueError(f"prompt {text!r} has {len(ids)} tokens; task {self.name!r} takes "
                              f"at most prompt_length={self.prompt_length}")
@@ -169,7 +171,11 @@ def _number_digits(x: jax.Array, width: int):
 
 
 def addition_task(max_operand: int = 999) -> TokenTask:
-    """`"352+78="` -> `"430"`, operands uniform in [0, max_operand]."""
+    """`"352+78="` -> `"430"`, operands uniform in [0, max_operand].
+
+    Each operand is right-aligned in its own slots (`"352+_78="`, `_` = PAD): a units digit
+    has one index whatever the lengths. Packed as one string, a model with learned positions
+    answered 3 + 2 digit sums at 0.02 after RL while 2 + 3 reached 0.88 (docs/language.md)."""
     if not isinstance(max_operand, int) or max_operand < 1:
         raise ValueError(f"max_operand must be an int >= 1, got {max_operand!r}")
     width = len(str(max_operand))
@@ -178,10 +184,17 @@ def addition_task(max_operand: int = 999) -> TokenTask:
 
     def sample(key):
         a, b = jax.random.randint(key, (2,), 0, max_operand + 1)
-        (da, va), (db, vb) = _number_digits(a, width), _number_digits(b, width)
-        tokens = jnp.concatenate([da, jnp.array([PLUS]), db, jnp.array([EQUALS])])
-        valid = jnp.concatenate([va, jnp.array([True]), vb, jnp.array([True])])
-        return pack(tokens, valid, prompt_length, left=True)
+        operand = lambda x: pack(*_number_digits(x, width), width, left=True)
+        return jnp.concatenate([operand(a), jnp.array([PLUS]), operand(b), jnp.array([EQUALS])])
+
+    def layout(text):
+        operands = text[:-1].split("+")
+        if not text.endswith("=") or len(operands) != 2 or \
+                not all(x.isdigit() and len(x) <= width for x in operands):
+            raise ValueError(f"addition prompt {text!r} must read 'a+b=' with a and b of 1 to "
+                             f"{width} digits (max_operand={max_operand})")
+        a, b = (DIGITS.encode(x) for x in operands)
+        return [PAD] * (width - len(a)) + a + [PLUS] + [PAD] * (width - len(b)) + b + [EQUALS]
 
     def demonstrate(prompt):
         values = jnp.where((prompt >= ZERO) & (prompt < ZERO + 10), prompt - ZERO, 0)
@@ -197,7 +210,8 @@ def addition_task(max_operand: int = 999) -> TokenTask:
         digits, valid = _number_digits(total, sum_width)
         return _with_eos(digits, valid, sum_width + 1)
 
-    return TokenTask("addition", DIGITS, prompt_length, sum_width + 1, sample, demonstrate)
+    return TokenTask("addition", DIGITS, prompt_length, sum_width + 1, sample, demonstrate,
+                     layout=layout)
 
 
 def _check_digits(min_digits: int, max_digits: int) -> None:
