@@ -27,7 +27,8 @@ from rollax.generative.pretrained import cache_dir, cached_or_trained
 from rollax.networks.transformer import TransformerPolicy
 from rollax.rollout.sequences import evaluate_completions, held_out_prompts
 
-CACHE_FORMAT_VERSION = 2  # bump when a task's prompts or the model change (2: addition's aligned operands)
+# bump when a task's prompts or the model change (2: addition's operands in their own slots)
+CACHE_FORMAT_VERSION = 2
 
 
 def token_policy(task: TokenTask, config: WarmStartConfig, value_head: bool = False,
