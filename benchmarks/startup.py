@@ -1,5 +1,6 @@
-"""Whole-process start-up times of `import rollax` and the light CLI commands (prints a table; no
-assertions: the machine is shared and noisy, so the tests check what is imported instead).
+"""Whole-process start-up times of `import rollax`, the Python API and the light CLI commands
+(prints a table; no assertions: the machine is shared and noisy, so the tests check what is
+imported instead).
 
 Each command runs `--repeats` times in a fresh interpreter (the one running this script, so the
 same environment); the table shows the min and the median wall time, and `python -c pass` as the
@@ -19,6 +20,7 @@ import time
 COMMANDS = {
     "python -c pass": ["-c", "pass"],
     "import rollax": ["-c", "import rollax"],
+    "import rollax.api (jax, the loop)": ["-c", "import rollax.api"],
     "rollax --help": ["-m", "rollax", "--help"],
     "rollax envs": ["-m", "rollax", "envs"],
     "rollax presets": ["-m", "rollax", "presets"],
@@ -43,10 +45,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-    print(f"{'command':<28} {'min s':>7} {'median s':>9}   ({args.repeats} runs each)")
+    print(f"{'command':<34} {'min s':>7} {'median s':>9}   ({args.repeats} runs each)")
     for name, command in COMMANDS.items():
         times = wall_times(command, args.repeats)
-        print(f"{name:<28} {min(times):>7.2f} {statistics.median(times):>9.2f}")
+        print(f"{name:<34} {min(times):>7.2f} {statistics.median(times):>9.2f}")
 
 
 if __name__ == "__main__":

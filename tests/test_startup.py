@@ -49,6 +49,13 @@ def test_light_commands_import_no_jax_gymnax_or_plotting(argv):
     assert {name for name in modules if name.startswith("gymnax")} == DEFERRED
 
 
+def test_the_python_api_imports_no_checkpoint_or_plotting_library():
+    # orbax (about 0.2 s) is imported by the first checkpoint saved or read, matplotlib by a plot
+    modules, _ = fresh_process("import rollax.api")
+    assert "jax" in top_level(modules)
+    assert top_level(modules) & {"orbax", "matplotlib", "seaborn"} == set()
+
+
 # one process makes a probe, then CartPole, then a MinAtar env (one jax import, not three),
 # printing after each the gymnax families and plotting packages loaded so far; then uses gymnax
 JOURNEY = """

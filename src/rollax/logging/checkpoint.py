@@ -9,6 +9,10 @@ Once orbax has finished a step, ``rollax_sha256.json`` in it records the SHA-256
 files; loading checks them, so a damaged file is an error naming it instead of wrong numbers
 (orbax itself does not notice flipped bytes in array data). A step without the manifest (an
 older rollax, or a kill between orbax's commit and the manifest) loads with a warning.
+
+orbax is imported by the functions that use it: its import takes about 0.2 s, which neither
+`import rollax` nor a run's start should wait for (`ResumeCheckpoint` imports it while training
+runs).
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from rollax.logging.run_dir import write_text_atomically
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
 
 __all__ = [
     "available_steps",
@@ -129,6 +135,8 @@ def checkpoint_manager(
 ) -> ocp.CheckpointManager:
     """An orbax manager for ``directory`` with synchronous, atomic saves of ``state`` and
     ``metadata`` items. Read-only managers never create, clean up or delete anything."""
+    import orbax.checkpoint as ocp
+
     directory = Path(directory).absolute()
     alone = {}
     if jax.process_count() > 1:
@@ -164,6 +172,8 @@ def save_to_manager(
 ) -> None:
     """Write one step through ``manager`` (see ``checkpoint_manager``) in the layout that
     ``load_checkpoint`` reads; ``metrics`` feed orbax's best-N preservation policy."""
+    import orbax.checkpoint as ocp
+
     clean_metadata = _check_json(metadata or {})
     storable, key_impls = to_storable(pytree_state)
     # Host copies: orbax records a device array's sharding, and a checkpoint of a run on 4
@@ -291,6 +301,8 @@ def _check_stored_shapes(state_dir: Path, abstract: Any) -> None:
     """ValueError naming the first leaf whose stored shape or presence differs from the
     target's, checked before orbax reads (whose own error names a storage path, not a leaf,
     and once truncated a NumPy target of another shape silently)."""
+    import orbax.checkpoint as ocp
+
     state_dir = Path(state_dir).absolute()  # orbax reads a relative path's metadata as empty
     try:
         with _absl_quiet(), ocp.StandardCheckpointer() as checkpointer:  # it warns of no step metadata
@@ -344,6 +356,8 @@ def available_steps(directory: str | Path) -> list[int]:
 def load_metadata(directory: str | Path, step: int | None = None) -> dict[str, Any]:
     """The JSON metadata of step ``step`` (default: the newest complete one) of ``directory``,
     without reading or hashing the arrays."""
+    import orbax.checkpoint as ocp
+
     directory = Path(directory)
     steps = available_steps(directory)
     if not steps:
@@ -366,6 +380,8 @@ def load_checkpoint(
     """Read step ``step`` (default: the newest complete one) of ``directory``; returns
     ``(pytree, metadata)``. With ``target`` the pytree takes its structure, NNX states and
     dtypes; without it, NNX states come back as pure dicts and PRNG keys as typed keys."""
+    import orbax.checkpoint as ocp
+
     directory = Path(directory)
     steps = available_steps(directory)
     if not steps:
