@@ -10,9 +10,9 @@ files; loading checks them, so a damaged file is an error naming it instead of w
 (orbax itself does not notice flipped bytes in array data). A step without the manifest (an
 older rollax, or a kill between orbax's commit and the manifest) loads with a warning.
 
-orbax is imported by the functions that use it: its import takes about 0.2 s, which neither
-`import rollax` nor a run's start should wait for (`ResumeCheckpoint` imports it while training
-runs).
+orbax is imported by the functions that use it: its import takes about 0.2 s, which
+`import rollax.api` and a run's start need not wait for (a run imports it at its first
+checkpoint).
 """
 
 from __future__ import annotations
