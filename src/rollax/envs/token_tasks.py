@@ -182,10 +182,12 @@ def addition_task(max_operand: int = 999) -> TokenTask:
     sum_width = len(str(2 * max_operand))
     prompt_length = 2 * width + 2
 
-    def sample(key):
-        a, b = jax.random.randint(key, (2,), 0, max_operand + 1)
+    def prompt(a, b):  # the one place that lays out a prompt, sampled or from text
         operand = lambda x: pack(*_number_digits(x, width), width, left=True)
         return jnp.concatenate([operand(a), jnp.array([PLUS]), operand(b), jnp.array([EQUALS])])
+
+    def sample(key):
+        return prompt(*jax.random.randint(key, (2,), 0, max_operand + 1))
 
     def layout(text):
         operands = text[:-1].split("+")
@@ -193,8 +195,7 @@ def addition_task(max_operand: int = 999) -> TokenTask:
                 not all(x.isdigit() and len(x) <= width for x in operands):
             raise ValueError(f"addition prompt {text!r} must read 'a+b=' with a and b of 1 to "
                              f"{width} digits (max_operand={max_operand})")
-        a, b = (DIGITS.encode(x) for x in operands)
-        return [PAD] * (width - len(a)) + a + [PLUS] + [PAD] * (width - len(b)) + b + [EQUALS]
+        return np.asarray(prompt(*(jnp.int32(int(x)) for x in operands))).tolist()
 
     def demonstrate(prompt):
         values = jnp.where((prompt >= ZERO) & (prompt < ZERO + 10), prompt - ZERO, 0)
