@@ -11,7 +11,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from test_logging import read_jsonl, scalar_events
+from readback import read_jsonl, scalar_events
 
 from rollax.cli import main
 

@@ -13,12 +13,11 @@ import matplotlib.image
 import numpy as np
 import pytest
 from flax import nnx
-from test_logging import hparams_plugin_data
-from test_parallel import train_metrics
+from readback import hparams_plugin_data, train_metrics
 
 from rollax import SweepResult, TrainResult, load_agent, load_experiment, sweep, train
 from rollax.cli import main
-from rollax.sweeps import _traceable, parse_grid
+from rollax.sweeps import _traced, parse_grid
 
 TINY = ["budget.total_steps=128", "budget.num_envs=4", "budget.num_steps=16",
         "budget.iterations_per_chunk=1", "agent.config.num_minibatches=2",
@@ -158,11 +157,12 @@ def test_resume_takes_nothing_but_the_folder(tmp_path, capsys):
 
 
 def test_a_number_that_decides_the_programs_structure_is_not_traced(tmp_path):
-    """PPO computes reference log-probs only when kl_coeff > 0: its values need a program
-    each, while the entropy coefficient stays a per-run number."""
+    """PPO computes reference log-probs only when kl_coeff > 0, so the field is declared static:
+    its values need a program each, while the entropy coefficient stays a per-run number."""
     experiment = tiny(tmp_path)
-    assert _traceable(experiment, ["agent.config.kl_coeff", "agent.config.entropy_coeff"]) == (
-        "agent.config.entropy_coeff",)
+    keys = ["agent.config.kl_coeff", "agent.config.entropy_coeff"]
+    combos = [dict.fromkeys(keys, value) for value in (0.0, 0.1)]
+    assert _traced(experiment, keys, combos) == ("agent.config.entropy_coeff",)
 
 
 def test_the_table_adds_env_metrics_as_mean_and_std_over_seeds():

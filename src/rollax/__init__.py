@@ -5,28 +5,31 @@ module on first use, so `import rollax` and the light CLI commands (`rollax --he
 envs`) start in a fraction of a second.
 """
 
-import importlib
-
 from rollax.envs.gymnax_envs import defer_gymnax_init
 
 # before any rollax module imports a gymnax submodule (see envs/gymnax_envs.py)
 defer_gymnax_init()
 
-# Registers every env id with Gymnasium (`gymnasium.make("rollax/CartPole-v1")`); imports no jax.
+# Registers every env id with Gymnasium (`gymnasium.make("rollax/CartPole-v1")`), and the
+# domains' env ids, policy kinds and batch sources; imports no jax.
+from rollax import generative, tokens  # noqa: F401
 from rollax.envs import make, register, registered_ids
+from rollax.lazy import lazy_exports
 
 # name -> module that defines it, imported when first accessed
 _LAZY = {
-    **{name: "rollax.networks" for name in (
-        "Categorical", "DiagGaussian", "Distribution", "GaussianParams", "TokenCategorical",
-        "build_policy")},
+    **{name: "rollax.networks.distributions" for name in (
+        "Categorical", "DiagGaussian", "Distribution", "GaussianParams")},
+    "PolicyOutput": "rollax.networks.policy",
+    "build_policy": "rollax.networks.mlp",
     **{name: "rollax.rl" for name in (
         "ClippedReward", "CompositeReward", "ConstantReward", "DPOConfig", "DPOTrainer",
         "GRPOConfig", "GRPOTrainer", "PPOConfig", "PPOTrainer", "REINFORCEConfig",
         "REINFORCETrainer", "RewardFunction", "RLOOConfig", "RLOOTrainer", "ScaledReward",
         "ThresholdReward", "utils")},
-    **{name: "rollax.rollout" for name in (
-        "RolloutState", "Trajectory", "collect", "evaluate", "init_rollout")},
+    **{name: "rollax.rollout.collector" for name in (
+        "RolloutState", "collect", "evaluate", "init_rollout")},
+    "Trajectory": "rollax.rollout.trajectory",
     "train": "rollax.api",
     "sweep": "rollax.api",
     "SweepResult": "rollax.sweeps",
@@ -39,27 +42,17 @@ _LAZY = {
     "Experiment": "rollax.run",
     "load_experiment": "rollax.presets",
     "HostCollector": "rollax.rollout.host_collector",
-    "LatentEnv": "rollax.envs.latent",
-    "from_model": "rollax.envs.latent",
-    "load_pretrained": "rollax.generative",
-    "pretrain": "rollax.generative",
+    "LatentEnv": "rollax.generative.latent_env",
+    "from_model": "rollax.generative.latent_env",
+    "load_pretrained": "rollax.generative.pretrained",
+    "pretrain": "rollax.generative.pretrained",
     **{name: "rollax.logging" for name in (
         "Logger", "Callback", "CallbackList", "CheckpointConfig", "EarlyStopping", "JAXProfiler",
         "ModelCheckpoint", "ProfilingConfig", "ProgressBarCallback", "TensorBoardLoggerCallback",
         "WandbLoggerCallback", "WandbLoggerConfig")},
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'rollax' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
@@ -87,6 +80,7 @@ __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
     "ModelCheckpoint",
     "PPOConfig",
     "PPOTrainer",
+    "PolicyOutput",
     "ProfilingConfig",
     "ProgressBarCallback",
     "REINFORCEConfig",
@@ -99,7 +93,6 @@ __all__ = [  # the lazy names too, so `from rollax import *` and docs see them
     "SweepResult",
     "TensorBoardLoggerCallback",
     "ThresholdReward",
-    "TokenCategorical",
     "TrainResult",
     "TrainingDiverged",
     "Trajectory",

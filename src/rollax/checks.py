@@ -1,5 +1,5 @@
 """Value checks shared by the typed experiment (`run/experiment.py`) and the algorithm configs
-(`rl/configs.py`). Each raises `ValueError` naming the key and the bad value, so a preset, a
+(`rl/config.py`). Each raises `ValueError` naming the key and the bad value, so a preset, a
 run's `config.json` and a Python caller all get the same message, never a JAX-internal one.
 """
 

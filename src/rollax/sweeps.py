@@ -1,13 +1,13 @@
 """Hyperparameter sweeps: every combination of a grid, each for the same seeds, in as few
 compiled programs as the grid allows.
 
-Combinations that differ only in numbers the program can take per run (the learning rate,
-numeric algorithm-config fields such as `clip_param`) train side by side in one program, as
-seeds do: combinations x seeds are stacked along the `vmap`ped run axis, each run carrying its
-values (`Learner(swept=...)`). A key whose values change shapes or that the program branches
-on in Python (`num_epochs`, an env parameter, `kl_coeff`: is there a reference policy?) gives
-one program per value; tracing tells which. Each combination is written as a run folder of its
-own::
+Combinations that differ only in numbers the program can take per run (the learning rate, and
+the algorithm config's fields declared `traced`, such as `clip_param`: `rollax.rl.config`)
+train side by side in one program, as seeds do: combinations x seeds are stacked along the
+`vmap`ped run axis, each run carrying its values (`Learner(swept=...)`). A key whose values
+change shapes or that the program branches on in Python (`num_epochs`, an env parameter,
+`kl_coeff`: is there a reference policy?) is declared static and gives one program per value.
+Each combination is written as a run folder of its own::
 
     <root>/<experiment>/<timestamp>_sweep/
         <key>=<value>,.../seed_<k>/   metrics, TensorBoard (HPARAMS: the combination's values)
@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
+from rollax.envs.gymnasium_ids import is_host_env_id
 from rollax.logging.run_callbacks import write_results
 from rollax.logging.run_dir import (
     MAX_LABEL,
@@ -45,7 +45,6 @@ from rollax.logging.run_dir import (
     write_text_atomically,
 )
 from rollax.presets import apply_override, parse_override
-from rollax.rollout.host_collector import is_host_env_id
 from rollax.run.context import Runs
 from rollax.run.experiment import MAX_SEEDS, MAX_TRANSITIONS, Experiment
 from rollax.run.learner import CONFIG, LEARNING_RATE
@@ -178,7 +177,7 @@ def _run(experiment: Experiment, grid: dict, folder: Path | None, progress: bool
     start = time.perf_counter()
     keys, combos, experiments = _combinations(experiment, grid)
     labels = _labels(combos)
-    traced = _traceable(experiments[0], _numeric(experiment, keys, combos))
+    traced = _traced(experiment, keys, combos)
     programs = _programs(experiments, combos, keys, traced)
     say = (lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None)
     results: dict[int, TrainResult] = {}
@@ -225,40 +224,15 @@ def _combinations(experiment: Experiment, grid: Mapping[str, Sequence[Any]]):
     return keys, combos, experiments
 
 
-def _numeric(experiment: Experiment, keys: list[str], combos: list[dict]) -> list[str]:
-    """Keys whose values every run of one program can hold as a float of its own: the learning
-    rate, and `agent.config` fields that are floats, swept over numbers."""
-    if is_host_env_id(experiment.env.id):  # a Gymnasium env's program is one run per seed
-        return []
-    config = experiment.agent.config
-    numeric = []
-    for key in keys:
-        field = key.removeprefix(CONFIG)
-        floating = key == LEARNING_RATE or (
-            key.startswith(CONFIG) and isinstance(getattr(config, field, None), float))
-        if floating and all(isinstance(c[key], (int, float)) and not isinstance(c[key], bool)
-                            for c in combos):
-            numeric.append(key)
-    return numeric
-
-
-def _traceable(experiment: Experiment, candidates: list[str]) -> tuple[str, ...]:
-    """The candidates the program can take as traced numbers: tracing an iteration with them
-    must not need their values (a `kl_coeff > 0` deciding whether a reference is computed
-    does). Traced together first; on failure each alone, to find the ones that decide."""
-    def traces(keys) -> bool:
-        _, program = make_program(experiment, tuple(keys))
-        seeds = experiment.seed_list
-        hparams = {key: [1.0] * len(seeds) for key in keys}  # values unused: shapes only
-        try:
-            jax.eval_shape(program.run_chunk, program.abstract_state(seeds, hparams))
-        except jax.errors.ConcretizationTypeError:
-            return False
-        return True
-
-    if not candidates or traces(candidates):
-        return tuple(candidates)
-    return tuple(key for key in candidates if traces([key]))
+def _traced(experiment: Experiment, keys: list[str], combos: list[dict]) -> tuple[str, ...]:
+    """Keys whose values every run of one program can hold as a number of its own: the learning
+    rate and the config's traced fields, swept over numbers (a Gymnasium env's program is one
+    run per seed, so nothing there)."""
+    if is_host_env_id(experiment.env.id):
+        return ()
+    traced_fields = {CONFIG + name for name in experiment.agent.config.traced_fields}
+    return tuple(key for key in keys if (key == LEARNING_RATE or key in traced_fields) and all(
+        isinstance(c[key], (int, float)) and not isinstance(c[key], bool) for c in combos))
 
 
 def _programs(experiments: list[Experiment], combos: list[dict], keys: list[str],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from rollax.checks import check_int, check_number
+from rollax.checks import check_int
 
 
 @dataclass(frozen=True)
@@ -61,30 +61,6 @@ class GANConfig:
     def __post_init__(self) -> None:
         _check_positive(self, ("latent_dim", "hidden_dim", "epochs", "batch_size", "learning_rate"))
         check_int("GANConfig.discriminator_epochs", self.discriminator_epochs, 0)
-
-
-@dataclass(frozen=True)
-class WarmStartConfig:
-    """Supervised warm start of a token policy (`token_model.warm_start`): the transformer's
-    size, then cross-entropy on demonstrations until greedy exact match on held-out prompts
-    reaches `target_success` (checked every `eval_every` steps) or `max_steps` pass."""
-
-    width: int = 64
-    layers: int = 2
-    heads: int = 4
-    batch_size: int = 64
-    learning_rate: float = 3e-4
-    max_steps: int = 5000
-    eval_every: int = 10
-    eval_prompts: int = 500
-    target_success: float = 0.3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("width", "layers", "heads", "batch_size", "max_steps", "eval_every", "eval_prompts"):
-            check_int(f"WarmStartConfig.{name}", getattr(self, name), 1)
-        check_number("WarmStartConfig.learning_rate", self.learning_rate, 0.0, 1.0, low_open=True)
-        check_number("WarmStartConfig.target_success", self.target_success, 0.0, 1.0, low_open=True)
 
 
 CONFIGS = {"classifier": ClassifierConfig, "vae": VAEConfig, "gan": GANConfig}

@@ -1,25 +1,30 @@
 """Policies built from pretrained generative models: the encoder as a latent policy, a noise-
-to-latent map that keeps the model a generator, and the generator itself as the policy."""
+to-latent map that keeps the model a generator ("noise_latent"), and the generator itself as
+the policy ("generator"); the two policy kinds of the digits domain."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rollax.checks import check_types
 from rollax.generative.models import VAE
 from rollax.networks.distributions import DiagGaussian
-from rollax.networks.mlp import ACTIVATIONS, MLPTorso
+from rollax.networks.kinds import PolicyContext, PolicyKind
+from rollax.networks.mlp import ACTIVATIONS, MLPTorso, check_hidden_layers
+from rollax.networks.policy import PolicyOutput
 
 
 class EncoderPolicy(nnx.Module):
     """Gaussian policy over latents whose mean is a copy of the VAE encoder's mean head.
 
-    Images `[B, 64]` -> `DiagGaussian(mean [B, d], log_std [d])`, or `(DiagGaussian, value [B])` with
-    `with_value=True` (a fresh value head on the encoder's hidden layer, for PPO). The copy is
-    independent: fine-tuning the policy leaves the VAE unchanged.
+    Images `[B, 64]` -> a `PolicyOutput` of `DiagGaussian(mean [B, d], log_std [d])`, with a
+    value `[B]` when `with_value=True` (a fresh value head on the encoder's hidden layer, for
+    PPO). The copy is independent: fine-tuning the policy leaves the VAE unchanged.
     """
 
     def __init__(self, vae: VAE, *, log_std_init: float = -1.0, with_value: bool = False,
@@ -36,9 +41,7 @@ class EncoderPolicy(nnx.Module):
     def __call__(self, images: jax.Array):
         hidden = nnx.relu(self.hidden(images))
         policy = DiagGaussian(self.mean(hidden), self.log_std[...])
-        if self.with_value:
-            return policy, self.value(hidden)[..., 0]
-        return policy
+        return PolicyOutput(policy, self.value(hidden)[..., 0] if self.with_value else None)
 
 
 def encoder_policy(vae: VAE, *, log_std_init: float = -1.0,
@@ -99,30 +102,48 @@ class NoiseConditionedPolicy(nnx.Module):
             mean = samples.reshape(*mean.shape[:-1], -1)
         policy = DiagGaussian(mean, jnp.broadcast_to(self.log_std[...], mean.shape))
         if not self.critic:
-            return policy
-        return policy, self.value_head(self.critic_torso(observations))[..., 0]
+            return PolicyOutput(policy)
+        return PolicyOutput(policy, self.value_head(self.critic_torso(observations))[..., 0])
 
 
-def generative_policy(kind: str, env, observation_dim: int, *, hidden_sizes: tuple[int, ...],
-                      activation: str, log_std_init: float, critic: bool, rngs: nnx.Rngs
+@dataclasses.dataclass(frozen=True)
+class NoisePolicyConfig:
+    """`[agent.network]` of kinds "noise_latent" and "generator": the noise-to-latent map's
+    hidden layers and the initial log std of the actions (latents, or the generator's pixels)."""
+
+    kind: str = "noise_latent"
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+
+    def __post_init__(self):
+        check_types(self, "agent.network")
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # TOML/JSON lists
+        check_hidden_layers(self.hidden_sizes, self.activation)
+
+
+def generative_policy(config: NoisePolicyConfig, context: PolicyContext, rngs: nnx.Rngs
                       ) -> NoiseConditionedPolicy:
-    """The `[agent.network] kind` policy for a `LatentEnv` with `noise=True` (and, for
+    """The policy of kind `config.kind` for a `LatentEnv` with `noise=True` (and, for
     "generator", `action="sample"`); ValueError naming what the env lacks."""
+    env, kind = context.env, config.kind
     if not getattr(env, "noise", False):
         raise ValueError(f"agent.network.kind={kind!r} needs an env that observes prior noise "
                          f"(env params noise = true); {getattr(env, 'name', env)!r} does not")
-    kwargs = {"hidden_sizes": hidden_sizes, "activation": activation,
-              "log_std_init": log_std_init, "critic": critic, "rngs": rngs}
+    kwargs = {"hidden_sizes": config.hidden_sizes, "activation": config.activation,
+              "log_std_init": config.log_std_init, "critic": context.critic, "rngs": rngs}
+    observation_dim = math.prod(context.observation_space.shape)
     if kind == "noise_latent":
         if env.action != "latent":
             raise ValueError(f"agent.network.kind='noise_latent' acts with latents; the env's "
                              f"action is {env.action!r} (use kind='generator')")
         return NoiseConditionedPolicy(observation_dim, env.latent_dim, **kwargs)
-    if kind == "generator":
-        if env.action != "sample":
-            raise ValueError("agent.network.kind='generator' acts with samples; set the env "
-                             "param action = \"sample\"")
-        return NoiseConditionedPolicy(observation_dim, env.latent_dim, generator=env.generator(),
-                                      sample_dim=env.num_actions, **kwargs)
-    raise ValueError(f"agent.network.kind={kind!r} is not a generative policy; valid: "
-                     "'noise_latent', 'generator'")
+    if env.action != "sample":
+        raise ValueError("agent.network.kind='generator' acts with samples; set the env "
+                         "param action = \"sample\"")
+    return NoiseConditionedPolicy(observation_dim, env.latent_dim, generator=env.generator(),
+                                  sample_dim=env.num_actions, **kwargs)
+
+
+NOISE_LATENT_KIND = PolicyKind("noise_latent", NoisePolicyConfig, generative_policy)
+GENERATOR_KIND = PolicyKind("generator", NoisePolicyConfig, generative_policy)

@@ -1,22 +1,25 @@
-"""Training callbacks with the documented hooks (reference/002, "Using Callbacks").
+"""The one callback protocol, with the documented hooks (the RL training guide's "Using
+Callbacks"), and the documented callbacks.
 
 The same objects serve a user's own loop around `trainer.train_step` and rollax's training
-loop (`rollax.train`):
+loop (`rollax.train`). Every hook takes the trainer first: any object with ``model``,
+``optimizer`` and ``config`` in a hand-written loop; in rollax's loop the `RunContext`
+(experiment, seeds, stacked per-seed ``state``, ``step``, run directory, episode statistics).
 
 - `on_train_begin(trainer)`, `on_train_batch_end(trainer, metrics, step)`,
-  `on_train_end(trainer)`: the documented hooks. A trainer here is any object with ``model``,
-  ``optimizer`` and ``config``; in rollax's loop it is the `RunContext` (experiment, seeds,
-  stacked per-seed ``state``, ``step``, run directory, episode statistics).
-- `on_chunk_end(run, chunk)`: the loop's hook after each jitted chunk, with every seed's
+  `on_train_end(trainer)`: the documented hooks.
+- `on_chunk_end(trainer, chunk)`: the loop's hook after each jitted chunk, with every seed's
   per-iteration metrics (`Chunk`). By default it calls `on_train_batch_end` with the chunk's
   summary (scalars averaged over seeds), so a callback written for `train_step` loops works
   in the loop unchanged.
-- `on_evaluation(run, evaluation)`: after each greedy evaluation (`Evaluation`).
+- `on_evaluation(trainer, evaluation)`: after each greedy evaluation (`Evaluation`).
 
 ``step`` is the x-axis: environment steps done so far (a 0-based batch index works too).
-Callbacks never read the loop's locals; one that wants training to stop sets ``should_stop``,
-which the loop checks after each chunk. Where to add your own: subclass `Callback`, override
-the hooks you need, pass it to `rollax.train(experiment, callbacks=[...])`.
+Callbacks never read the loop's locals. The one way to ask for a stop is ``should_stop``: the
+loop ends training after a chunk where any callback's is true (its own reasons, a signal or
+`stop_at_step`, ask the same way: `StopRequest`). The one best-by-metric rule is `improved`.
+Where to add your own: subclass `Callback`, override the hooks you need, pass it to
+`rollax.train(experiment, callbacks=[...])`.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ __all__ = [
     "ModelCheckpoint",
     "ProfilingConfig",
     "ProgressBarCallback",
+    "StopRequest",
     "TensorBoardLoggerCallback",
     "WandbLoggerCallback",
     "WandbLoggerConfig",
@@ -104,16 +108,28 @@ class Callback:
     def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
         """Called after each update (or each jitted chunk) with its metrics."""
 
-    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
+    def on_chunk_end(self, trainer: Any, chunk: Chunk) -> None:
         """rollax's loop, after each jitted chunk: by default `on_train_batch_end` on its summary."""
-        self.on_train_batch_end(run, chunk.summary, chunk.step)
+        self.on_train_batch_end(trainer, chunk.summary, chunk.step)
 
-    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+    def on_evaluation(self, trainer: Any, evaluation: Evaluation) -> None:
         """rollax's loop, after each greedy evaluation."""
 
     def on_train_end(self, trainer: Any) -> None:
         """Called once after the last batch, also after an early stop, a shutdown signal or an
         error (in the loop, `run.outcome` says which)."""
+
+
+class StopRequest(Callback):
+    """The training loop's own reasons to stop after a chunk (a signal, `stop_at_step`), asked
+    the way any callback asks: `reason` set, `should_stop` true."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    @property
+    def should_stop(self) -> bool:  # type: ignore[override]
+        return self.reason is not None
 
 
 class CallbackList(Callback):
@@ -137,13 +153,13 @@ class CallbackList(Callback):
         for callback in self.callbacks:
             callback.on_train_batch_end(trainer, metrics, step)
 
-    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
+    def on_chunk_end(self, trainer: Any, chunk: Chunk) -> None:
         for callback in self.callbacks:
-            callback.on_chunk_end(run, chunk)
+            callback.on_chunk_end(trainer, chunk)
 
-    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+    def on_evaluation(self, trainer: Any, evaluation: Evaluation) -> None:
         for callback in self.callbacks:
-            callback.on_evaluation(run, evaluation)
+            callback.on_evaluation(trainer, evaluation)
 
     def on_train_end(self, trainer: Any) -> None:
         """Every callback's hook runs, even when an earlier one raises (the first error is
@@ -171,7 +187,9 @@ def _monitored_value(metrics: Mapping[str, Any], monitor: str) -> float:
     raise ValueError(f"monitored metric {monitor!r} not in metrics; available: {sorted(metrics)}")
 
 
-def _is_better(value: float, best: float, mode: Mode, min_delta: float = 0.0) -> bool:
+def improved(value: float, best: float, mode: Mode, min_delta: float = 0.0) -> bool:
+    """The one best-by-metric rule: `value` beats `best` by more than `min_delta` in the
+    direction of `mode` ("max" or "min"); NaN never wins, and anything beats a NaN best."""
     if math.isnan(value):
         return False
     if math.isnan(best):
@@ -349,7 +367,7 @@ class ModelCheckpoint(Callback):
         metadata = {"step": int(step), self.config.monitor: value}
         save_to_manager(self._manager, int(step), state, metadata, metrics={"score": value})
         self.last_step = int(step)
-        if _is_better(value, self.best_score, self.config.mode):
+        if improved(value, self.best_score, self.config.mode):
             self.best_step, self.best_score = int(step), value
 
     def on_train_end(self, trainer: Any) -> None:
@@ -437,11 +455,11 @@ class EarlyStopping(Callback):
         self.best, self.wait, self.should_stop, self.stopped_step = math.nan, 0, False, None
         self._seen, self._last_names = False, []
 
-    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
+    def on_chunk_end(self, trainer: Any, chunk: Chunk) -> None:
         self._last_names = sorted(chunk.summary)
         if self.monitor in chunk.summary or f"train/{self.monitor}" in chunk.summary:
             self._seen = True
-            self.on_train_batch_end(run, chunk.summary, chunk.step)
+            self.on_train_batch_end(trainer, chunk.summary, chunk.step)
 
     def on_train_end(self, trainer: Any) -> None:
         if self._last_names and not self._seen:
@@ -450,7 +468,7 @@ class EarlyStopping(Callback):
 
     def on_train_batch_end(self, trainer: Any, metrics: Mapping[str, Any], step: int) -> None:
         value = _monitored_value(metrics, self.monitor)
-        if _is_better(value, self.best, self.mode, self.min_delta):
+        if improved(value, self.best, self.mode, self.min_delta):
             self.best, self.wait = value, 0
             return
         self.wait += 1

@@ -1,5 +1,5 @@
 """The callbacks that make up a run directory, attached by `rollax.train` (chosen by the
-preset's `[logging]` table; see `rollax.run.callbacks.default_callbacks`):
+preset's `[logging]` table; see `rollax.trainer.callbacks.default_callbacks`):
 
 - `MetricsLogger`: per seed, every scalar to `metrics.jsonl` and TensorBoard, the config.
 - `Samples`: the env's sample pictures, or a token task's completions as text, before training
@@ -41,7 +41,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rollax.logging.callbacks import Callback, Chunk, Evaluation
+from rollax.logging.callbacks import Callback, Chunk, Evaluation, improved
 from rollax.logging.checkpoint import (
     available_steps,
     load_checkpoint,
@@ -52,8 +52,9 @@ from rollax.logging.logger import Logger
 from rollax.logging.plot import pyplot, read_records
 from rollax.logging.run_dir import write_text_atomically
 
-# 2: the training state is {"train": TrainState(model_optimizer, algorithm), ...}
-CHECKPOINT_FORMAT = 2
+# 3: the training state is {"train": TrainState(model_optimizer, algorithm), "reference",
+# "source" (the batch source's state), "key"}
+CHECKPOINT_FORMAT = 3
 
 __all__ = ["BestCheckpoint", "MetricsLogger", "ResultWriter", "ResumeCheckpoint", "Samples",
            "model_params", "restore", "truncate_metrics", "write_results"]
@@ -69,27 +70,27 @@ class MetricsLogger(Callback):
         self.loggers: list[Logger] = []
         self._last_eval_step: int | None = None
 
-    def on_train_begin(self, run: Any) -> None:
-        if run.resume_step is None:
-            self.loggers = [Logger(d) for d in run.seed_dirs]
-            self._log_hparams(run)
+    def on_train_begin(self, trainer: Any) -> None:
+        if trainer.resume_step is None:
+            self.loggers = [Logger(d) for d in trainer.seed_dirs]
+            self._log_hparams(trainer)
             return
-        kept = [truncate_metrics(seed_dir / "metrics.jsonl", run.resume_step) for seed_dir in run.seed_dirs]
-        if any(r["step"] == run.resume_step and "eval/mean_reward" in r for r in kept[0]):
-            self._last_eval_step = run.resume_step  # a finished run resumed: not logged twice
-            if run.resume_step >= run.plan.total_steps:
+        kept = [truncate_metrics(seed_dir / "metrics.jsonl", trainer.resume_step) for seed_dir in trainer.seed_dirs]
+        if any(r["step"] == trainer.resume_step and "eval/mean_reward" in r for r in kept[0]):
+            self._last_eval_step = trainer.resume_step  # a finished run resumed: not logged twice
+            if trainer.resume_step >= trainer.plan.total_steps:
                 return  # nothing left to log: no new event files, config or pictures
         # TensorBoard drops this run's events after the checkpoint, as metrics.jsonl does
-        self.loggers = [Logger(d, purge_step=run.resume_step + 1) for d in run.seed_dirs]
-        self._log_hparams(run)  # the same config, or a new budget.total_steps
+        self.loggers = [Logger(d, purge_step=trainer.resume_step + 1) for d in trainer.seed_dirs]
+        self._log_hparams(trainer)  # the same config, or a new budget.total_steps
 
-    def _log_hparams(self, run: Any) -> None:
+    def _log_hparams(self, trainer: Any) -> None:
         """`config.json` and TensorBoard's HPARAMS, where each seed folder shows its own seed
         (and a sweep's its combination's values)."""
-        for logger, seed, experiment in zip(self.loggers, run.seeds, run.seed_experiments, strict=True):
+        for logger, seed, experiment in zip(self.loggers, trainer.seeds, trainer.seed_experiments, strict=True):
             logger.log_hparams(experiment.to_dict(), session={"seed": seed})
 
-    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
+    def on_chunk_end(self, trainer: Any, chunk: Chunk) -> None:
         num_iterations = next(iter(chunk.metrics.values())).shape[1]
         for s, logger in enumerate(self.loggers):
             for k in range(num_iterations):
@@ -98,10 +99,10 @@ class MetricsLogger(Callback):
                                    step, prefix="train")
                 logger.log_scalars(chunk.rollout[s][k], step)
             # seeds train side by side in one program: each advanced chunk.fps / S steps per second
-            logger.log_scalars({"time/fps": chunk.fps / len(run.seeds)}, chunk.step)
+            logger.log_scalars({"time/fps": chunk.fps / len(trainer.seeds)}, chunk.step)
             logger.flush()
 
-    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+    def on_evaluation(self, trainer: Any, evaluation: Evaluation) -> None:
         if evaluation.step == self._last_eval_step:  # a stop right after a periodic evaluation
             return
         self._last_eval_step = evaluation.step
@@ -110,7 +111,7 @@ class MetricsLogger(Callback):
             logger.log_scalars({"eval/mean_reward": float(np.mean(returns)), **extra}, evaluation.step)
             logger.flush()
 
-    def on_train_end(self, run: Any) -> None:
+    def on_train_end(self, trainer: Any) -> None:
         for logger in self.loggers:
             logger.close()
 
@@ -125,22 +126,22 @@ class Samples(Callback):
         self.metrics = metrics
         self._last_step: int | None = None
 
-    def _draw(self, run: Any, tag: str) -> None:
-        self._last_step = run.step
-        images, texts = run.render_samples(), run.sample_texts()
+    def _draw(self, trainer: Any, tag: str) -> None:
+        self._last_step = trainer.step
+        images, texts = trainer.render_samples(), trainer.sample_texts()
         for s, logger in enumerate(self.metrics.loggers):
             if images is not None:
-                logger.log_images(tag, np.clip(np.asarray(images[s]), 0.0, 1.0), run.step)
+                logger.log_images(tag, np.clip(np.asarray(images[s]), 0.0, 1.0), trainer.step)
             if texts is not None:
-                logger.log_text(tag, texts[s], run.step)
+                logger.log_text(tag, texts[s], trainer.step)
 
-    def on_train_begin(self, run: Any) -> None:
-        if run.resume_step is None:
-            self._draw(run, "samples")
+    def on_train_begin(self, trainer: Any) -> None:
+        if trainer.resume_step is None:
+            self._draw(trainer, "samples")
 
-    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+    def on_evaluation(self, trainer: Any, evaluation: Evaluation) -> None:
         if evaluation.step != self._last_step:  # a stop right after a periodic evaluation
-            self._draw(run, "samples")
+            self._draw(trainer, "samples")
 
 
 class BestCheckpoint(Callback):
@@ -152,15 +153,15 @@ class BestCheckpoint(Callback):
         if not monitor.startswith("eval/") or mode not in ("max", "min"):
             raise ValueError(f"BestCheckpoint ranks evaluations: monitor must be 'eval/<name>' and "
                              f"mode 'max' or 'min', got {monitor!r}, {mode!r}")
-        self.monitor, self.sign = monitor, 1.0 if mode == "max" else -1.0
+        self.monitor, self.mode = monitor, mode
         self.best: list[float] = []
         self._last_step: int | None = None
 
-    def on_train_begin(self, run: Any) -> None:
-        self.best = [-math.inf] * len(run.seeds)
-        if run.resume_step is not None:
-            self.best = [self.sign * _rewind_best(d / "checkpoints" / "best", run.resume_step)
-                         for d in run.seed_dirs]
+    def on_train_begin(self, trainer: Any) -> None:
+        self.best = [math.nan] * len(trainer.seeds)
+        if trainer.resume_step is not None:
+            self.best = [_rewind_best(d / "checkpoints" / "best", trainer.resume_step)
+                         for d in trainer.seed_dirs]
 
     def _value(self, evaluation: Evaluation, s: int) -> float:
         if self.monitor == "eval/mean_reward":
@@ -171,16 +172,16 @@ class BestCheckpoint(Callback):
                              f"env; available: {['eval/mean_reward', *(f'eval/{k}' for k in evaluation.metrics)]}")
         return float(np.asarray(evaluation.metrics[name])[s])
 
-    def on_evaluation(self, run: Any, evaluation: Evaluation) -> None:
+    def on_evaluation(self, trainer: Any, evaluation: Evaluation) -> None:
         if evaluation.step == self._last_step:  # a stop right after a periodic evaluation
             return
         self._last_step = evaluation.step
-        for s in range(len(run.seeds)):
+        for s in range(len(trainer.seeds)):
             value = self._value(evaluation, s)
-            if self.sign * value > self.best[s]:
-                self.best[s] = self.sign * value
-                save_checkpoint(run.seed_dirs[s] / "checkpoints" / "best", evaluation.step,
-                                model_params(run.host_state, s),
+            if improved(value, self.best[s], self.mode):
+                self.best[s] = value
+                save_checkpoint(trainer.seed_dirs[s] / "checkpoints" / "best", evaluation.step,
+                                model_params(trainer.host_state, s),
                                 {"env_steps": evaluation.step, "monitor": self.monitor, "value": value,
                                  "eval_mean_reward": float(np.mean(evaluation.returns[s]))},
                                 max_to_keep=1)
@@ -197,29 +198,29 @@ class ResumeCheckpoint(Callback):
         self._last_save: float | None = None  # the clock starts with the first chunk
         self._saved_step: int | None = None
 
-    def on_train_begin(self, run: Any) -> None:
-        self._saved_step = run.resume_step  # resuming a finished run saves nothing twice
+    def on_train_begin(self, trainer: Any) -> None:
+        self._saved_step = trainer.resume_step  # resuming a finished run saves nothing twice
 
-    def on_chunk_end(self, run: Any, chunk: Chunk) -> None:
-        if run.outcome == "failed":  # a diverged chunk is logged, never checkpointed
+    def on_chunk_end(self, trainer: Any, chunk: Chunk) -> None:
+        if trainer.outcome == "failed":  # a diverged chunk is logged, never checkpointed
             return
         if self._last_save is None:
             self._last_save = time.perf_counter()
-        if run.stop_requested or time.perf_counter() - self._last_save > self.every_seconds:
-            self._save(run)
+        if trainer.callbacks.should_stop or time.perf_counter() - self._last_save > self.every_seconds:
+            self._save(trainer)
 
-    def on_train_end(self, run: Any) -> None:
-        if run.outcome in ("finished", "stopped"):  # no-op when this step is already saved
-            self._save(run)
+    def on_train_end(self, trainer: Any) -> None:
+        if trainer.outcome in ("finished", "stopped"):  # no-op when this step is already saved
+            self._save(trainer)
 
-    def _save(self, run: Any) -> None:
-        if run.step == self._saved_step:
+    def _save(self, trainer: Any) -> None:
+        if trainer.step == self._saved_step:
             return
-        stats = [s.state_dict() for s in run.episode_stats]
-        save_checkpoint(run.run_dir / "checkpoints", run.step, run.host_state,
-                        {"format": CHECKPOINT_FORMAT, "iteration": run.iteration, "env_steps": run.step,
+        stats = [s.state_dict() for s in trainer.episode_stats]
+        save_checkpoint(trainer.run_dir / "checkpoints", trainer.step, trainer.host_state,
+                        {"format": CHECKPOINT_FORMAT, "iteration": trainer.iteration, "env_steps": trainer.step,
                          "episode_stats": stats}, max_to_keep=2)
-        self._saved_step, self._last_save = run.step, time.perf_counter()
+        self._saved_step, self._last_save = trainer.step, time.perf_counter()
 
 
 class ResultWriter(Callback):
@@ -234,25 +235,25 @@ class ResultWriter(Callback):
         self.plot = plot
         self._importing: threading.Thread | None = None
 
-    def on_train_begin(self, run: Any) -> None:
+    def on_train_begin(self, trainer: Any) -> None:
         if self.plot and "matplotlib.pyplot" not in sys.modules:
             self._importing = threading.Thread(target=_import_pyplot, daemon=True,
                                                name="rollax-import-matplotlib")
             self._importing.start()
 
-    def on_train_end(self, run: Any) -> None:
+    def on_train_end(self, trainer: Any) -> None:
         if self._importing is not None:
             self._importing.join()
-        if run.result is None:
+        if trainer.result is None:
             return
-        write_results(run.result)
+        write_results(trainer.result)
         if self.plot:
             from rollax.logging.plot import plot_runs
 
             try:
-                plot_runs([run.run_dir], run.run_dir / "learning_curves.png")
+                plot_runs([trainer.run_dir], trainer.run_dir / "learning_curves.png")
             except (ValueError, FileNotFoundError) as err:
-                warnings.warn(f"no learning-curve plot for {run.run_dir}: {err}", RuntimeWarning,
+                warnings.warn(f"no learning-curve plot for {trainer.run_dir}: {err}", RuntimeWarning,
                               stacklevel=2)
 
 
@@ -314,15 +315,16 @@ def restore(run_dir: Path, state: dict, stats: list) -> tuple[dict, int, int]:
 
 
 def _rewind_best(best_dir: Path, max_step: int) -> float:
-    """Remove best-model checkpoints newer than `max_step`; the best value that remains."""
+    """Remove best-model checkpoints newer than `max_step`; the best value that remains (NaN:
+    none)."""
     if not best_dir.is_dir():
-        return -math.inf
+        return math.nan
     for step in available_steps(best_dir):
         if step > max_step:
             shutil.rmtree(best_dir / str(step))
     remaining = available_steps(best_dir)
     if not remaining:
-        return -math.inf
+        return math.nan
     return float(load_metadata(best_dir, remaining[-1])["value"])
 
 

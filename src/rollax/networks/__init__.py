@@ -1,14 +1,3 @@
-"""Policy and value networks, and the adapter from their outputs to action distributions."""
-
-from rollax.networks.distributions import (
-    Categorical,
-    DiagGaussian,
-    Distribution,
-    GaussianParams,
-    TokenCategorical,
-    as_distribution,
-)
-from rollax.networks.mlp import MLPPolicy, build_policy
-
-__all__ = ["Categorical", "DiagGaussian", "Distribution", "GaussianParams", "MLPPolicy",
-           "TokenCategorical", "as_distribution", "build_policy"]
+"""Distributions (`distributions.py`), the one policy output and how actions are scored
+(`policy.py`), the generic MLP policy (`mlp.py`) and the policy-kind registry (`kinds.py`).
+Nothing is imported here, so registering a policy kind imports no jax."""

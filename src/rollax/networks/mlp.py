@@ -1,12 +1,14 @@
-"""MLP actor-critic policies built from an environment's gymnax spaces (Flax NNX).
+"""MLP actor-critic policies built from an environment's gymnax spaces (Flax NNX), the "mlp"
+policy kind.
 
-The policy returns a distribution (`distributions.py`): `Categorical(logits [..., A])` for
-discrete actions; `DiagGaussian(mean [..., A], log_std [..., A])` with a state-independent
-learned `log_std` for continuous ones; with a critic, `(distribution, value [...])`.
+The policy returns a `PolicyOutput`: `Categorical(logits [..., A])` for discrete actions;
+`DiagGaussian(mean [..., A], log_std [..., A])` with a state-independent learned `log_std` for
+continuous ones; with a critic, the value `[...]` of each observation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -17,7 +19,10 @@ import jax.numpy as jnp
 from flax import nnx
 from gymnax.environments import spaces
 
+from rollax.checks import check_choice, check_int, check_types
 from rollax.networks.distributions import Categorical, DiagGaussian
+from rollax.networks.kinds import PolicyContext, PolicyKind
+from rollax.networks.policy import PolicyOutput
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -116,7 +121,7 @@ class MLPPolicy(nnx.Module):
         batch_shape = observations.shape[: observations.ndim - num_obs_dims]
         return observations.reshape(*batch_shape, -1).astype(jnp.float32)
 
-    def __call__(self, observations: jax.Array) -> Any:
+    def __call__(self, observations: jax.Array) -> PolicyOutput:
         x = self.flatten(observations)
         actor_features = self.actor_torso(x)
         head = self.policy_head(actor_features)
@@ -125,10 +130,9 @@ class MLPPolicy(nnx.Module):
         else:
             distribution = DiagGaussian(head, jnp.broadcast_to(self.log_std[...], head.shape))
         if not self.critic:
-            return distribution
+            return PolicyOutput(distribution)
         critic_features = actor_features if self.shared_torso else self.critic_torso(x)
-        value = self.value_head(critic_features)[..., 0]
-        return distribution, value
+        return PolicyOutput(distribution, self.value_head(critic_features)[..., 0])
 
 
 def build_policy(
@@ -143,7 +147,7 @@ def build_policy(
     rngs: nnx.Rngs,
 ) -> nnx.Module:
     """Build an MLP policy for gymnax spaces: `model(obs [..., *obs_shape])` returns a
-    `Categorical` or `DiagGaussian`, paired with a value `[...]` when `critic` is true."""
+    `PolicyOutput` of a `Categorical` or `DiagGaussian`, with a value `[...]` when `critic`."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; valid: {sorted(ACTIVATIONS)}")
     if any(int(size) <= 0 for size in hidden_sizes):
@@ -176,3 +180,39 @@ def build_policy(
         log_std_init=log_std_init,
         rngs=rngs,
     )
+
+
+MAX_LAYER = 2**16  # units in one hidden layer
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPConfig:
+    """`[agent.network]` of kind "mlp": hidden layers (`hidden_sizes`, `activation`), a critic
+    with its own torso unless `shared_torso`, and the initial log std of continuous actions."""
+
+    kind: str = "mlp"
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    shared_torso: bool = False
+    log_std_init: float = 0.0
+
+    def __post_init__(self):
+        check_types(self, "agent.network")
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # TOML/JSON lists
+        check_hidden_layers(self.hidden_sizes, self.activation)
+
+
+def check_hidden_layers(hidden_sizes: tuple[int, ...], activation: str) -> None:
+    for size in hidden_sizes:
+        check_int("agent.network.hidden_sizes[i]", size, 1, MAX_LAYER)
+    check_choice("agent.network.activation", activation, tuple(sorted(ACTIVATIONS)))
+
+
+def _build(config: MLPConfig, context: PolicyContext, rngs: nnx.Rngs) -> MLPPolicy:
+    return build_policy(context.observation_space, context.action_space,
+                        hidden_sizes=config.hidden_sizes, activation=config.activation,
+                        critic=context.critic, shared_torso=config.shared_torso,
+                        log_std_init=config.log_std_init, rngs=rngs)
+
+
+MLP_KIND = PolicyKind("mlp", MLPConfig, _build)

@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
+from rollax.envs.gymnasium_ids import GYMNASIUM_PREFIX, check_gymnasium_id, is_host_env_id
 from rollax.logging.run_dir import overrides_label
 from rollax.presets.files import PathLike, PresetError, find_experiment, read_toml, shipped_dir
-from rollax.rollout.host_collector import GYMNASIUM_PREFIX, check_gymnasium_id, is_host_env_id
-from rollax.run.callbacks import optional_configs
+from rollax.run.callbacks import LOGGING_CALLBACKS, optional_configs
 from rollax.run.experiment import AgentSpec, BudgetSpec, EnvSpec, Experiment
 
 REQUIRED = object()  # marks a key a preset must set
@@ -41,9 +41,10 @@ def _defaults(spec: type) -> dict[str, Any]:
 SCHEMA: dict[str, Any] = {**_defaults(Experiment), "name": "", "env": REQUIRED, "agent": REQUIRED,
                           "budget": _defaults(BudgetSpec), "overrides": {}}
 ENV_SCHEMA: dict[str, Any] = _defaults(EnvSpec)
-AGENT_SCHEMA: dict[str, Any] = {**_defaults(AgentSpec), "config": {}}
+# `network`'s keys are its policy kind's (`rollax.networks.kinds`), checked by the typed section
+AGENT_SCHEMA: dict[str, Any] = {**_defaults(AgentSpec), "config": {}, "network": {}}
 # tables whose keys are free (passed on to a factory or config class), not a fixed schema
-OPEN_TABLES = ("params", "kwargs", "config", "overrides", "early_stopping", "profiler", "wandb")
+OPEN_TABLES = ("params", "kwargs", "config", "network", "overrides", *LOGGING_CALLBACKS)
 
 
 def _apply_schema(data: dict, schema: dict, where: str) -> dict:

@@ -1,10 +1,7 @@
-"""The algorithms: configs, trainers, reward functions and the shared math in `utils`."""
+"""The algorithms (one file each: config, `Algorithm` object), their registry and the
+documented trainers built from it, the reward functions and the shared math in `utils`."""
 
-from rollax.rl.configs import DPOConfig, GRPOConfig, PPOConfig, REINFORCEConfig, RLOOConfig
-from rollax.rl.dpo import DPOTrainer
-from rollax.rl.grpo import GRPOTrainer
-from rollax.rl.ppo import PPOTrainer
-from rollax.rl.reinforce import REINFORCETrainer
+from rollax.rl.registry import public_names
 from rollax.rl.rewards import (
     ClippedReward,
     CompositeReward,
@@ -13,7 +10,8 @@ from rollax.rl.rewards import (
     ScaledReward,
     ThresholdReward,
 )
-from rollax.rl.rloo import RLOOTrainer
+
+globals().update(public_names())  # DPOConfig, DPOTrainer, GRPOConfig, ..., RLOOTrainer
 
 __all__ = [
     "ClippedReward", "CompositeReward", "ConstantReward", "DPOConfig", "DPOTrainer", "GRPOConfig",

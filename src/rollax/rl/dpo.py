@@ -1,12 +1,13 @@
-"""DPO on preference pairs; `reference_free=True` is SimPO (length-normalised, with a margin).
+"""DPO (Rafailov et al., 2023) on preference pairs; `reference_free=True` is SimPO (Meng et al.,
+2024: length-normalised, with a margin).
 
-The policy's log-probs must come from the model, so the batch carries the chosen and rejected
-inputs (`chosen_observations`, `chosen_actions`, `rejected_...`, optional `..._mask` for token
-models) plus `ref_chosen_log_probs`/`ref_rejected_log_probs`, or the trainer is given a
-frozen `reference_model` that computes them. An optional boolean `pair_mask` `[B]` keeps the
-pairs that carry a preference: the loss and metrics average over those alone, and
-`tied_pairs` reports the share left out (the loop's pairs of equally rewarded samples). An
-optional `preference` `[B]` is each pair's probability that the chosen side is preferred (a
+The policy's log-probs must come from the model, so a pair carries the chosen and rejected
+inputs (observations, actions, a parts mask) plus the reference policy's sample log-probs, or
+the trainer is given a frozen `reference_model` that computes them. From sampled groups, a
+prompt's pair is its best sample (chosen) and its worst (rejected). An optional boolean
+`pair_mask` `[B]` keeps the pairs that carry a preference: the loss and metrics average over
+those alone, and `tied_pairs` reports the share left out (groups of equally rewarded samples).
+An optional `preference` `[B]` is each pair's probability that the chosen side is preferred (a
 soft label in place of `1 - label_smoothing`).
 """
 
@@ -14,149 +15,173 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import struct
 
-from rollax.rl.batch_checks import STEP, BatchSpec, PolicyKeys
-from rollax.rl.configs import DPOConfig
-from rollax.rl.spec import AlgorithmSpec, GroupSamples
-from rollax.rl.trainer import (
-    Trainer,
-    TrainState,
-    check_reference,
-    evaluate_policy,
-    sequence_sum,
-    single_step_update,
-)
-from rollax.rl.utils import compute_dpo_loss, masked_mean, tied_groups
+from rollax.networks.policy import score_actions
+from rollax.rl.algorithm import Algorithm
+from rollax.rl.batch import STEP, BatchFormat, PolicyKeys
+from rollax.rl.config import Config, algorithm_config, traced
+from rollax.rl.utils import compute_dpo_loss, masked_mean, sequence_sum, tied_groups
+from rollax.rollout.batches import Sequences
 
 SIDES = ("chosen", "rejected")
 INPUTS = tuple(f"{side}_{part}" for side in SIDES for part in ("observations", "actions"))
 REFS = tuple(f"ref_{side}_log_probs" for side in SIDES)
 
 
-def sequence_log_probs(model, batch: dict, side: str, length_normalize: bool) -> jax.Array:
-    """`[B]` log pi(y|x) of one side of the pairs (mean over tokens when length-normalised)."""
-    terms = evaluate_policy(model, batch[f"{side}_observations"], batch[f"{side}_actions"],
-                            batch.get(f"{side}_mask"))
-    total = sequence_sum(terms.log_probs, terms.mask)
-    return total / jnp.maximum(jnp.sum(terms.mask, 1), 1) if length_normalize else total
+@algorithm_config
+class DPOConfig(Config):
+    """DPO on preference pairs; `reference_free=True` is SimPO (no reference model)."""
+
+    beta: float = traced(0.1)
+    label_smoothing: float = traced(0.0)
+    reference_free: bool = False
+    # extras
+    loss_type: str = "sigmoid"  # sigmoid | ipo | hinge
+    simpo_gamma: float = traced(0.0)  # SimPO target margin (reference-free mode)
+    length_normalize: bool = True  # SimPO averages token log-probs (reference-free mode)
+    # > 0: the loop's pairs carry Bradley-Terry soft labels, p(chosen preferred) =
+    # sigmoid(reward gap / T); DPO's optimum is then finite, pi ~ pi_ref exp(r / (beta T)),
+    # where hard labels (0) keep pushing towards one best sample
+    preference_temperature: float = 0.0
+    max_grad_norm: float | None = None
+    num_generations: int = 4  # the training loop's samples per prompt, ranked into a pair
+
+    def _check_values(self):
+        self._range("beta", 0.0, low_open=True)
+        self._range("label_smoothing", 0.0, 0.5)
+        self._range("preference_temperature", 0.0)
+        self._choice("loss_type", ("sigmoid", "ipo", "hinge"))
+        if self.preference_temperature > 0 and self.loss_type != "sigmoid":
+            raise ValueError(f"preference_temperature={self.preference_temperature} gives soft "
+                             f"labels, which only loss_type='sigmoid' takes (got "
+                             f"{self.loss_type!r})")
+        self._range("simpo_gamma", 0.0)
+        self._optional_positive("max_grad_norm")
+        self._int("num_generations", 2)
 
 
-def loss_fn(model, batch: dict, config: DPOConfig, static: dict):
-    """Preference loss on a batch of pairs; returns `(loss, metrics)`."""
-    normalize = config.reference_free and config.length_normalize
-    logps = {side: sequence_log_probs(model, batch, side, normalize) for side in SIDES}
-    if config.reference_free:
-        logratios, margin = logps, config.simpo_gamma
-    else:
-        logratios = {side: logps[side] - batch[f"ref_{side}_log_probs"] for side in SIDES}
-        margin = 0.0
-    smoothing = 1.0 - batch["preference"] if "preference" in batch else config.label_smoothing
-    losses = compute_dpo_loss(logratios["chosen"], logratios["rejected"], config.beta,
-                              smoothing, config.loss_type, margin)
-    chosen_reward = config.beta * jax.lax.stop_gradient(logratios["chosen"])
-    rejected_reward = config.beta * jax.lax.stop_gradient(logratios["rejected"])
-    pairs = batch.get("pair_mask")  # the pairs that carry a preference (all without it)
-    mean = lambda x: masked_mean(x, pairs)
-    loss = mean(losses)
-    metrics = {
-        "dpo_loss": loss,
-        "chosen_reward": mean(chosen_reward),
-        "rejected_reward": mean(rejected_reward),
-        "reward_margin": mean(chosen_reward - rejected_reward),
-        "reward_accuracy": mean((chosen_reward > rejected_reward).astype(jnp.float32)),
-        "logps_chosen": mean(logps["chosen"]),
-        "logps_rejected": mean(logps["rejected"]),
-    }
-    if pairs is not None:
-        metrics["tied_pairs"] = 1.0 - jnp.mean(pairs.astype(jnp.float32))
-    return loss, metrics
+@struct.dataclass
+class Side:
+    """One side of B pairs: what the policy scores, on the grid `mask [B, L]`."""
+
+    observations: jax.Array
+    actions: jax.Array
+    mask: jax.Array
 
 
-def update(graphdef, state: TrainState, batch, key, config: DPOConfig, static=None):
-    """Pure DPO update (one gradient step) on a batch of preference pairs."""
-    del key
-    return single_step_update(loss_fn, graphdef, state, batch, config, static or {})
+@struct.dataclass
+class Pairs:
+    chosen: Side
+    rejected: Side
+    ref_chosen_log_probs: jax.Array | None = None  # [B]; None in reference-free mode
+    ref_rejected_log_probs: jax.Array | None = None
+    pair_mask: jax.Array | None = None  # [B] the pairs that carry a preference (None: all)
+    preference: jax.Array | None = None  # [B] p(chosen preferred) (None: 1 - label_smoothing)
+
+    def learned_by(self, algorithm, config) -> tuple[Pairs, dict]:
+        return self, {}
 
 
-def group_batch(samples: GroupSamples, config: DPOConfig) -> dict:
-    """The loop's DPO batch: per prompt, its best generation (chosen) and worst (rejected);
-    `pair_mask` drops the prompts whose generations all scored the same (no preference), and
-    with `preference_temperature` T the chosen side wins with probability sigmoid(gap / T)."""
-    size = samples.group_size
-    prompts = samples.rewards.shape[0] // size
-    grouped = samples.rewards.reshape(prompts, size)
-    first = jnp.arange(prompts) * size
-    pairs = {"chosen": first + jnp.argmax(grouped, 1), "rejected": first + jnp.argmin(grouped, 1)}
-    batch = {"pair_mask": ~tied_groups(samples.rewards, size)}
-    if config.preference_temperature > 0:
-        gap = grouped.max(1) - grouped.min(1)
-        batch["preference"] = jax.nn.sigmoid(gap / config.preference_temperature)
-    for side, index in pairs.items():
-        observations, actions = samples.observations[index], samples.actions[index]
-        batch[f"{side}_observations"], batch[f"{side}_actions"] = observations, actions
-        reference = samples.reference_log_probs(observations, actions)
-        if samples.mask is not None:  # token completions: their masks, sequence log-probs
-            batch[f"{side}_mask"] = samples.mask[index]
-            reference = sequence_sum(reference, samples.mask[index])
-        batch[f"ref_{side}_log_probs"] = reference
-    return batch
+def log_probs(model, side: Side, length_normalize: bool = False) -> jax.Array:
+    """`[B]` log pi(y|x) of one side of the pairs (mean over parts when length-normalised)."""
+    terms = score_actions(model, side.observations, side.actions, side.mask.shape)
+    total = sequence_sum(terms.log_probs, side.mask)
+    return total / jnp.maximum(jnp.sum(side.mask, 1), 1) if length_normalize else total
 
 
-class DPOTrainer(Trainer):
-    """Direct Preference Optimization trainer (SimPO with `reference_free=True`)."""
+class DPO(Algorithm):
+    name, title, config_class = "dpo", "DPO", DPOConfig
+    learns_from = (Sequences,)
+    refused_keys = dict.fromkeys(
+        ("chosen_log_probs", "rejected_log_probs"),
+        "DPO computes the policy's log-probs from the model, so precomputed "
+        "'chosen_log_probs'/'rejected_log_probs' cannot be trained on; pass "
+        f"{list(INPUTS)} (and the reference log-probs) instead")
 
-    config_class = DPOConfig
-    update = staticmethod(update)
+    def group_size(self, config: DPOConfig) -> int:
+        return config.num_generations
 
-    def __init__(self, model, optimizer, config: DPOConfig | None = None, reference_model=None, *,
-                 check_batches: bool = True):
-        super().__init__(model, optimizer, config, check_batches=check_batches)
-        self.reference_model = reference_model
-        if reference_model is not None:
-            check_reference(model, reference_model)
-            graphdef, state = nnx.split(reference_model)
+    def uses_reference(self, config: DPOConfig) -> bool:
+        return not config.reference_free
 
-            @jax.jit
-            def reference_log_probs(batch):
-                frozen = nnx.merge(graphdef, state)
-                return {f"ref_{side}_log_probs": sequence_log_probs(frozen, batch, side, False)
-                        for side in SIDES}
+    def from_sequences(self, samples: Sequences, config: DPOConfig):
+        """Per prompt, its best sample (chosen) and its worst (rejected); `pair_mask` drops the
+        prompts whose samples all scored the same, and with `preference_temperature` T the
+        chosen side wins with probability sigmoid(gap / T)."""
+        size = samples.group_size
+        prompts = samples.rewards.shape[0] // size
+        grouped = samples.rewards.reshape(prompts, size)
+        first = jnp.arange(prompts) * size
+        index = {"chosen": first + jnp.argmax(grouped, 1), "rejected": first + jnp.argmin(grouped, 1)}
+        sides = {side: Side(samples.observations[rows], samples.actions[rows], samples.mask[rows])
+                 for side, rows in index.items()}
+        refs = {side: None if samples.ref_log_probs is None else
+                sequence_sum(samples.ref_log_probs[rows], samples.mask[rows])
+                for side, rows in index.items()}
+        preference = None
+        if config.preference_temperature > 0:
+            preference = jax.nn.sigmoid((grouped.max(1) - grouped.min(1)) / config.preference_temperature)
+        return Pairs(sides["chosen"], sides["rejected"], refs["chosen"], refs["rejected"],
+                     ~tied_groups(samples.rewards, size), preference), {}
 
-            self._reference_log_probs = reference_log_probs
-        # the reference log-probs are inputs unless a reference model computes them (or SimPO
-        # needs none); config and reference are fixed, so the spec is built once
-        needs_refs = not self.config.reference_free and reference_model is None
-        self.batch_spec = BatchSpec(
+    def loss(self, model, pairs: Pairs, config: DPOConfig):
+        """Preference loss on a batch of pairs; returns `(loss, metrics)`."""
+        normalize = config.reference_free and config.length_normalize
+        logps = {"chosen": log_probs(model, pairs.chosen, normalize),
+                 "rejected": log_probs(model, pairs.rejected, normalize)}
+        if config.reference_free:
+            logratios, margin = logps, config.simpo_gamma
+        else:
+            logratios = {"chosen": logps["chosen"] - pairs.ref_chosen_log_probs,
+                         "rejected": logps["rejected"] - pairs.ref_rejected_log_probs}
+            margin = 0.0
+        smoothing = config.label_smoothing if pairs.preference is None else 1.0 - pairs.preference
+        losses = compute_dpo_loss(logratios["chosen"], logratios["rejected"], config.beta,
+                                  smoothing, config.loss_type, margin)
+        chosen_reward = config.beta * jax.lax.stop_gradient(logratios["chosen"])
+        rejected_reward = config.beta * jax.lax.stop_gradient(logratios["rejected"])
+        mean = lambda x: masked_mean(x, pairs.pair_mask)
+        loss = mean(losses)
+        metrics = {
+            "dpo_loss": loss,
+            "chosen_reward": mean(chosen_reward),
+            "rejected_reward": mean(rejected_reward),
+            "reward_margin": mean(chosen_reward - rejected_reward),
+            "reward_accuracy": mean((chosen_reward > rejected_reward).astype(jnp.float32)),
+            "logps_chosen": mean(logps["chosen"]),
+            "logps_rejected": mean(logps["rejected"]),
+        }
+        if pairs.pair_mask is not None:
+            metrics["tied_pairs"] = 1.0 - jnp.mean(pairs.pair_mask.astype(jnp.float32))
+        return loss, metrics
+
+    def batch_formats(self, config: DPOConfig, reference_model: bool) -> tuple[BatchFormat, ...]:
+        """The reference log-probs are inputs unless a reference model computes them (or SimPO
+        needs none)."""
+        needs_refs = not config.reference_free and not reference_model
+        return (BatchFormat(
             required=INPUTS + (REFS if needs_refs else ()),
             optional=("chosen_mask", "rejected_mask", "pair_mask", "preference") + REFS,
             leading_key="chosen_actions", batch_ndim=1,
             shapes=dict.fromkeys((*REFS, "pair_mask", "preference"), STEP),
             policies=tuple(PolicyKeys(f"{side}_observations", f"{side}_actions", f"{side}_mask")
-                           for side in SIDES))
-
-    def validate(self, batch):
-        if "chosen_log_probs" in batch or "rejected_log_probs" in batch:
-            raise ValueError(
-                "DPO computes the policy's log-probs from the model, so precomputed "
-                "'chosen_log_probs'/'rejected_log_probs' cannot be trained on; pass "
-                f"{list(INPUTS)} (and the reference log-probs) instead")
-        arrays, static = super().validate(batch)
-        if not self.config.reference_free and self.reference_model is not None:
-            arrays = {**arrays, **self._reference_log_probs(arrays)}
-        if self.config.reference_free:
-            arrays = {k: v for k, v in arrays.items() if k not in REFS}
-        return arrays, static
+                           for side in SIDES), build=build),)
 
 
-def check_plan(config: DPOConfig, budget, num_tasks: int) -> None:
-    """A pair needs two samples of a prompt to rank."""
-    if budget.group_size < 2:
-        raise ValueError(f"budget.group_size={budget.group_size} must be >= 2 (DPO ranks that many "
-                         "samples per prompt into a best/worst pair)")
+def build(arrays: dict, static: dict, parts: tuple, config: DPOConfig, reference) -> Pairs:
+    """The documented pairs; a trainer's `reference_model` scores the reference log-probs."""
+    sides = {side: Side(arrays[f"{side}_observations"], arrays[f"{side}_actions"],
+                        jnp.asarray(arrays.get(f"{side}_mask", jnp.ones(shape, bool)), bool))
+             for side, shape in zip(SIDES, parts, strict=True)}
+    refs = {side: arrays.get(f"ref_{side}_log_probs") for side in SIDES}
+    if config.reference_free:
+        refs = dict.fromkeys(SIDES)
+    elif reference is not None:
+        refs = {side: log_probs(reference, sides[side]) for side in SIDES}
+    pair_mask = arrays.get("pair_mask")
+    return Pairs(sides["chosen"], sides["rejected"], refs["chosen"], refs["rejected"],
+                 None if pair_mask is None else jnp.asarray(pair_mask, bool), arrays.get("preference"))
 
 
-SPEC = AlgorithmSpec(
-    name="dpo", config_class=DPOConfig, update=update, check=check_plan,
-    batch_source="groups", group_size=lambda config, budget: budget.group_size,
-    group_batch=group_batch)
+ALGORITHM = DPO()

@@ -1,129 +1,130 @@
-"""GRPO: critic-free clipped policy gradient with advantages normalised within groups.
+"""GRPO (Shao et al., 2024, DeepSeekMath): critic-free clipped policy gradient with advantages
+normalised within groups of samples of the same prompt.
 
-Rows are contiguous groups of `group_size` generations per prompt. Log-probs may be given per
-sequence (`[B]`) or per token (`[B, L]` with a `mask`); the ratio, KL and entropy are taken
-at that level and aggregated over tokens by `loss_type`: grpo (mean per sequence, then over
-sequences), bnpo/dapo (mean over all valid tokens), dr_grpo (sum over tokens / (B * L)).
+Rows are contiguous groups of `group_size` samples per prompt. The ratio, KL and entropy are
+taken per part (a completion's token, a chain's step; a one-step generation is one part) with
+the sample's advantage, and aggregated over parts by `loss_type` (TRL's names): grpo (mean per
+sample, then over samples), bnpo/dapo (mean over all valid parts; DAPO, Yu et al., 2025),
+dr_grpo (sum over parts / (B * L); Liu et al., 2025).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
-from rollax.rl.batch_checks import STEP, STEP_OR_TOKEN, BatchSpec, check_group_size
-from rollax.rl.configs import GRPOConfig
-from rollax.rl.spec import AlgorithmSpec, generations_batch
-from rollax.rl.trainer import (
-    Trainer,
-    TrainState,
-    evaluate_policy,
-    sequence_sum,
-    single_step_update,
-)
+from rollax.networks.policy import score_actions
+from rollax.rl.algorithm import Algorithm
+from rollax.rl.batch import PER_PART, STEP_OR_PART, BatchFormat, check_group_size
+from rollax.rl.config import Config, algorithm_config, traced
+from rollax.rl.formats import build_sequences
 from rollax.rl.utils import clipped_surrogate_terms, compute_group_advantages, estimate_kl
+from rollax.rollout.batches import Sequences
 
 
-def sequence_rewards(rewards: jax.Array, gamma: float, mask: jax.Array | None) -> jax.Array:
-    """`[B]` rewards pass through; per-token `[B, L]` rewards become discounted sums `[B]`."""
-    if rewards.ndim == 1:
-        return rewards
-    discounts = gamma ** jnp.arange(rewards.shape[1], dtype=rewards.dtype)
-    valid = jnp.ones(rewards.shape, bool) if mask is None else mask
-    return jnp.sum(jnp.where(valid, rewards * discounts, 0.0), axis=1)
+@algorithm_config
+class GRPOConfig(Config):
+    """GRPO: critic-free, advantages normalised within groups of generations per prompt."""
+
+    num_generations: int = 4
+    clip_param: float = traced(0.2)
+    beta: float = 0.01
+    entropy_coeff: float = traced(0.01)
+    gamma: float = traced(0.99)  # discounts per-part rewards into a sample's reward
+    # extras
+    epsilon_high: float | None = None  # DAPO clip-higher upper bound; None = clip_param
+    loss_type: str = "grpo"  # part aggregation: grpo | bnpo | dr_grpo | dapo
+    scale_rewards: str = "group"  # group | batch | none
+    kl_estimator: str = "k3"
+    mask_zero_std_groups: bool = False  # drop groups with equal rewards from the loss average
+    max_grad_norm: float | None = None
+
+    def _check_values(self):
+        self._int("num_generations", 2)
+        self._range("clip_param", 0.0, low_open=True)
+        self._range("beta", 0.0)
+        self._range("entropy_coeff", 0.0)
+        self._range("gamma", 0.0, 1.0)
+        self._optional_positive("epsilon_high")
+        self._choice("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
+        self._choice("scale_rewards", ("group", "batch", "none"))
+        self._choice("kl_estimator", ("k1", "k2", "k3"))
+        self._optional_positive("max_grad_norm")
 
 
-def prepare(batch: dict, config: GRPOConfig, group_size: int) -> dict:
-    """Add group-normalised `advantages` and the `zero_std` flags to a flat `[B, ...]` batch."""
-    rewards = sequence_rewards(batch["rewards"], config.gamma, batch.get("mask"))
-    advantages, zero_std, _ = compute_group_advantages(rewards, group_size, config.scale_rewards)
-    return {**batch, "rewards": rewards, "advantages": advantages, "zero_std": zero_std}
+@struct.dataclass
+class Groups:
+    """The samples with their group-normalised advantages and tied-group flags `[B]`."""
+
+    samples: Sequences
+    advantages: jax.Array
+    zero_std: jax.Array
 
 
-def aggregate(token_loss: jax.Array, mask: jax.Array, loss_type: str) -> jax.Array:
-    """Reduce a `[B, L]` per-token loss to a scalar the way `loss_type` prescribes."""
-    weights = mask.astype(token_loss.dtype)
+def aggregate(part_loss: jax.Array, mask: jax.Array, loss_type: str) -> jax.Array:
+    """Reduce a `[B, L]` per-part loss to a scalar the way `loss_type` prescribes."""
+    weights = mask.astype(part_loss.dtype)
     if loss_type == "grpo":
-        per_sequence = jnp.sum(token_loss * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
-        has_tokens = jnp.sum(weights, 1) > 0
-        return jnp.sum(per_sequence) / jnp.maximum(jnp.sum(has_tokens), 1)
+        per_sample = jnp.sum(part_loss * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
+        has_parts = jnp.sum(weights, 1) > 0
+        return jnp.sum(per_sample) / jnp.maximum(jnp.sum(has_parts), 1)
     if loss_type in ("bnpo", "dapo"):
-        return jnp.sum(token_loss * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-    return jnp.sum(token_loss * weights) / token_loss.size  # dr_grpo: constant normaliser
+        return jnp.sum(part_loss * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    return jnp.sum(part_loss * weights) / part_loss.size  # dr_grpo: constant normaliser
 
 
-def loss_fn(model, batch: dict, config: GRPOConfig, static: dict):
-    """GRPO loss on a flat batch with advantages; returns `(loss, metrics)`."""
-    terms = evaluate_policy(model, batch["observations"], batch["actions"], batch.get("mask"))
-    old = batch.get("log_probs")
-    token_level = old is not None and old.ndim == 2
-    if token_level:
-        log_probs, mask, ent = terms.log_probs, terms.mask, terms.entropy
-    else:  # sequence level: one ratio per generation
-        log_probs = sequence_sum(terms.log_probs, terms.mask)[:, None]
-        mask = jnp.ones_like(log_probs, bool)
-        ent = (jnp.sum(jnp.where(terms.mask, terms.entropy, 0.0), 1)
-               / jnp.maximum(jnp.sum(terms.mask, 1), 1))[:, None]
-        old = None if old is None else old[:, None]
-    if old is None:  # on-policy single step: ratio 1, gradient of log pi * A
-        old = jax.lax.stop_gradient(log_probs)
-    if config.mask_zero_std_groups:
-        mask = mask & ~batch["zero_std"][:, None]
-    surrogate, clipped = clipped_surrogate_terms(log_probs, old, batch["advantages"][:, None],
-                                                 config.clip_param, config.epsilon_high)
-    if "ref_log_probs" in batch:
-        ref = batch["ref_log_probs"]
-        ref = ref if token_level else ref[:, None]
-        kl = estimate_kl(log_probs, ref, config.kl_estimator)
-    else:
-        kl = jnp.zeros_like(log_probs)
-    token_loss = surrogate + config.beta * kl - config.entropy_coeff * ent
-    log_ratio = log_probs - old
-    metrics = {
-        "policy_loss": aggregate(surrogate, mask, config.loss_type),
-        "mean_reward": jnp.mean(batch["rewards"]),
-        "group_advantage_std": jnp.std(batch["advantages"]),
-        "kl_penalty": aggregate(kl, mask, config.loss_type),
-        "approx_kl": aggregate(jnp.expm1(log_ratio) - log_ratio, mask, config.loss_type),
-        "entropy": aggregate(ent, mask, config.loss_type),
-        "frac_reward_zero_std": jnp.mean(batch["zero_std"].astype(jnp.float32)),
-        "clip_ratio": aggregate(clipped.astype(jnp.float32), mask, config.loss_type),
-    }
-    return aggregate(token_loss, mask, config.loss_type), metrics
+class GRPO(Algorithm):
+    name, title, config_class = "grpo", "GRPO", GRPOConfig
+    learns_from = (Sequences,)
+
+    def group_size(self, config: GRPOConfig) -> int:
+        return config.num_generations
+
+    def uses_reference(self, config: GRPOConfig) -> bool:
+        return config.beta > 0
+
+    def from_sequences(self, sequences: Sequences, config: GRPOConfig):
+        return sequences, {}
+
+    def prepare(self, samples: Sequences, config: GRPOConfig, algorithm_state):
+        advantages, zero_std, _ = compute_group_advantages(samples.rewards, samples.group_size,
+                                                           config.scale_rewards)
+        return Groups(samples, advantages, zero_std), algorithm_state, {}
+
+    def loss(self, model, groups: Groups, config: GRPOConfig):
+        """GRPO loss; returns `(loss, metrics)`. Without the sampling policy's log-probs the
+        step is on-policy (ratio 1); without the reference's there is no KL term."""
+        samples = groups.samples
+        terms = score_actions(model, samples.observations, samples.actions, samples.mask.shape)
+        log_probs, mask = terms.log_probs, samples.mask
+        old = jax.lax.stop_gradient(log_probs) if samples.log_probs is None else samples.log_probs
+        if config.mask_zero_std_groups:
+            mask = mask & ~groups.zero_std[:, None]
+        surrogate, clipped = clipped_surrogate_terms(log_probs, old, groups.advantages[:, None],
+                                                     config.clip_param, config.epsilon_high)
+        kl = jnp.zeros_like(log_probs) if samples.ref_log_probs is None else \
+            estimate_kl(log_probs, samples.ref_log_probs, config.kl_estimator)
+        part_loss = surrogate + config.beta * kl - config.entropy_coeff * terms.entropy
+        log_ratio = log_probs - old
+        metrics = {
+            "policy_loss": aggregate(surrogate, mask, config.loss_type),
+            "mean_reward": jnp.mean(samples.rewards),
+            "group_advantage_std": jnp.std(groups.advantages),
+            "kl_penalty": aggregate(kl, mask, config.loss_type),
+            "approx_kl": aggregate(jnp.expm1(log_ratio) - log_ratio, mask, config.loss_type),
+            "entropy": aggregate(terms.entropy, mask, config.loss_type),
+            "frac_reward_zero_std": jnp.mean(groups.zero_std.astype(jnp.float32)),
+            "clip_ratio": aggregate(clipped.astype(jnp.float32), mask, config.loss_type),
+        }
+        return aggregate(part_loss, mask, config.loss_type), metrics
 
 
-def update(graphdef, state: TrainState, batch, key, config: GRPOConfig, static=None):
-    """Pure GRPO update (one gradient step) on a flat grouped batch."""
-    del key
-    static = static or {}
-    group_size = static.get("group_size", config.num_generations)
-    return single_step_update(loss_fn, graphdef, state, prepare(batch, config, group_size), config, static)
-
-
-class GRPOTrainer(Trainer):
-    """Group Relative Policy Optimization trainer (no value network)."""
-
-    config_class = GRPOConfig
-    update = staticmethod(update)
-
-    batch_spec = BatchSpec(
-        required=("observations", "actions", "rewards"),
-        optional=("log_probs", "ref_log_probs", "mask", "group_size"), batch_ndim=1,
-        shapes=dict.fromkeys(("rewards", "log_probs", "ref_log_probs"), STEP_OR_TOKEN))
-
-    def validate(self, batch):
-        arrays, static = super().validate(batch)
-        if "ref_log_probs" in arrays:  # taken at the level (sequence or token) of log_probs
-            ref, old = arrays["ref_log_probs"].shape, arrays.get("log_probs")
-            expected = arrays["rewards"].shape[:1] if old is None else old.shape
-            if ref != expected:
-                raise ValueError(f"batch['ref_log_probs'] has shape {ref}; expected {expected}, "
-                                 + ("as batch['log_probs']" if old is not None else
-                                    f"one per sequence ({STEP}) without batch['log_probs']"))
-        return arrays, check_group_size(arrays, static, self.config.num_generations)
-
-
-SPEC = AlgorithmSpec(
-    name="grpo", config_class=GRPOConfig, update=update,
-    batch_source="groups", group_size=lambda config, budget: config.num_generations,
-    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0))
+GRPO.formats = (BatchFormat(
+    required=("observations", "actions", "rewards"),
+    optional=("log_probs", "ref_log_probs", "mask", "group_size"), batch_ndim=1,
+    shapes={"rewards": STEP_OR_PART, "log_probs": PER_PART, "ref_log_probs": PER_PART},
+    check=lambda arrays, static, parts, config: check_group_size(arrays, static, config.num_generations),
+    build=lambda arrays, static, parts, config, reference: build_sequences(
+        arrays, static, parts, group_size=config.num_generations, gamma=config.gamma)),)
+ALGORITHM = GRPO()

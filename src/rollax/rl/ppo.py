@@ -1,31 +1,24 @@
-"""PPO: GAE advantages, clipped surrogate, (optionally clipped) value loss, entropy bonus.
+"""PPO (Schulman et al., 2017): GAE advantages (Schulman et al., 2016), clipped surrogate,
+(optionally clipped) value loss, entropy bonus, epochs of shuffled minibatches.
 
-Batches are time-major steps `[T, N]`, or completions of a token model `[B, L]` with a
-`mask` over each completion's tokens (token-level PPO): there every token is a step, the
-value head gives V per token, the sequence's reward arrives on its last token, GAE runs over
-the tokens of each completion, and the losses are means over valid tokens.
+From env steps `[T, N]`: GAE over time, then every step is a row of its own. From sampled
+sequences (token completions): every part (token) is a step, the critic gives V per part, the
+sequence's reward arrives on its last part, GAE runs over each sequence's parts, a row is a
+whole sequence (its parts are scored together) and the losses are means over valid parts.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+from flax import struct
 
-from rollax.rl.batch_checks import STEP, STEP_NEXT_OR_TOKEN, STEP_OR_TOKEN, BatchSpec
-from rollax.rl.configs import PPOConfig
-from rollax.rl.spec import AlgorithmSpec, GroupSamples
-from rollax.rl.trainer import (
-    EPISODE_KEYS,
-    Trainer,
-    TrainState,
-    episode_flags,
-    evaluate_policy,
-    flatten_batch,
-    minibatch_update,
-    require_reference,
-    sequence_sum,
-)
+from rollax.networks.policy import score_actions
+from rollax.rl.algorithm import Algorithm, check_minibatches, minibatch_update
+from rollax.rl.batch import PER_PART, STEP, STEP_OR_NEXT, BatchFormat, require_reference
+from rollax.rl.config import Config, algorithm_config, traced
+from rollax.rl.formats import EPISODE_KEYS, build_sequences, build_steps, check_episode_keys
 from rollax.rl.utils import (
-    NORMALIZE_EPS,
     clipped_surrogate_terms,
     compute_gae_advantages,
     explained_variance,
@@ -33,171 +26,168 @@ from rollax.rl.utils import (
     masked_mean,
     normalize_advantages,
 )
+from rollax.rollout.batches import Sequences, Steps
 
 
-def prepare(batch: dict, config: PPOConfig) -> dict:
-    """Time-major (or token) batch -> `(flat batch with advantages and value targets, KL-anchor metrics)`.
+@algorithm_config
+class PPOConfig(Config):
+    """PPO: GAE advantages, clipped surrogate, value loss, entropy bonus, grad clipping."""
 
-    `values` holds V(s_t) for T steps (then V(s_T) comes from `bootstrap_values[-1]`, or is
-    0 when there is none: the batch ends an episode) or T+1 entries as in the GAE call.
-    """
-    if "mask" in batch:
-        return prepare_tokens(batch, config)
-    rewards, anchor_metrics = kl_shaped_rewards(batch, config.kl_coeff)
-    values = batch["values"]
-    flags = episode_flags(batch)
-    if values.shape[0] == rewards.shape[0] + 1:
-        extended = values
-    else:
-        last = flags["bootstrap_values"]
-        last = jnp.zeros_like(values[-1:]) if last is None else last[-1:]
-        extended = jnp.concatenate([values, last])
-    advantages = compute_gae_advantages(rewards, extended, gamma=config.gamma,
-                                        gae_lambda=config.gae_lambda, **flags)
-    flat = {"observations": batch["observations"], "actions": batch["actions"],
-            "old_log_probs": batch["log_probs"], "old_values": extended[:-1],
-            "returns": advantages + extended[:-1], "rewards": batch["rewards"],
-            "raw_advantages": advantages,
-            "advantages": normalize_advantages(advantages) if config.normalize_advantages else advantages}
-    return flatten_batch(flat, rewards.ndim), anchor_metrics
+    gamma: float = traced(0.99)
+    gae_lambda: float = traced(0.95)
+    clip_param: float = traced(0.2)
+    vf_coeff: float = traced(0.5)
+    entropy_coeff: float = traced(0.01)
+    max_grad_norm: float = traced(0.5)
+    # extras
+    num_epochs: int = 1
+    num_minibatches: int = 1
+    normalize_advantages: bool = True
+    clip_value_loss: bool = False  # clip V around the rollout's values by clip_param
+    target_kl: float | None = None  # skip remaining updates once approx KL exceeds it
+    kl_coeff: float = 0.0  # KL anchor to a reference policy, as REINFORCEConfig's
 
-
-def prepare_tokens(batch: dict, config: PPOConfig) -> tuple[dict, dict]:
-    """Completions `[B, L]` -> per-token advantages and value targets (see the module
-    docstring); the KL anchor shapes each token's reward by kl_coeff * (log pi - log pi_ref)."""
-    mask = batch["mask"]
-    last = mask & ~jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))  # each completion's final token
-    rewards = jnp.where(last, batch["rewards"][:, None], 0.0)
-    anchor_metrics = {}
-    if "ref_log_probs" in batch:
-        kl = jnp.where(mask, batch["log_probs"] - batch["ref_log_probs"], 0.0)
-        rewards = rewards - config.kl_coeff * kl
-        anchor_metrics["kl_to_reference"] = jnp.mean(jnp.sum(kl, 1))  # per completion
-    values = jnp.where(mask, batch["values"], 0.0)
-    extended = jnp.pad(values, ((0, 0), (0, 1)))
-    advantages = compute_gae_advantages(rewards.T, extended.T, last.T, config.gamma,
-                                        config.gae_lambda).T
-    normalized = advantages
-    if config.normalize_advantages:
-        mean = masked_mean(advantages, mask)
-        std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
-        normalized = (advantages - mean) / (std + NORMALIZE_EPS)
-    flat = {"observations": batch["observations"], "actions": batch["actions"], "mask": mask,
-            "old_log_probs": batch["log_probs"], "old_values": values,
-            "returns": advantages + values, "rewards": batch["rewards"],
-            "raw_advantages": advantages, "advantages": normalized}
-    return flat, anchor_metrics
+    def _check_values(self):
+        self._range("gamma", 0.0, 1.0)
+        self._range("gae_lambda", 0.0, 1.0)
+        self._range("clip_param", 0.0, low_open=True)
+        self._range("vf_coeff", 0.0)
+        self._range("entropy_coeff", 0.0)
+        self._range("max_grad_norm", 0.0, low_open=True)
+        self._int("num_epochs")
+        self._int("num_minibatches")
+        self._optional_positive("target_kl")
+        self._range("kl_coeff", 0.0)
 
 
-def loss_fn(model, batch: dict, config: PPOConfig, static: dict):
-    """Clipped PPO loss on a flat (mini)batch of steps or of completions' tokens; returns
-    `(loss, metrics)`."""
-    tokens = "mask" in batch
-    terms = evaluate_policy(model, batch["observations"], batch["actions"], batch.get("mask"))
-    if terms.values is None:
-        raise ValueError("PPO needs an actor-critic model returning (policy_output, value)")
-    # a step's log-prob sums its action's parts; a token is its own step
-    log_probs = terms.log_probs if tokens else sequence_sum(terms.log_probs, terms.mask)
-    steps = terms.mask if tokens else None  # what the means run over
-    old_log_probs = batch["old_log_probs"]
-    surrogate, clipped = clipped_surrogate_terms(log_probs, old_log_probs, batch["advantages"],
-                                                 config.clip_param)
-    policy_loss = masked_mean(surrogate, steps)
-    values, returns, old_values = terms.values, batch["returns"], batch["old_values"]
-    value_error = (values - returns) ** 2
-    if config.clip_value_loss:
-        clipped_values = old_values + jnp.clip(values - old_values, -config.clip_param, config.clip_param)
-        value_error = jnp.maximum(value_error, (clipped_values - returns) ** 2)
-    value_loss = 0.5 * masked_mean(value_error, steps)
-    entropy = masked_mean(terms.entropy, terms.mask)
-    loss = policy_loss + config.vf_coeff * value_loss - config.entropy_coeff * entropy
-    log_ratio = log_probs - old_log_probs
-    metrics = {
-        "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
-        "mean_reward": jnp.mean(batch["rewards"]),
-        "advantage_mean": masked_mean(batch["raw_advantages"], steps),
-        "kl_divergence": masked_mean(-log_ratio, steps),  # k1 estimate of KL(old || new)
-        "approx_kl": masked_mean(jnp.expm1(log_ratio) - log_ratio, steps),  # k3, non-negative
-        "clip_fraction": masked_mean(clipped.astype(jnp.float32), steps),
-        "explained_variance": explained_variance(values, returns, steps),
-    }
-    return loss, metrics
+@struct.dataclass
+class Rows:
+    """The loss's rows: `[R]` steps, or `[R, L]` parts of R sequences (`mask`: which count; None
+    when every row is one step)."""
+
+    observations: jax.Array
+    actions: jax.Array
+    old_log_probs: jax.Array
+    old_values: jax.Array
+    returns: jax.Array
+    rewards: jax.Array  # [R]
+    raw_advantages: jax.Array
+    advantages: jax.Array
+    mask: jax.Array | None = None
 
 
-def update(graphdef, state: TrainState, batch, key, config: PPOConfig, static=None):
-    """Pure PPO update: epochs x shuffled minibatches over the time-major batch."""
-    flat, anchor_metrics = prepare(batch, config)
-    model_optimizer, metrics = minibatch_update(
-        loss_fn, graphdef, state.model_optimizer, flat, key, config, static or {},
-        num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
-        max_grad_norm=config.max_grad_norm, target_kl=config.target_kl)
-    return state._replace(model_optimizer=model_optimizer), {**metrics, **anchor_metrics}
+class PPO(Algorithm):
+    name, title, config_class = "ppo", "PPO", PPOConfig
+    learns_from = (Steps, Sequences)
+    needs_critic = True
+
+    def uses_reference(self, config: PPOConfig) -> bool:
+        return config.kl_coeff > 0
+
+    def updates_per_iteration(self, config: PPOConfig) -> int:
+        return config.num_epochs * config.num_minibatches
+
+    def check_plan(self, config: PPOConfig, budget, num_tasks: int) -> None:
+        """Every iteration's `num_envs * num_steps` rows split into equal minibatches."""
+        check_minibatches(budget.num_envs * budget.num_steps, config.num_minibatches,
+                          "budget.num_envs * budget.num_steps")
+
+    def from_steps(self, steps: Steps, config: PPOConfig):
+        """GAE over time `[T, N]`, then one row per step."""
+        rewards, metrics = kl_shaped_rewards(steps.rewards, steps.log_probs, steps.ref_log_probs,
+                                             config.kl_coeff)
+        extended = jnp.concatenate([steps.values, steps.last_values[None]])
+        advantages = compute_gae_advantages(rewards, extended, steps.dones, config.gamma,
+                                            config.gae_lambda, truncated=steps.truncated,
+                                            bootstrap_values=steps.bootstrap_values)
+        normalized = normalize_advantages(advantages) if config.normalize_advantages else advantages
+        flat = lambda x: x.reshape(-1, *x.shape[2:])  # [T, N, ...] -> [T * N, ...]
+        return Rows(flat(steps.observations), flat(steps.actions), flat(steps.log_probs),
+                    flat(steps.values), flat(advantages + steps.values), flat(steps.rewards),
+                    flat(advantages), flat(normalized)), metrics
+
+    def from_sequences(self, sequences: Sequences, config: PPOConfig):
+        """GAE over each sequence's parts, the reward on its last one; with a reference, each
+        part's reward is shaped by kl_coeff * (log pi - log pi_ref)."""
+        mask = sequences.mask
+        last = mask & ~jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))  # each sequence's final part
+        rewards = jnp.where(last, sequences.rewards[:, None], 0.0)
+        metrics = {}
+        if sequences.ref_log_probs is not None:
+            kl = jnp.where(mask, sequences.log_probs - sequences.ref_log_probs, 0.0)
+            rewards = rewards - config.kl_coeff * kl
+            metrics["kl_to_reference"] = jnp.mean(jnp.sum(kl, 1))  # per sequence
+        values = jnp.where(mask, sequences.values, 0.0)
+        extended = jnp.pad(values, ((0, 0), (0, 1)))
+        advantages = compute_gae_advantages(rewards.T, extended.T, last.T, config.gamma,
+                                            config.gae_lambda).T
+        normalized = normalize_advantages(advantages, mask=mask) if config.normalize_advantages \
+            else advantages
+        return Rows(sequences.observations, sequences.actions, sequences.log_probs, values,
+                    advantages + values, sequences.rewards, advantages, normalized, mask), metrics
+
+    def loss(self, model, rows: Rows, config: PPOConfig):
+        """Clipped PPO loss on a (mini)batch of rows; returns `(loss, metrics)`."""
+        terms = score_actions(model, rows.observations, rows.actions, rows.advantages.shape)
+        if terms.values is None:
+            raise ValueError("PPO needs an actor-critic model returning (policy_output, value)")
+        steps = rows.mask  # what the means run over
+        surrogate, clipped = clipped_surrogate_terms(terms.log_probs, rows.old_log_probs,
+                                                     rows.advantages, config.clip_param)
+        policy_loss = masked_mean(surrogate, steps)
+        values, returns, old_values = terms.values.reshape(rows.returns.shape), rows.returns, rows.old_values
+        value_error = (values - returns) ** 2
+        if config.clip_value_loss:
+            clipped_values = old_values + jnp.clip(values - old_values, -config.clip_param,
+                                                   config.clip_param)
+            value_error = jnp.maximum(value_error, (clipped_values - returns) ** 2)
+        value_loss = 0.5 * masked_mean(value_error, steps)
+        entropy = masked_mean(terms.entropy, steps)
+        loss = policy_loss + config.vf_coeff * value_loss - config.entropy_coeff * entropy
+        log_ratio = terms.log_probs - rows.old_log_probs
+        metrics = {
+            "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+            "mean_reward": jnp.mean(rows.rewards),
+            "advantage_mean": masked_mean(rows.raw_advantages, steps),
+            "kl_divergence": masked_mean(-log_ratio, steps),  # k1 estimate of KL(old || new)
+            "approx_kl": masked_mean(jnp.expm1(log_ratio) - log_ratio, steps),  # k3, non-negative
+            "clip_fraction": masked_mean(clipped.astype(jnp.float32), steps),
+            "explained_variance": explained_variance(values, returns, steps),
+        }
+        return loss, metrics
+
+    def optimize(self, graphdef, model_optimizer, rows: Rows, key, config: PPOConfig):
+        return minibatch_update(self.loss, graphdef, model_optimizer, rows, key, config,
+                                num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
+                                max_grad_norm=config.max_grad_norm, target_kl=config.target_kl)
 
 
-def _check_token_batch(arrays: dict) -> None:
-    """A token batch (with `mask`): completions `[B, L]`, one reward each, per-token log-probs
-    and values; a step batch has neither a mask nor per-token entries."""
-    rewards = arrays["rewards"].shape
-    if "mask" not in arrays:
-        for key in ("log_probs", "ref_log_probs", "values"):
-            if key in arrays and arrays[key].ndim > len(rewards):
-                raise ValueError(f"batch[{key!r}] has per-token shape {arrays[key].shape}: "
-                                 "token-level PPO needs batch['mask'] over the completions' tokens")
-        return
-    mask = arrays["mask"].shape
-    if len(rewards) != 1:
-        raise ValueError(f"token-level PPO takes one reward per completion: batch['rewards'] has "
-                         f"shape {rewards}, expected ({mask[0]},)")
-    for key in ("log_probs", "ref_log_probs", "values"):
-        if key in arrays and arrays[key].shape != mask:
-            raise ValueError(f"batch[{key!r}] has shape {arrays[key].shape}; token-level PPO "
-                             f"takes one per token, as batch['mask'] {mask}")
+def check_steps(arrays: dict, static: dict, parts: tuple, config: PPOConfig) -> None:
+    if parts[0][-1] != 1:
+        raise ValueError(f"the model's policy gives {parts[0][-1]} parts per step; PPO on steps "
+                         "takes one action per step: pass a `mask` over the tokens of token "
+                         "completions (token-level PPO)")
+    check(arrays, static, parts, config)
 
 
-def completion_batch(samples: GroupSamples, config: PPOConfig) -> dict:
-    """Sampled completions as a token-level batch (see the module docstring)."""
-    batch = {"observations": samples.observations, "actions": samples.actions, "mask": samples.mask,
-             "rewards": samples.rewards, "log_probs": samples.log_probs, "values": samples.values}
-    if config.kl_coeff > 0:
-        batch["ref_log_probs"] = samples.reference_log_probs(samples.observations, samples.actions)
-    return batch
+def check(arrays: dict, static: dict, parts: tuple, config: PPOConfig) -> None:
+    require_reference(arrays, config.kl_coeff)
+    check_episode_keys(arrays)
+    rows = arrays["rewards"].size
+    check_minibatches(rows, config.num_minibatches, f"a batch of {rows} rows")
 
 
-def check_plan(config: PPOConfig, budget, num_tasks: int) -> None:
-    """Every iteration's `num_envs * num_steps` steps split into equal minibatches."""
-    steps = budget.num_envs * budget.num_steps
-    if steps % config.num_minibatches:
-        raise ValueError(f"budget.num_envs * budget.num_steps = {steps} does not split into "
-                         f"agent.config.num_minibatches={config.num_minibatches}")
-
-
-class PPOTrainer(Trainer):
-    """Proximal Policy Optimization trainer for actor-critic models."""
-
-    config_class = PPOConfig
-    update = staticmethod(update)
-
-    batch_spec = BatchSpec(
-        required=("observations", "actions", "rewards", "values", "log_probs"),
-        optional=(*EPISODE_KEYS, "ref_log_probs", "mask"),
-        shapes={**dict.fromkeys(("rewards", *EPISODE_KEYS), STEP),
-                **dict.fromkeys(("log_probs", "ref_log_probs"), STEP_OR_TOKEN),
-                "values": STEP_NEXT_OR_TOKEN},
-        needs_values=True)
-
-    def validate(self, batch):
-        require_reference(batch, self.config)
-        arrays, static = super().validate(batch)
-        _check_token_batch(arrays)
-        size = arrays["rewards"].size
-        if size % self.config.num_minibatches:
-            raise ValueError(f"batch of {size} steps does not split into "
-                             f"num_minibatches={self.config.num_minibatches}")
-        return arrays, static
-
-
-SPEC = AlgorithmSpec(
-    name="ppo", config_class=PPOConfig, update=update, needs_critic=True,
-    updates_per_iteration=lambda config: config.num_epochs * config.num_minibatches,
-    check=check_plan, uses_reference=lambda config: config.kl_coeff > 0,
-    completion_batch=completion_batch)
+_REQUIRED = ("observations", "actions", "rewards", "values", "log_probs")
+PPO.formats = (
+    BatchFormat(  # time-major steps [T, N] (or one episode [T])
+        required=_REQUIRED, optional=(*EPISODE_KEYS, "ref_log_probs"), needs_values=True,
+        shapes={**dict.fromkeys(("rewards", "log_probs", "ref_log_probs", *EPISODE_KEYS), STEP),
+                "values": STEP_OR_NEXT},
+        check=check_steps, build=build_steps),
+    BatchFormat(  # completions [B, L] of a token model, `mask` over their tokens
+        required=(*_REQUIRED, "mask"), optional=("ref_log_probs",), batch_ndim=1, needs_values=True,
+        shapes={"rewards": STEP, **dict.fromkeys(("log_probs", "ref_log_probs", "values"), PER_PART)},
+        check=check, build=lambda arrays, static, parts, config, reference: build_sequences(
+            arrays, static, parts, group_size=1)),
+)
+ALGORITHM = PPO()

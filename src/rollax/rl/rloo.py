@@ -1,15 +1,16 @@
-"""RLOO: REINFORCE with a leave-one-out baseline over G generations per prompt (TRL's formulas).
+"""RLOO (Ahmadian et al., 2024; TRL's formulas): REINFORCE with a leave-one-out baseline over G
+samples per prompt.
 
-Rows are contiguous groups of `group_size` generations per prompt (`[p0g0, p0g1, ..., p1g0, ...]`).
-Each generation's advantage is its reward minus the mean reward of the other G-1 generations of
-its group: `A_i = r_i - (sum_j r_j - r_i) / (G - 1)`. Everything is per sequence: token models
-give `[B, L]` log-probs that are summed under `mask`, per-token `[B, L]` rewards are summed
-(gamma = 1), and `log_probs`/`ref_log_probs` are sequence log-probs `[B]`.
+Rows are contiguous groups of `group_size` samples per prompt (`[p0g0, p0g1, ..., p1g0, ...]`).
+Each sample's advantage is its reward minus the mean reward of the other G-1 samples of its
+group: `A_i = r_i - (sum_j r_j - r_i) / (G - 1)`. Everything is per sample: its log-prob is
+the sum over its parts (a completion's tokens), and `log_probs`/`ref_log_probs` are sample
+log-probs `[B]`.
 
 With `beta > 0` the reward is KL-shaped before the baseline, `r_i - beta * (logp_i - ref_logp_i)`
 (k1, constant for the gradient). `logp_i` is the sampling policy's `log_probs` when the batch has
 them (the KL of the rollout, as TRL), else the current policy's log-prob (the same policy for an
-on-policy step). With `log_probs` the loss is PPO's clipped surrogate on the sequence ratio;
+on-policy step). With `log_probs` the loss is PPO's clipped surrogate on the sample ratio;
 without them the ratio is 1 and the loss is `-mean(logp * A)`.
 """
 
@@ -17,25 +18,55 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
-from rollax.rl.batch_checks import STEP, STEP_OR_TOKEN, BatchSpec, check_group_size
-from rollax.rl.configs import RLOOConfig
-from rollax.rl.spec import AlgorithmSpec, generations_batch
-from rollax.rl.trainer import (
-    Trainer,
-    TrainState,
-    evaluate_policy,
-    sequence_sum,
-    single_step_update,
-)
-from rollax.rl.utils import clipped_surrogate_terms, masked_mean, normalize_advantages
+from rollax.networks.policy import score_actions
+from rollax.rl.algorithm import Algorithm
+from rollax.rl.batch import STEP, STEP_OR_PART, BatchFormat, check_group_size
+from rollax.rl.config import Config, algorithm_config, traced
+from rollax.rl.formats import build_sequences
+from rollax.rl.utils import clipped_surrogate_terms, masked_mean, normalize_advantages, sequence_sum
+from rollax.rollout.batches import Sequences
 
 
-def sequence_rewards(rewards: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """`[B]` rewards pass through; per-token `[B, L]` rewards are summed over valid tokens."""
-    if rewards.ndim == 1:
-        return rewards
-    return jnp.sum(rewards if mask is None else jnp.where(mask, rewards, 0.0), axis=1)
+@algorithm_config
+class RLOOConfig(Config):
+    """RLOO: each sample's baseline is the mean reward of the other G-1 in its group.
+
+    With `beta > 0` the reward is KL-shaped, r - beta * (log pi - log pi_ref) on sample
+    log-probs (k1, no gradient through it). The clipped ratio applies only when the batch
+    carries the sampling policy's `log_probs`.
+    """
+
+    num_generations: int = 4
+    beta: float = 0.0
+    normalize_advantages: bool = False
+    clip_param: float = traced(0.2)
+    entropy_coeff: float = traced(0.0)
+    max_grad_norm: float | None = None
+
+    def _check_values(self):
+        self._int("num_generations", 2)
+        self._range("beta", 0.0)
+        self._range("clip_param", 0.0, low_open=True)
+        self._range("entropy_coeff", 0.0)
+        self._optional_positive("max_grad_norm")
+
+
+@struct.dataclass
+class SampleLogProbs:
+    """RLOO's batch: samples scored on `mask [B, L]`, with whole-sample log-probs `[B]`."""
+
+    observations: jax.Array
+    actions: jax.Array
+    mask: jax.Array
+    rewards: jax.Array
+    log_probs: jax.Array | None = None
+    ref_log_probs: jax.Array | None = None
+    group_size: int = struct.field(pytree_node=False, default=2)
+
+    def learned_by(self, algorithm, config) -> tuple[SampleLogProbs, dict]:
+        return self, {}
 
 
 def rloo_advantages(rewards: jax.Array, group_size: int) -> jax.Array:
@@ -45,69 +76,67 @@ def rloo_advantages(rewards: jax.Array, group_size: int) -> jax.Array:
     return (grouped - others).reshape(-1)
 
 
-def loss_fn(model, batch: dict, config: RLOOConfig, static: dict):
-    """RLOO loss on a flat grouped batch; returns `(loss, metrics)`."""
-    group_size = static.get("group_size", config.num_generations)
-    terms = evaluate_policy(model, batch["observations"], batch["actions"], batch.get("mask"))
-    log_probs = sequence_sum(terms.log_probs, terms.mask)
-    entropy = masked_mean(terms.entropy, terms.mask)
+class RLOO(Algorithm):
+    name, title, config_class = "rloo", "RLOO", RLOOConfig
+    learns_from = (Sequences,)
 
-    rewards = sequence_rewards(batch["rewards"], batch.get("mask")).astype(log_probs.dtype)
-    old = batch.get("log_probs")
-    sampling_log_probs = jax.lax.stop_gradient(log_probs) if old is None else old
-    if "ref_log_probs" in batch:
-        kl = sampling_log_probs - batch["ref_log_probs"]
-    else:
-        kl = jnp.zeros_like(rewards)
-    shaped = rewards - config.beta * kl
-    advantages = jax.lax.stop_gradient(rloo_advantages(shaped, group_size))
-    advantage_mean = jnp.mean(advantages)
-    if config.normalize_advantages:
-        advantages = normalize_advantages(advantages)
+    def group_size(self, config: RLOOConfig) -> int:
+        return config.num_generations
 
-    if old is None:  # on-policy single step: ratio 1, gradient of log pi * A
-        policy_loss = -jnp.mean(log_probs * advantages)
-        clip_ratio = jnp.zeros((), log_probs.dtype)
-    else:
-        surrogate, clipped = clipped_surrogate_terms(log_probs, old, advantages, config.clip_param)
-        policy_loss = jnp.mean(surrogate)
-        clip_ratio = jnp.mean(clipped.astype(log_probs.dtype))
-    loss = policy_loss - config.entropy_coeff * entropy
-    metrics = {
-        "policy_loss": policy_loss,
-        "mean_reward": jnp.mean(rewards),
-        "reward_std": jnp.std(rewards),
-        "advantage_mean": advantage_mean,
-        "kl_penalty": jnp.mean(kl),
-        "entropy": entropy,
-        "clip_ratio": clip_ratio,
-    }
-    return loss, metrics
+    def uses_reference(self, config: RLOOConfig) -> bool:
+        return config.beta > 0
 
+    def from_sequences(self, sequences: Sequences, config: RLOOConfig):
+        """Per-part log-probs summed into each sample's."""
+        mask = sequences.mask
+        total = lambda x: None if x is None else sequence_sum(x, mask)
+        return SampleLogProbs(sequences.observations, sequences.actions, mask, sequences.rewards,
+                              total(sequences.log_probs), total(sequences.ref_log_probs),
+                              group_size=sequences.group_size), {}
 
-def update(graphdef, state: TrainState, batch, key, config: RLOOConfig, static=None):
-    """Pure RLOO update (one gradient step) on a flat grouped batch."""
-    del key
-    return single_step_update(loss_fn, graphdef, state, batch, config, static or {})
-
-
-class RLOOTrainer(Trainer):
-    """REINFORCE Leave-One-Out trainer (no value network)."""
-
-    config_class = RLOOConfig
-    update = staticmethod(update)
-
-    batch_spec = BatchSpec(
-        required=("observations", "actions", "rewards"),
-        optional=("log_probs", "ref_log_probs", "mask", "group_size"), batch_ndim=1,
-        shapes={"rewards": STEP_OR_TOKEN, "log_probs": STEP, "ref_log_probs": STEP})
-
-    def validate(self, batch):
-        arrays, static = super().validate(batch)
-        return arrays, check_group_size(arrays, static, self.config.num_generations)
+    def loss(self, model, batch: SampleLogProbs, config: RLOOConfig):
+        """RLOO loss on a grouped batch; returns `(loss, metrics)`."""
+        terms = score_actions(model, batch.observations, batch.actions, batch.mask.shape)
+        log_probs = sequence_sum(terms.log_probs, batch.mask)
+        entropy = masked_mean(terms.entropy, batch.mask)
+        rewards = batch.rewards.astype(log_probs.dtype)
+        old = batch.log_probs
+        sampling_log_probs = jax.lax.stop_gradient(log_probs) if old is None else old
+        kl = jnp.zeros_like(rewards) if batch.ref_log_probs is None else \
+            sampling_log_probs - batch.ref_log_probs
+        shaped = rewards - config.beta * kl
+        advantages = jax.lax.stop_gradient(rloo_advantages(shaped, batch.group_size))
+        advantage_mean = jnp.mean(advantages)
+        if config.normalize_advantages:
+            advantages = normalize_advantages(advantages)
+        if old is None:  # on-policy single step: ratio 1, gradient of log pi * A
+            policy_loss = -jnp.mean(log_probs * advantages)
+            clip_ratio = jnp.zeros((), log_probs.dtype)
+        else:
+            surrogate, clipped = clipped_surrogate_terms(log_probs, old, advantages, config.clip_param)
+            policy_loss = jnp.mean(surrogate)
+            clip_ratio = jnp.mean(clipped.astype(log_probs.dtype))
+        loss = policy_loss - config.entropy_coeff * entropy
+        metrics = {"policy_loss": policy_loss, "mean_reward": jnp.mean(rewards),
+                   "reward_std": jnp.std(rewards), "advantage_mean": advantage_mean,
+                   "kl_penalty": jnp.mean(kl), "entropy": entropy, "clip_ratio": clip_ratio}
+        return loss, metrics
 
 
-SPEC = AlgorithmSpec(
-    name="rloo", config_class=RLOOConfig, update=update,
-    batch_source="groups", group_size=lambda config, budget: config.num_generations,
-    group_batch=lambda samples, config: generations_batch(samples, config.beta > 0, per_sequence=True))
+def build(arrays: dict, static: dict, parts: tuple, config: RLOOConfig, reference) -> SampleLogProbs:
+    """The documented batch: one reward per sample (per-part rewards are summed), sample
+    log-probs `[B]`."""
+    given = {key: value for key, value in arrays.items() if key not in ("log_probs", "ref_log_probs")}
+    samples = build_sequences(given, static, parts, group_size=config.num_generations)
+    return SampleLogProbs(samples.observations, samples.actions, samples.mask, samples.rewards,
+                          arrays.get("log_probs"), arrays.get("ref_log_probs"),
+                          group_size=samples.group_size)
+
+
+RLOO.formats = (BatchFormat(
+    required=("observations", "actions", "rewards"),
+    optional=("log_probs", "ref_log_probs", "mask", "group_size"), batch_ndim=1,
+    shapes={"rewards": STEP_OR_PART, "log_probs": STEP, "ref_log_probs": STEP},
+    check=lambda arrays, static, parts, config: check_group_size(arrays, static, config.num_generations),
+    build=build),)
+ALGORITHM = RLOO()

@@ -15,14 +15,35 @@ from jax import lax
 NORMALIZE_EPS = 1e-8
 
 
-def _episode_flags(rewards, dones, truncated, bootstrap_values):
+def episode_flags(
+    rewards: jax.Array,
+    dones: jax.Array | None = None,
+    truncated: jax.Array | None = None,
+    bootstrap_values: jax.Array | None = None,
+    terminated: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`(dones, truncated, bootstrap_values)` shaped like `rewards` from any documented mix of
+    episode flags: the one place they are reconciled.
+
+    Without `dones`, an episode ends where `terminated` or `truncated` says; without
+    `truncated`, an end that is not a termination is a truncation. A step both terminated and
+    truncated (a time limit on the terminal step) ended, so it is not bootstrapped. Truncation
+    needs `bootstrap_values` (V of the true next observation); missing flags are all false.
+    """
     zeros = jnp.zeros_like(rewards, dtype=bool)
-    dones = zeros if dones is None else jnp.asarray(dones, bool)
+    if dones is None:
+        dones = zeros
+        for flag in (terminated, truncated):
+            dones = dones if flag is None else dones | jnp.asarray(flag, bool)
+    dones = jnp.asarray(dones, bool)
+    if terminated is not None:
+        ended = dones if truncated is None else jnp.asarray(truncated, bool)
+        truncated = ended & ~jnp.asarray(terminated, bool)
     if truncated is None:
         truncated = zeros
     else:
         if bootstrap_values is None:
-            raise ValueError("`truncated` needs `bootstrap_values` (V of the final observation)")
+            raise ValueError("`truncated` episodes need `bootstrap_values` (V of the final observation)")
         truncated = jnp.asarray(truncated, bool)
         dones = dones | truncated
     boot = jnp.zeros_like(rewards) if bootstrap_values is None else jnp.asarray(bootstrap_values)
@@ -46,7 +67,7 @@ def compute_discounted_returns(
     batch that did not end, when `bootstrap_values` is given) continues from V(s').
     """
     rewards = jnp.asarray(rewards)
-    dones, truncated, boot = _episode_flags(rewards, dones, truncated, bootstrap_values)
+    dones, truncated, boot = episode_flags(rewards, dones, truncated, bootstrap_values)
 
     def backward(next_return, step):
         reward, done, trunc, value = step
@@ -81,7 +102,7 @@ def compute_gae_advantages(
             f"`values` must hold T+1 entries (the last is V(s_T)): rewards {rewards.shape}, "
             f"values {values.shape}"
         )
-    dones, truncated, boot = _episode_flags(rewards, dones, truncated, bootstrap_values)
+    dones, truncated, boot = episode_flags(rewards, dones, truncated, bootstrap_values)
     next_values = jnp.where(truncated, boot, values[1:])
     terminal = dones & ~truncated
     deltas = rewards + gamma * jnp.where(terminal, 0.0, next_values) - values[:-1]
@@ -95,9 +116,14 @@ def compute_gae_advantages(
     return advantages
 
 
-def normalize_advantages(advantages: jax.Array, eps: float = NORMALIZE_EPS) -> jax.Array:
-    """(x - mean) / (std + eps) over all entries, population std."""
-    return (advantages - jnp.mean(advantages)) / (jnp.std(advantages) + eps)
+def normalize_advantages(advantages: jax.Array, eps: float = NORMALIZE_EPS,
+                         mask: jax.Array | None = None) -> jax.Array:
+    """(x - mean) / (std + eps) over all entries (those `mask` keeps), population std."""
+    if mask is None:
+        return (advantages - jnp.mean(advantages)) / (jnp.std(advantages) + eps)
+    mean = masked_mean(advantages, mask)
+    std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
+    return (advantages - mean) / (std + eps)
 
 
 def compute_policy_entropy(log_probs: jax.Array) -> jax.Array:
@@ -126,10 +152,11 @@ def estimate_kl(log_probs: jax.Array, ref_log_probs: jax.Array, estimator: str =
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of k1, k2, k3")
 
 
-def kl_shaped_rewards(batch: dict, kl_coeff: float) -> tuple[jax.Array, dict]:
-    """`(rewards - kl_coeff * (log pi - log pi_ref), {"kl_to_reference": mean of it})` for a
-    batch with the sampling policy's `log_probs` and the reference's `ref_log_probs`; the
-    rewards as they are without the latter.
+def kl_shaped_rewards(rewards: jax.Array, log_probs: jax.Array | None,
+                      ref_log_probs: jax.Array | None, kl_coeff: float) -> tuple[jax.Array, dict]:
+    """`(rewards - kl_coeff * (log pi - log pi_ref), {"kl_to_reference": mean of it})` from the
+    sampling policy's and the reference's log-probs of the actions; the rewards as they are
+    without a reference.
 
     The KL anchor as a reward (InstructGPT's per-step penalty): under samples of the policy the
     k1 term is an unbiased KL(pi || pi_ref), and the policy gradient of the shaped return is
@@ -137,10 +164,10 @@ def kl_shaped_rewards(batch: dict, kl_coeff: float) -> tuple[jax.Array, dict]:
     gradient of KL(pi_ref || pi) weighted by pi_ref / pi, which vanishes once the policy has
     moved away: measured here, PPO's KL to its start then grew to 75 nats at kl_coeff 0.1.
     """
-    if "ref_log_probs" not in batch:
-        return batch["rewards"], {}
-    kl = batch["log_probs"] - batch["ref_log_probs"]
-    return batch["rewards"] - kl_coeff * kl, {"kl_to_reference": jnp.mean(kl)}
+    if ref_log_probs is None:
+        return rewards, {}
+    kl = log_probs - ref_log_probs
+    return rewards - kl_coeff * kl, {"kl_to_reference": jnp.mean(kl)}
 
 
 def clipped_surrogate_terms(
@@ -245,3 +272,15 @@ def explained_variance(predictions: jax.Array, targets: jax.Array,
 
     target_var = variance(targets)
     return jnp.where(target_var > 0, 1.0 - variance(targets - predictions) / target_var, 0.0)
+
+
+def sequence_sum(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """`[B, L] -> [B]`: the masked sum over a sample's parts (its log-prob from per-part ones)."""
+    return jnp.sum(jnp.where(mask, values, 0.0), axis=-1)
+
+
+def sequence_rewards(rewards: jax.Array, mask: jax.Array, gamma: float = 1.0) -> jax.Array:
+    """Per-part rewards `[B, L]` as one reward per sample `[B]`: the discounted sum over the
+    parts `mask` keeps (gamma = 1: their sum)."""
+    discounts = gamma ** jnp.arange(rewards.shape[1], dtype=rewards.dtype)
+    return jnp.sum(jnp.where(mask, rewards * discounts, 0.0), axis=1)

@@ -1,21 +1,5 @@
-"""Rollout collection: the time-major `Trajectory` and the collectors that fill it."""
-
-from rollax.rollout.collector import (
-    RolloutState,
-    collect,
-    evaluate,
-    init_rollout,
-    make_collect_fn,
-    make_evaluate_fn,
-)
-from rollax.rollout.trajectory import Trajectory
-
-__all__ = [
-    "RolloutState",
-    "Trajectory",
-    "collect",
-    "evaluate",
-    "init_rollout",
-    "make_collect_fn",
-    "make_evaluate_fn",
-]
+"""Batch sources: the batch types every algorithm learns from (`batches.py`), the source
+protocol and its registry (`sources.py`), env rollouts and the jitted collector
+(`collector.py`, `trajectory.py`), one-step generation groups (`groups.py`), and the host
+collector for Gymnasium envs (`host_collector.py`). Nothing is imported here, so registering
+a source imports no jax."""

@@ -1,4 +1,6 @@
-"""The jitted rollout collector: `lax.scan` over `vmap`'d gymnax `step` and the policy.
+"""The jitted rollout collector (`lax.scan` over `vmap`'d gymnax `step` and the policy) and the
+env sources built on it: `EnvRollouts` (time-major `Steps` of N envs) and the evaluation and
+pictures every env source shares (`EnvSource`).
 
 `collect` and `evaluate` are pure functions meant to run inside the caller's `jax.jit`
 (the training loop jits once around collect + update); `make_collect_fn` and
@@ -20,7 +22,10 @@ from flax import nnx, struct
 from gymnax.environments import spaces
 from gymnax.environments.environment import Environment
 
-from rollax.networks.distributions import Distribution, as_distribution
+from rollax.envs.hooks import env_hooks
+from rollax.networks.policy import PolicyOutput, policy_output
+from rollax.rollout.batches import Steps
+from rollax.rollout.sources import BatchSource
 from rollax.rollout.trajectory import Trajectory
 
 
@@ -43,11 +48,10 @@ def checked_action_space(env: Environment, env_params: Any) -> Any:
     return action_space
 
 
-def policy_distribution(model: Any, observations: jax.Array, action_space: Any
-                        ) -> tuple[Distribution, jax.Array | None]:
-    """`(distribution, value or None)` of `model(observations)`; the action space reads a model
-    that returns a raw `(array, array)` pair (see `as_distribution`)."""
-    return as_distribution(model(observations), isinstance(action_space, spaces.Discrete))
+def act(model: Any, observations: jax.Array, action_space: Any) -> PolicyOutput:
+    """`model(observations)` as a `PolicyOutput`; the action space reads a model that returns
+    a raw `(array, array)` pair (see `policy_output`)."""
+    return policy_output(model(observations), isinstance(action_space, spaces.Discrete))
 
 
 def env_actions(actions: jax.Array, action_space: Any) -> jax.Array:
@@ -99,7 +103,7 @@ def collect(
     def one_step(carry: RolloutState, step_key: jax.Array):
         policy = nnx.merge(graphdef, params)
         action_key, env_key = jax.random.split(step_key)
-        distribution, _ = policy_distribution(policy, carry.obs, action_space)  # critic DCE'd
+        distribution = act(policy, carry.obs, action_space).distribution  # critic DCE'd
         actions = distribution.sample(action_key)
         next_obs, env_state, rewards, terminated, truncated, info = step_batch(
             jax.random.split(env_key, num_envs), carry.env_state,
@@ -143,7 +147,7 @@ def _critic_values(model: nnx.Module, observations: jax.Array, action_space: Any
     """V of `[T, N, ...]` observations as `[T, N]` (zeros for a model without a critic)."""
     steps, num_envs = observations.shape[:2]
     flat = observations.reshape(steps * num_envs, *observations.shape[2:])
-    _, values = policy_distribution(model, flat, action_space)
+    values = act(model, flat, action_space).value
     if values is None:
         return jnp.zeros((steps, num_envs), jnp.float32)
     return values.reshape(steps, num_envs)
@@ -172,7 +176,7 @@ def evaluate(
 
     def one_step(carry, step_key):
         env_state, obs, returns, finished = carry
-        distribution, _ = policy_distribution(nnx.merge(graphdef, params), obs, action_space)
+        distribution = act(nnx.merge(graphdef, params), obs, action_space).distribution
         actions = env_actions(distribution.mode(), action_space)
         obs, env_state, rewards, terminated, truncated, _ = step_batch(
             jax.random.split(step_key, num_envs), env_state, actions, env_params
@@ -214,3 +218,73 @@ def make_evaluate_fn(
         return evaluate(model, env, env_params, key, num_envs, max_steps)
 
     return evaluate_fn
+
+
+class EnvSource(BatchSource):
+    """What every source sampling a jittable env shares: greedy evaluation episodes, the env's
+    own evaluation metrics, and its pictures."""
+
+    def evaluate(self, policy: Any, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Greedy returns `[eval_episodes]` and the env's `evaluation_metrics` on a batch of
+        resets, for greedy actions and, as `sampled_<name>`, for sampled ones: a greedy policy
+        can look diverse while the sampling one collapses, and the reverse."""
+        settings = self.settings
+        returns_key, metrics_key = jax.random.split(key)
+        returns = evaluate(policy, self.env, self.env_params, returns_key, settings.eval_episodes,
+                           settings.eval_max_steps)
+        hooks = env_hooks(self.env)
+        observations, distribution = self._reset_batch(policy, metrics_key)
+        greedy = hooks.evaluation_metrics(self.env_params, observations, distribution.mode())
+        sampled = hooks.evaluation_metrics(self.env_params, observations,
+                                           distribution.sample(jax.random.fold_in(metrics_key, 1)))
+        return returns, {**greedy, **{f"sampled_{name}": value for name, value in sampled.items()}}
+
+    @property
+    def shows_images(self) -> bool:
+        return env_hooks(self.env).renders_images
+
+    def images(self, policy: Any, key: jax.Array) -> jax.Array:
+        """The env's `render` of the greedy actions on a batch of resets."""
+        observations, distribution = self._reset_batch(policy, key)
+        return env_hooks(self.env).render(self.env_params, observations, distribution.mode())
+
+    def _reset_batch(self, policy: Any, key: jax.Array):
+        """`(observations [eval_episodes, ...], the policy's distribution)` on a batch of resets."""
+        observations, _ = jax.vmap(self.env.reset, in_axes=(0, None))(
+            jax.random.split(key, self.settings.eval_episodes), self.env_params)
+        return observations, act(policy, observations, self.env.action_space(self.env_params)).distribution
+
+
+class EnvRollouts(EnvSource):
+    """`num_steps` steps of `num_envs` envs per iteration, carried across iterations: `Steps`."""
+
+    batch_type = Steps
+
+    def init(self, key: jax.Array) -> RolloutState:
+        return init_rollout(self.env, self.env_params, key, self.settings.num_envs)
+
+    def sample(self, policy: Any, reference: Any, state: RolloutState, key: jax.Array):
+        settings = self.settings
+        state, trajectory = collect(policy, self.env, self.env_params, settings.shard(state), key,
+                                    settings.num_steps)
+        ref_log_probs = None
+        if settings.needs_reference:  # the actions under the frozen initial policy
+            action_space = self.env.action_space(self.env_params)
+            ref_log_probs = act(reference, trajectory.observations, action_space).distribution.log_prob(
+                trajectory.actions)
+        steps = steps_of(trajectory, env_hooks(self.env).task_ids(
+            self.env_params, trajectory.observations, trajectory.rewards.shape), ref_log_probs)
+        episodes = (trajectory.episode_returns, trajectory.episode_lengths, trajectory.dones)
+        return state, steps, episodes, {}
+
+
+def steps_of(trajectory: Trajectory, task_ids: jax.Array, ref_log_probs: jax.Array | None = None
+             ) -> Steps:
+    """A collected `Trajectory` as the `Steps` algorithms learn from (one action per step; a
+    step both terminated and truncated ended, so it is not bootstrapped)."""
+    return Steps(observations=trajectory.observations, actions=trajectory.actions,
+                 mask=jnp.ones((*trajectory.rewards.shape, 1), bool), rewards=trajectory.rewards,
+                 dones=trajectory.dones, truncated=trajectory.truncated & ~trajectory.terminated,
+                 values=trajectory.values, last_values=trajectory.bootstrap_values[-1],
+                 bootstrap_values=trajectory.bootstrap_values, task_ids=task_ids,
+                 log_probs=trajectory.log_probs, ref_log_probs=ref_log_probs)

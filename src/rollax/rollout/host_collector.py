@@ -16,9 +16,7 @@ env makes beyond `num_steps` while others catch up are carried into the next `co
 
 from __future__ import annotations
 
-import difflib
 import functools
-import sys
 from typing import Any, Self
 
 import gymnasium
@@ -29,10 +27,10 @@ from flax import nnx
 from gymnasium.vector import AutoresetMode
 from gymnax.environments import spaces as gymnax_spaces
 
-from rollax.networks.distributions import as_distribution
+from rollax.envs.gymnasium_ids import GYMNASIUM_PREFIX, check_gymnasium_id, is_host_env_id
+from rollax.networks.policy import policy_output
 from rollax.rollout.trajectory import Trajectory
 
-GYMNASIUM_PREFIX = "gymnasium:"
 _SUPPORTED_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
 _FIELDS = (
     "observations", "actions", "rewards", "terminated", "truncated", "log_probs", "values",
@@ -40,38 +38,11 @@ _FIELDS = (
 )  # fmt: skip
 
 
-def is_host_env_id(env_id: str) -> bool:
-    """True for ids the host collector handles (`gymnasium:<id>`)."""
-    return env_id.startswith(GYMNASIUM_PREFIX)
-
-
 def make_host(env_id: str, num_envs: int, *, seed: int = 0, **kwargs: Any) -> HostCollector:
     """Build the `HostCollector` for a `gymnasium:<id>` env id (the training loop's hook)."""
     if not is_host_env_id(env_id):
         raise ValueError(f"env id {env_id!r} is not a host env id; expected 'gymnasium:<id>'")
     return HostCollector(env_id, num_envs, seed=seed, **kwargs)
-
-
-def check_gymnasium_id(gym_id: str) -> str:
-    """The registered id to make (`gym_id` without a module part); ValueError naming `gym_id`
-    and close matches when Gymnasium does not know it.
-
-    Never imports anything: Gymnasium's "module:Env-v0" form is accepted only for a module
-    already imported (`rollax train --import-module module`, or `import module` in Python), so a
-    preset or a run's config.json cannot run code."""
-    name = gym_id
-    if ":" in gym_id:
-        module, name = gym_id.split(":", 1)
-        if module not in sys.modules:
-            raise ValueError(
-                f"Gymnasium env id {gym_id!r} names the module {module!r}, which rollax does not "
-                f"import for a preset or a run folder; import it yourself (rollax train "
-                f"--import-module {module}, or `import {module}` in Python) to register its envs")
-    if name in gymnasium.registry:
-        return name
-    close = difflib.get_close_matches(name, list(gymnasium.registry), n=5, cutoff=0.5)
-    hint = f" Close matches: {', '.join(close)}." if close else ""
-    raise ValueError(f"unknown Gymnasium env id {gym_id!r}.{hint}")
 
 
 def to_gymnax_space(space: gymnasium.spaces.Space, role: str) -> Any:
@@ -95,7 +66,7 @@ def to_gymnax_space(space: gymnasium.spaces.Space, role: str) -> Any:
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _policy_step(graphdef, state, obs, key, discrete):
     """Sample actions for obs `[N, ...]`: `(actions, log_probs [N], values [N])`."""
-    distribution, value = as_distribution(nnx.merge(graphdef, state)(obs), discrete)
+    distribution, value = policy_output(nnx.merge(graphdef, state)(obs), discrete)
     actions = distribution.sample(key)
     if value is None:
         value = jnp.zeros(obs.shape[:1], jnp.float32)
@@ -105,13 +76,13 @@ def _policy_step(graphdef, state, obs, key, discrete):
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _values(graphdef, state, obs, discrete):
     """V(obs) for obs `[B, ...]` (zeros for a policy without a value head): `[B]`."""
-    _, value = as_distribution(nnx.merge(graphdef, state)(obs), discrete)
+    value = policy_output(nnx.merge(graphdef, state)(obs), discrete).value
     return jnp.zeros(obs.shape[:1], jnp.float32) if value is None else value.astype(jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _greedy_actions(graphdef, state, obs, discrete):
-    distribution, _ = as_distribution(nnx.merge(graphdef, state)(obs), discrete)
+    distribution = policy_output(nnx.merge(graphdef, state)(obs), discrete).distribution
     return distribution.mode()
 
 

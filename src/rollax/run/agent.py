@@ -18,11 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rollax.envs.gymnasium_ids import GYMNASIUM_PREFIX, check_gymnasium_id
 from rollax.logging.checkpoint import load_checkpoint
 from rollax.logging.run_callbacks import CHECKPOINT_FORMAT
-from rollax.rollout.collector import env_actions, policy_distribution
-from rollax.rollout.generation import generate
-from rollax.rollout.host_collector import GYMNASIUM_PREFIX, check_gymnasium_id
+from rollax.rollout.collector import act, env_actions
 from rollax.run.evaluation import find_run, read_experiment
 from rollax.run.experiment import Experiment
 from rollax.run.learner import build_model
@@ -47,6 +46,7 @@ class Agent:
         self.experiment, self.model = experiment, model
         self.seed, self.step, self.checkpoint = seed, step, checkpoint
         self.observation_space, self.action_space = plan.observation_space, plan.action_space
+        self.source = plan.source
         if plan.host_env_id is None:
             self.env, self.env_params = plan.env, plan.env_params
             self._action_start = 0
@@ -95,31 +95,20 @@ class Agent:
 
     def generate(self, prompts: list[str], greedy: bool = True, key: jax.Array | None = None,
                  temperature: float = 1.0, top_k: int = 0) -> list[str]:
-        """The completion texts of a token-task agent (without the prompt and the end token):
-        greedy, or sampled (with `key`, else from a key chain that starts at the seed)."""
-        task = getattr(self.env, "task", None)
-        if task is None:
-            raise ValueError("generate is for agents trained on a token task (rollax/Tokens-*); "
-                             f"this one was trained on {self.experiment.env.id!r}")
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompts must be a list of strings, got {prompts!r}")
-        ids = jnp.asarray(np.stack([task.encode_prompt(p) for p in prompts]))
+        """The texts the policy writes for `prompts` (without the prompt and its end mark), for
+        agents whose batch source writes text: greedy, or sampled (with `key`, else from a key
+        chain that starts at the seed)."""
+        if self.source is None:
+            raise ValueError(f"generate needs an agent whose batch source writes text; this one "
+                             f"was trained on the Gymnasium env {self.experiment.env.id!r}")
         if key is None:
             self._key, key = jax.random.split(self._key)
-        completions = _generate(self._graphdef, self._state, ids, key, task.completion_length,
-                                greedy, temperature, top_k)
-        return [task.tokenizer.decode(c) for c in np.asarray(completions)]
-
-
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-def _generate(graphdef, state, prompts, key, length, greedy, temperature, top_k):
-    return generate(nnx.merge(graphdef, state), prompts, key, length, temperature=temperature,
-                    top_k=top_k, greedy=greedy).completions
+        return self.source.generate_texts(self.model, prompts, key, greedy, temperature, top_k)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
 def _act(graphdef, state, observations, key, deterministic, action_space):
-    distribution, _ = policy_distribution(nnx.merge(graphdef, state), observations, action_space)
+    distribution = act(nnx.merge(graphdef, state), observations, action_space).distribution
     actions = distribution.mode() if deterministic else distribution.sample(key)
     return env_actions(actions, action_space)
 

@@ -1,6 +1,11 @@
-"""The callbacks a preset's `[logging]` table attaches to a run (before a user's own)."""
+"""The callbacks a preset's `[logging]` table attaches to a run (before a user's own), and the
+registry of the optional ones its sub-tables switch on."""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from rollax.logging.callbacks import (
     Callback,
@@ -41,12 +46,7 @@ def default_callbacks(experiment: Experiment, total_steps: int, start_step: int,
             closing.append(ResumeCheckpoint(logging.checkpoint_every_seconds))
         if not sweep:
             closing.append(ResultWriter(plot=logging.plot))
-    if "early_stopping" in optional:
-        callbacks.append(optional["early_stopping"])
-    if "profiler" in optional:
-        callbacks.append(JAXProfiler(optional["profiler"]))
-    if "wandb" in optional:
-        callbacks.append(WandbLoggerCallback(optional["wandb"]))
+    callbacks += [LOGGING_CALLBACKS[key].callback(settings) for key, settings in optional.items()]
     if progress and logging.progress:  # shown even when the output is not a terminal
         closing.append(ProgressBarCallback(total=total_steps, initial=start_step,
                                            desc=experiment.name, unit="env steps per seed",
@@ -54,24 +54,40 @@ def default_callbacks(experiment: Experiment, total_steps: int, start_step: int,
     return callbacks, closing
 
 
+@dataclasses.dataclass(frozen=True)
+class OptionalCallback:
+    """A `[logging.<name>]` table that attaches a callback: the class of its settings, the run's
+    defaults for them, and the callback made from the settings."""
+
+    settings: Callable[..., Any]
+    defaults: Callable[[Experiment], dict]
+    callback: Callable[[Any], Callback]
+
+
+def _profiler_defaults(experiment: Experiment) -> dict:
+    # the loop's steps are env steps at chunk ends: trace the first fifth of the run
+    return {"log_dir": f"{experiment.logging.root}/{experiment.name}/profile", "start_step": 0,
+            "end_step": max(1, experiment.budget.total_steps // 5)}
+
+
+LOGGING_CALLBACKS: dict[str, OptionalCallback] = {
+    "early_stopping": OptionalCallback(EarlyStopping, lambda experiment: {}, lambda stop: stop),
+    "profiler": OptionalCallback(ProfilingConfig, _profiler_defaults, JAXProfiler),
+    "wandb": OptionalCallback(WandbLoggerConfig, lambda experiment: {
+        "name": experiment.name, "config": experiment.to_dict()}, WandbLoggerCallback),
+}
+
+
 def optional_configs(experiment: Experiment) -> dict:
-    """The `[logging]` tables that switch optional callbacks on, built and checked (the preset
-    loader calls this too, so a bad table fails before anything runs): `EarlyStopping`,
-    `ProfilingConfig`, `WandbLoggerConfig`. ValueError naming `logging.<key>`."""
-    logging, out = experiment.logging, {}
-    tables = {
-        "early_stopping": (EarlyStopping, {}),
-        # the loop's steps are env steps at chunk ends: trace the first fifth of the run
-        "profiler": (ProfilingConfig, {"log_dir": f"{logging.root}/{experiment.name}/profile",
-                                       "start_step": 0,
-                                       "end_step": max(1, experiment.budget.total_steps // 5)}),
-        "wandb": (WandbLoggerConfig, {"name": experiment.name, "config": experiment.to_dict()}),
-    }
-    for key, (factory, defaults) in tables.items():
-        table = getattr(logging, key)
+    """The settings of the optional callbacks the `[logging]` tables switch on, built and
+    checked (the preset loader calls this too, so a bad table fails before anything runs).
+    ValueError naming `logging.<key>`."""
+    out = {}
+    for key, optional in LOGGING_CALLBACKS.items():
+        table = getattr(experiment.logging, key)
         if table:
             try:
-                out[key] = factory(**{**defaults, **table})
+                out[key] = optional.settings(**{**optional.defaults(experiment), **table})
             except (TypeError, ValueError) as err:
                 raise ValueError(f"logging.{key}: {err}") from None
     return out

@@ -48,6 +48,8 @@ class RunContext:
     leading seed axis); `resume_step` the checkpoint step a resumed run started from (None for
     a fresh run); `outcome` is "running", then "finished", "stopped" (signal, early stop,
     `stop_at_step`) or "failed"; `result` is set once a run has finished or stopped.
+    `callbacks.should_stop`: training ends after this chunk (any callback asked, the loop's own
+    reasons included: `rollax.logging.callbacks.StopRequest`).
     """
 
     experiment: Experiment
@@ -60,17 +62,11 @@ class RunContext:
     resume_step: int | None = None
     state: Any = None
     iteration: int = 0
-    stopping: bool = False  # a signal or stop_at_step asked to stop after this chunk
     outcome: Literal["running", "finished", "stopped", "failed"] = "running"
     result: TrainResult | None = None
     callbacks: Any = None  # the run's CallbackList
     seed_experiments: list[Experiment] = dataclasses.field(default_factory=list)  # per seed folder
     sweep: bool = False  # the runs are a sweep's combinations x seeds (`Runs`)
-
-    @property
-    def stop_requested(self) -> bool:
-        """Training ends after this chunk: a signal, `stop_at_step` or a callback's `should_stop`."""
-        return self.stopping or bool(self.callbacks is not None and self.callbacks.should_stop)
 
     @property
     def host_state(self) -> Any:
@@ -88,7 +84,7 @@ class RunContext:
         return self.program.render(self.host_state, eval_keys(self.seeds, RENDER_KEY_INDEX))
 
     def sample_texts(self):
-        """Per seed, a text of the policy's samples (token tasks), or None."""
+        """Per seed, a text of the policy's samples (sources that show texts), or None."""
         return self.program.sample_texts(self.host_state, eval_keys(self.seeds, RENDER_KEY_INDEX))
 
 

@@ -14,9 +14,10 @@ from typing import Any
 
 from rollax.checks import check_choice, check_int, check_number, check_types
 from rollax.logging.run_dir import LABEL, MAX_LABEL, is_folder_name
-from rollax.networks.mlp import ACTIVATIONS
+from rollax.networks.kinds import network_config
+from rollax.networks.mlp import MLPConfig
+from rollax.rl.algorithm import Algorithm
 from rollax.rl.registry import get_algorithm
-from rollax.rl.spec import AlgorithmSpec
 
 # Sizes past these would not fit a machine or would spin for hours before failing; each bound
 # is named in its error message.
@@ -24,7 +25,6 @@ MAX_SEEDS = 256  # each seed writes its own folder and keeps its log files open
 MAX_STEPS = 2**31 - 1  # env steps per seed: JAX counts updates and steps in 32-bit integers
 MAX_TRANSITIONS = 2**25  # num_envs * num_steps * seeds, held in memory at once each iteration
 MAX_EVAL_EPISODES = 2**16  # eval.episodes * seeds, run side by side
-MAX_LAYER = 2**16  # units in one hidden layer
 MAX_DEVICES = 2**16  # devices one run's mesh spans
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
@@ -45,44 +45,6 @@ class EnvSpec:
             raise ValueError("env.id must name an environment, got ''")
 
 
-NETWORK_KINDS = ("mlp", "noise_latent", "generator", "transformer")
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkSpec:
-    """`kind`: "mlp" (any env), or for generative envs observing prior noise "noise_latent"
-    (noise -> latent, starting as the identity) or "generator" (the env's generator, fine-tuned),
-    or for token tasks "transformer" (`width`, `layers`, `heads`; `warm_start`: begin from the
-    supervised warm start, `rollax.generative.token_model`, trained until its greedy success on
-    held-out prompts reaches `warm_start_success`)."""
-
-    kind: str = "mlp"
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    shared_torso: bool = False
-    log_std_init: float = 0.0
-    width: int = 64
-    layers: int = 2
-    heads: int = 4
-    warm_start: bool = True
-    warm_start_success: float = 0.3
-
-    def __post_init__(self):
-        check_types(self, "agent.network")
-        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # TOML/JSON lists
-        for size in self.hidden_sizes:
-            check_int("agent.network.hidden_sizes[i]", size, 1, MAX_LAYER)
-        check_choice("agent.network.activation", self.activation, tuple(sorted(ACTIVATIONS)))
-        check_choice("agent.network.kind", self.kind, NETWORK_KINDS)
-        check_number("agent.network.warm_start_success", self.warm_start_success, 0.0, 1.0,
-                     low_open=True)
-        for name in ("width", "layers", "heads"):
-            check_int(f"agent.network.{name}", getattr(self, name), 1, MAX_LAYER)
-        if self.width % self.heads:
-            raise ValueError(f"agent.network.width={self.width} must be a multiple of "
-                             f"agent.network.heads={self.heads}")
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
     name: str = "adam"
@@ -101,11 +63,12 @@ class OptimizerSpec:
 
 @dataclasses.dataclass(frozen=True)
 class AgentSpec:
-    """An algorithm (a registered name) with its validated config, network and optimizer."""
+    """An algorithm (a registered name) with its validated config, its network (the typed
+    section of its policy kind, `rollax.networks.kinds`) and its optimizer."""
 
     algorithm: str
     config: Any
-    network: NetworkSpec = NetworkSpec()
+    network: Any = dataclasses.field(default_factory=MLPConfig)
     optimizer: OptimizerSpec = OptimizerSpec()
     description: str = ""
 
@@ -114,10 +77,7 @@ class AgentSpec:
         config_class = _algorithm(self.algorithm).config_class
         if not isinstance(self.config, config_class):
             raise ValueError(f"agent.config must be a {config_class.__name__}, got {self.config!r}")
-
-    @property
-    def spec(self) -> AlgorithmSpec:
-        return get_algorithm(self.algorithm)
+        object.__setattr__(self, "network", network_config(self.network))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +86,6 @@ class BudgetSpec:
     num_envs: int = 8
     num_steps: int = 128
     iterations_per_chunk: int = 0  # 0: about a thirtieth of the run per jitted chunk
-    group_size: int = 4  # DPO's samples per prompt (GRPO/RLOO use their num_generations)
 
     def __post_init__(self):
         why = " (env steps per seed; JAX counts them in 32-bit integers)"
@@ -134,7 +93,6 @@ class BudgetSpec:
         check_int("budget.num_envs", self.num_envs, 1, MAX_TRANSITIONS)
         check_int("budget.num_steps", self.num_steps, 1, MAX_TRANSITIONS)
         check_int("budget.iterations_per_chunk", self.iterations_per_chunk, 0, MAX_STEPS)
-        check_int("budget.group_size", self.group_size, 1, MAX_TRANSITIONS)
         per_iteration = self.num_envs * self.num_steps
         if self.total_steps < per_iteration:
             raise ValueError(f"budget.total_steps={self.total_steps} is smaller than one iteration "
@@ -179,7 +137,7 @@ class LoggingSpec:
     best_mode: str = "max"
     checkpoint_every_seconds: float = 60.0
     plot: bool = True
-    images: bool = True  # the `samples` tag: sample pictures, or a token task's completions as text
+    images: bool = True  # the `samples` tag: the batch source's pictures or texts of samples
     progress: bool = True
     early_stopping: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # EarlyStopping kwargs
     profiler: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # ProfilingConfig kwargs
@@ -263,8 +221,7 @@ class Experiment:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"env": EnvSpec, "agent": AgentSpec, "network": NetworkSpec,
-             "optimizer": OptimizerSpec, "budget": BudgetSpec, "eval": EvalSpec,
+_SECTIONS = {"env": EnvSpec, "agent": AgentSpec, "optimizer": OptimizerSpec, "budget": BudgetSpec, "eval": EvalSpec,
              "logging": LoggingSpec, "parallel": ParallelSpec}
 
 
@@ -274,7 +231,7 @@ def _table(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _algorithm(name: str) -> AlgorithmSpec:
+def _algorithm(name: str) -> Algorithm:
     try:
         return get_algorithm(name)
     except ValueError as err:

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rollax.rollout.collector import act, steps_of
 from rollax.rollout.host_collector import make_host
+from rollax.rollout.trajectory import Trajectory
 from rollax.run.learner import Learner
 from rollax.run.seeds import over_seeds, seed_by_seed
 
@@ -43,9 +45,14 @@ class HostProgram:
         train, reference = self.learner.init(model_key)
         return {"train": train, "key": key, **({"reference": reference} if self._anchored else {})}
 
-    def _update_one(self, state: dict, batch: dict, key: jax.Array):
-        batch = self.learner.with_reference(batch, state.get("reference"), self.plan.config)
-        return self.learner.update(state["train"], batch, key)
+    def _update_one(self, state: dict, trajectory: Trajectory, key: jax.Array):
+        ref_log_probs = None
+        if self._anchored:  # the actions under the frozen initial policy
+            reference = self.learner.reference(state["reference"])
+            ref_log_probs = act(reference, trajectory.observations, self.plan.action_space) \
+                .distribution.log_prob(trajectory.actions)
+        steps = steps_of(trajectory, jnp.zeros(trajectory.rewards.shape, jnp.int32), ref_log_probs)
+        return self.learner.update(state["train"], steps, key)
 
     def init(self, seeds: list[int], hparams: dict | None = None) -> dict:
         if hparams:  # a sweep runs Gymnasium envs one combination per program
@@ -72,7 +79,7 @@ class HostProgram:
             trajectories = [collector.collect(self._seed_model(state, i), keys[i, 1], self.plan.num_steps)
                             for i, collector in enumerate(self.collectors)]
             stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *trajectories)
-            train, metrics = self._update(state, stacked.as_batch(), keys[:, 2])
+            train, metrics = self._update(state, stacked, keys[:, 2])
             state = {**state, "train": train, "key": keys[:, 0]}
             outputs.append((metrics, (stacked.episode_returns, stacked.episode_lengths, stacked.dones)))
         # [K] list of [S, ...] -> [S, K, ...], as the jitted chunk returns

@@ -1,20 +1,19 @@
 """The learning half of a run, shared by the jitted and the host program: the agent's model
-and optimizer, the per-seed training state, and the algorithm's pure update."""
+(built by its policy kind) and optimizer, the per-seed training state, and the algorithm's
+pure update."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import optax
 from flax import nnx
 
-from rollax.networks import build_policy
-from rollax.rl.trainer import TrainState
-from rollax.rollout.collector import policy_distribution
+from rollax.networks.kinds import PolicyContext, policy_kind
+from rollax.rl.algorithm import TrainState
 from rollax.run.experiment import AgentSpec, OptimizerSpec
 from rollax.run.plan import Plan
 
@@ -45,34 +44,15 @@ def make_optimizer(spec: OptimizerSpec, schedule: optax.Schedule) -> optax.Gradi
 
 
 def build_model(agent: AgentSpec, plan: Plan, key: jax.Array) -> nnx.Module:
-    """The agent's policy network for the env's spaces (and, for the generative kinds, its
-    noise layout and generator)."""
-    network = agent.network
-    if network.kind == "transformer":
-        from rollax.generative.token_model import token_policy
-
-        return token_policy(plan.env.task, transformer_config(network),
-                            value_head=plan.algorithm.needs_critic, rngs=nnx.Rngs(key))
-    if network.kind != "mlp":
-        from rollax.generative.policies import generative_policy
-
-        return generative_policy(
-            network.kind, plan.env, math.prod(plan.observation_space.shape),
-            hidden_sizes=network.hidden_sizes, activation=network.activation,
-            log_std_init=network.log_std_init, critic=plan.algorithm.needs_critic,
-            rngs=nnx.Rngs(key))
-    return build_policy(
-        plan.observation_space, plan.action_space, hidden_sizes=network.hidden_sizes,
-        activation=network.activation, critic=plan.algorithm.needs_critic,
-        shared_torso=network.shared_torso, log_std_init=network.log_std_init, rngs=nnx.Rngs(key))
+    """The agent's policy for the run's env, built by its policy kind."""
+    return policy_kind(agent.network.kind).build(agent.network, policy_context(plan), nnx.Rngs(key))
 
 
-def transformer_config(network):
-    """The warm start's settings for a `[agent.network] kind = "transformer"`."""
-    from rollax.generative.token_model import WarmStartConfig
-
-    return WarmStartConfig(width=network.width, layers=network.layers, heads=network.heads,
-                           target_success=network.warm_start_success)
+def policy_context(plan: Plan) -> PolicyContext:
+    spec = plan.env_spec
+    return PolicyContext(plan.env, plan.env_params, plan.observation_space, plan.action_space,
+                         critic=plan.algorithm.needs_critic, env_id=spec.id,
+                         env_settings={**spec.params, **spec.kwargs})
 
 
 LEARNING_RATE = "agent.optimizer.learning_rate"
@@ -86,10 +66,11 @@ class Learner:
     reference policy of "groups" algorithms and for evaluation).
 
     `swept`: hyperparameters each run of the program takes as a number of its own (a sweep,
-    `rollax.sweeps`): `agent.optimizer.learning_rate` and numeric `agent.config.<field>`s.
-    Their values are the `hparams` of `init`, `config` and `update`, `{key: scalar}` per run.
-    A swept learning rate multiplies an optimizer built at rate 1 (`optax.inject_hyperparams`
-    keeps it in the optimizer state), which is what the optimizer at that rate computes.
+    `rollax.sweeps`): `agent.optimizer.learning_rate` and the config's traced fields
+    (`agent.config.<field>`). Their values are the `hparams` of `init`, `config` and `update`,
+    `{key: scalar}` per run. A swept learning rate multiplies an optimizer built at rate 1
+    (`optax.inject_hyperparams` keeps it in the optimizer state as `step_size`), which is what
+    the optimizer at that rate computes.
     """
 
     def __init__(self, agent: AgentSpec, plan: Plan, swept: tuple[str, ...] = ()):
@@ -112,15 +93,13 @@ class Learner:
             return model, nnx.Optimizer(model, self.tx, wrt=nnx.Param)
 
         model, optimizer = nnx.eval_shape(abstract_model_and_optimizer)
+        if plan.source is not None:
+            plan.source.check_policy(model)
         self.graphdef, _ = nnx.split((model, optimizer))
         self.model_graphdef, _ = nnx.split(model)
-        self.initial_params = None  # nnx.Param state every seed starts from, if not random
-        if agent.network.kind == "transformer" and agent.network.warm_start:
-            from rollax.generative.token_model import warm_start
-
-            spec = plan.env_spec
-            warm, _ = warm_start(spec.id, transformer_config(agent.network), **spec.params, **spec.kwargs)
-            self.initial_params = nnx.state(warm, nnx.Param)
+        # nnx.Param state every seed starts from (a supervised warm start), or None: random
+        self.initial_params = policy_kind(agent.network.kind).initial_params(
+            agent.network, policy_context(plan))
 
     def init(self, key: jax.Array, hparams: Mapping[str, jax.Array] | None = None
              ) -> tuple[TrainState, nnx.State]:
@@ -130,22 +109,15 @@ class Learner:
             nnx.update(model, self.initial_params)
         optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
         if LEARNING_RATE in self.swept:
-            optimizer.opt_state[1].hyperparams["step_size"][...] = hparams[LEARNING_RATE]
+            optax.tree_utils.tree_get(optimizer.opt_state, "step_size")[...] = hparams[LEARNING_RATE]
         state = TrainState(nnx.split((model, optimizer))[1], self.plan.algorithm.init_state(self.plan.config))
         return state, nnx.split(model)[1]
 
-    def config(self, hparams: Mapping[str, jax.Array] | None = None):
-        """The algorithm config of one run: the plan's, with its swept fields as traced numbers.
-        Set without the config's own checks, which compare values in Python: each run's values
-        were checked when its experiment was built."""
-        fields = {key.removeprefix(CONFIG): value for key, value in (hparams or {}).items()
-                  if key.startswith(CONFIG)}
-        if not fields:
-            return self.plan.config
-        config = copy.copy(self.plan.config)
-        for name, value in fields.items():
-            object.__setattr__(config, name, value)
-        return config
+    def config(self, hparams: Mapping[str, jax.Array] | None = None) -> Any:
+        """The algorithm config of one run: the plan's, with its swept fields as traced numbers."""
+        return self.plan.config.with_traced({key.removeprefix(CONFIG): value
+                                             for key, value in (hparams or {}).items()
+                                             if key.startswith(CONFIG)})
 
     def model(self, state: TrainState) -> nnx.Module:
         """The policy in `state` (a fresh module: changing it does not change `state`)."""
@@ -154,21 +126,15 @@ class Learner:
     def reference(self, reference_state: nnx.State) -> nnx.Module:
         return nnx.merge(self.model_graphdef, reference_state)
 
-    def with_reference(self, batch: dict, reference_state: nnx.State | None, config) -> dict:
-        """A rollout batch plus `ref_log_probs` (its actions under the frozen initial policy)
-        when the algorithm anchors to it (`uses_reference`); the batch as it is otherwise."""
-        if not self.plan.algorithm.uses_reference(config):
-            return batch
-        distribution, _ = policy_distribution(self.reference(reference_state), batch["observations"],
-                                              self.plan.action_space)
-        return {**batch, "ref_log_probs": distribution.log_prob(batch["actions"])}
-
-    def update(self, state: TrainState, batch: dict, key: jax.Array,
+    def update(self, state: TrainState, batch: Any, key: jax.Array,
                hparams: Mapping[str, jax.Array] | None = None) -> tuple[TrainState, dict]:
-        """The algorithm's pure update (traceable: runs inside the jitted chunk); its metrics
-        gain `learning_rate`, the rate the iteration's last update used."""
-        state, metrics = self.plan.algorithm.update(self.graphdef, state, batch, key,
-                                                    self.config(hparams), {"group_size": self.plan.group_size})
+        """The algorithm's conversion of a source's batch and its pure update (traceable: runs
+        inside the jitted chunk); the metrics gain `learning_rate`, the rate the iteration's
+        last update used."""
+        config, algorithm = self.config(hparams), self.plan.algorithm
+        inputs, converted = batch.learned_by(algorithm, config)
+        state, metrics = algorithm.update(self.graphdef, state, inputs, key, config)
+        metrics = {**metrics, **converted}
         updates = nnx.merge(self.graphdef, state.model_optimizer)[1].step[...]  # counted after each
         rate = self.learning_rate(updates - 1)
         if LEARNING_RATE in self.swept:

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from rollax.logging.callbacks import Callback, CallbackList, Chunk, Evaluation
+from rollax.logging.callbacks import Callback, CallbackList, Chunk, Evaluation, StopRequest
 from rollax.logging.run_callbacks import restore
 from rollax.logging.shutdown import graceful_shutdown
 from rollax.run.callbacks import default_callbacks
@@ -57,7 +57,7 @@ def train(
         experiment = resumed_experiment(resume, experiment)
     elif experiment is None:
         raise ValueError("train needs an experiment, or resume=RUN_DIR to continue a run")
-    plan, program = make_program(experiment)  # a generative env pretrains here (says so)
+    plan, program = make_program(experiment)  # an env whose model is missing pretrains here (says so)
     if jax.process_index() != 0:  # a multi-process run has one writer (rollax.run.parallel)
         experiment = experiment.replace(logging={"enabled": False, "progress": False, "wandb": {}})
     return train_runs(experiment, plan, program, Runs.of(experiment), callbacks=callbacks,
@@ -84,17 +84,18 @@ def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: 
         start_step = run.step
         defaults, closing = default_callbacks(experiment, plan.total_steps, run.step, progress,
                                               sweep=runs.sweep)
-        hooks = run.callbacks = CallbackList([*defaults, *callbacks, *closing])
+        stop = StopRequest()  # first: every callback of a chunk sees the loop's own stop
+        hooks = run.callbacks = CallbackList([stop, *defaults, *callbacks, *closing])
         hooks.on_train_begin(run)
         run_chunk = chunk_job.result()
         compile_seconds = time.perf_counter() - compile_start  # what training waited for
         say(f"compiled in {compile_seconds:.1f} s; training")
         with graceful_shutdown() as shutdown:
-            train_seconds = _train_chunks(run, run_chunk, eval_job.result, hooks,
+            train_seconds = _train_chunks(run, run_chunk, eval_job.result, hooks, stop,
                                           lambda: shutdown.requested, stop_at_step)
             returns, metrics = jax.device_get(eval_job.result()(run.state, eval_keys(run.seeds, run.iteration)))
             hooks.on_evaluation(run, Evaluation(run.step, returns, metrics, final=True))
-            run.outcome = "stopped" if run.stopping else "finished"
+            run.outcome = "stopped" if hooks.should_stop else "finished"
             run.result = TrainResult(
                 name=experiment.name, run_dir=run.run_dir, seeds=run.seeds, eval_returns=returns,
                 eval_metrics={k: np.asarray(v) for k, v in metrics.items()},
@@ -154,8 +155,8 @@ def _finish(run: RunContext | None, hooks: CallbackList, program,
             program.close()
 
 
-def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, signalled,
-                  stop_at_step: int | None) -> float:
+def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, stop: StopRequest,
+                  signalled, stop_at_step: int | None) -> float:
     """Chunks until the plan's iterations are done or a stop is asked; the training seconds."""
     plan, train_seconds = run.plan, 0.0
     every = run.experiment.eval.every_steps
@@ -178,13 +179,16 @@ def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, s
             summary["eval/mean_reward"] = float(np.mean(returns))
         if diverged is not None:
             run.outcome = "failed"  # log the chunk, checkpoint nothing
-        run.stopping = signalled() or hooks.should_stop or (stop_at_step is not None and run.step >= stop_at_step)
+        if signalled():
+            stop.reason = "a signal"
+        elif stop_at_step is not None and run.step >= stop_at_step:
+            stop.reason = f"stop_at_step={stop_at_step}"
         hooks.on_chunk_end(run, Chunk(first_iteration, plan.steps_per_iteration, metrics, episodes,
                                       rollout, summary["time/fps"], run.step, summary))
         if diverged is not None:
             raise TrainingDiverged(diverged)
-        if run.stopping or hooks.should_stop:  # an early stop may ask during on_chunk_end
-            run.stopping, run.outcome = True, "stopped"  # checkpointed by the end at the latest
+        if hooks.should_stop:  # any callback, during on_chunk_end at the latest
+            run.outcome = "stopped"  # checkpointed by the end at the latest
             tqdm.write(f"stopped at env step {run.step}; the checkpoint and logs are kept")
             break
     return train_seconds

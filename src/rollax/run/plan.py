@@ -1,4 +1,5 @@
-"""Everything static about a run, resolved and checked before anything is compiled."""
+"""Everything static about a run, resolved and checked before anything is compiled: the env, the
+algorithm, the batch source that feeds it, and the shapes."""
 
 from __future__ import annotations
 
@@ -7,29 +8,32 @@ import math
 from typing import Any
 
 import gymnasium
-import jax
 from gymnax.environments import spaces
 
 from rollax.envs import make
-from rollax.envs.token_env import TokenEnv
-from rollax.rl.spec import AlgorithmSpec
-from rollax.rollout.host_collector import is_host_env_id, make_host
+from rollax.envs.gymnasium_ids import is_host_env_id
+from rollax.envs.hooks import env_hooks
+from rollax.rl.algorithm import Algorithm
+from rollax.rl.registry import get_algorithm
+from rollax.rollout.batches import Steps
+from rollax.rollout.host_collector import make_host
+from rollax.rollout.sources import BatchSource, SourceSettings, batch_sources
 from rollax.run.experiment import Experiment
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """The env, the algorithm and the shapes of one run."""
+    """The env, the algorithm, the batch source and the shapes of one run."""
 
     env: Any  # None for host (Gymnasium) envs, which the host program steps itself
     env_params: Any
     observation_space: Any  # gymnax spaces, for building networks
     action_space: Any
-    algorithm: AlgorithmSpec
+    algorithm: Algorithm
     config: Any
+    source: BatchSource | None  # None for host (Gymnasium) envs
     num_envs: int
     num_steps: int
-    group_size: int  # generations per prompt for "groups" algorithms; 1 otherwise
     iterations: int
     iterations_per_chunk: int
     steps_per_iteration: int
@@ -67,38 +71,51 @@ def iteration_layout(budget: Any, total_steps: int | None = None) -> tuple[int, 
     return steps_per_iteration, iterations, chunk_size(max(iterations, 1), budget.iterations_per_chunk)
 
 
-def make_plan(experiment: Experiment) -> Plan:
-    """Build the env and check the agent fits it."""
-    algorithm, config, budget = experiment.agent.spec, experiment.agent.config, experiment.budget
+def make_plan(experiment: Experiment, shard: Any = None) -> Plan:
+    """Build the env, pick its batch source for the algorithm, and check they fit. `shard`
+    splits a batch over a mesh's data axis (`rollax.run.parallel`; none by default)."""
+    config, budget = experiment.agent.config, experiment.budget
+    algorithm = get_algorithm(experiment.agent.algorithm)
     env, env_params, observation_space, action_space, max_steps, host_env_id = _env(experiment)
-    if host_env_id is not None and algorithm.batch_source != "rollout":
-        raise ValueError(f"agent.algorithm={algorithm.name!r} samples groups of one-step "
-                         "generations from a jittable env; Gymnasium envs train with an "
-                         "algorithm that learns from rollouts (e.g. ppo, reinforce)")
     if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
         raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
-    num_tasks = env.num_tasks(env_params) if hasattr(env, "num_tasks") else 1
-    algorithm.check(config, budget, num_tasks)
-    tokens = is_token_env(env)
-    _check_token_agent(tokens, algorithm, experiment.agent.network.kind)
-    group_size = 1
-    if algorithm.batch_source == "groups":
-        group_size = algorithm.group_size(config, budget)
-        _check_groups(algorithm.name, budget, group_size)
-        if not tokens:
-            _check_single_step(env, env_params, algorithm.name)
-    elif tokens:
-        _check_one_sample_per_env(algorithm.name, budget)
+    algorithm.check_plan(config, budget, 1 if env is None else env_hooks(env).num_tasks(env_params))
+    settings = SourceSettings(
+        num_envs=budget.num_envs, num_steps=budget.num_steps, group_size=algorithm.group_size(config),
+        eval_episodes=experiment.eval.episodes, eval_max_steps=max_steps,
+        needs_values=algorithm.needs_critic, needs_reference=algorithm.uses_reference(config),
+        **({} if shard is None else {"shard": shard}))
+    source = None
+    if host_env_id is None:
+        source = _source(env, env_params, algorithm, settings)
+    elif Steps not in algorithm.learns_from:
+        raise ValueError(f"agent.algorithm={algorithm.name!r} learns from sampled groups of a "
+                         "jittable env; Gymnasium envs train with an algorithm that learns from "
+                         "env steps (e.g. ppo, reinforce)")
     steps_per_iteration, iterations, iterations_per_chunk = iteration_layout(budget)
     return Plan(
         env=env, env_params=env_params, observation_space=observation_space,
-        action_space=action_space, algorithm=algorithm, config=config,
-        num_envs=budget.num_envs, num_steps=budget.num_steps, group_size=group_size,
+        action_space=action_space, algorithm=algorithm, config=config, source=source,
+        num_envs=budget.num_envs, num_steps=budget.num_steps,
         iterations=iterations, iterations_per_chunk=iterations_per_chunk,
         steps_per_iteration=steps_per_iteration, eval_episodes=experiment.eval.episodes,
         eval_max_steps=max_steps, updates_per_iteration=algorithm.updates_per_iteration(config),
         host_env_id=host_env_id, env_spec=experiment.env,
     )
+
+
+def _source(env: Any, env_params: Any, algorithm: Algorithm, settings: SourceSettings) -> BatchSource:
+    """The first of the env's batch sources whose batches the algorithm learns from, checked
+    against the env and budget."""
+    candidates = batch_sources(env)
+    for source_class in candidates:
+        if source_class.batch_type in algorithm.learns_from:
+            source = source_class(env, env_params, settings)
+            source.check(algorithm.name)
+            return source
+    names = [source.__name__ for source in candidates]
+    raise ValueError(f"agent.algorithm={algorithm.name!r} cannot learn from "
+                     f"{getattr(env, 'name', type(env).__name__)}'s batch sources {names}")
 
 
 def _env(experiment: Experiment) -> tuple:
@@ -114,42 +131,3 @@ def _env(experiment: Experiment) -> tuple:
     max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
     return (env, env_params, env.observation_space(env_params), env.action_space(env_params),
             max_steps, None)
-
-
-def _check_groups(name: str, budget: Any, group_size: int) -> None:
-    if group_size < 2:
-        raise ValueError(f"{name}: group size {group_size} must be >= 2 (samples compared per prompt)")
-    _check_one_sample_per_env(name, budget)
-    if budget.num_envs % group_size:
-        raise ValueError(f"budget.num_envs={budget.num_envs} must be a multiple of the group size {group_size}")
-
-
-def is_token_env(env: Any) -> bool:
-    """A token task (`rollax/Tokens-*`): its groups are sampled completions."""
-    return isinstance(env, TokenEnv)
-
-
-def _check_one_sample_per_env(name: str, budget: Any) -> None:
-    if budget.num_steps != 1:
-        raise ValueError(f"budget.num_steps={budget.num_steps}: {name} here samples one whole "
-                         "generation (a one-step action or a token completion) per env and "
-                         "iteration; set budget.num_steps = 1")
-
-
-def _check_token_agent(tokens: bool, algorithm: AlgorithmSpec, kind: str) -> None:
-    if tokens and not algorithm.trains_on_completions:
-        raise ValueError(f"agent.algorithm={algorithm.name!r} cannot learn from sampled token "
-                         "completions (its AlgorithmSpec has no completion_batch)")
-    if tokens != (kind == "transformer"):
-        raise ValueError(f"agent.network.kind={kind!r}: token tasks take kind='transformer', "
-                         "and only token tasks do")
-
-
-def _check_single_step(env: Any, env_params: Any, name: str) -> None:
-    key = jax.random.key(0)
-    _, state = env.reset(key, env_params)
-    action = env.action_space(env_params).sample(key)
-    terminated = env.step(key, state, action, env_params)[3]
-    if not bool(terminated):
-        raise ValueError(f"{name} in the training loop needs a one-step (bandit) env whose "
-                         "episode ends after one action, e.g. rollax/VAEDigit-v0")

@@ -9,11 +9,14 @@ programs want it) and `close()`; the loop drives either.
 
 from __future__ import annotations
 
+from functools import partial
+
+from rollax.envs.gymnasium_ids import is_host_env_id
 from rollax.run.experiment import Experiment
 from rollax.run.host_program import HostProgram
 from rollax.run.jitted_program import JittedProgram
 from rollax.run.learner import Learner
-from rollax.run.parallel import make_mesh, split_the_cpu
+from rollax.run.parallel import make_mesh, shard_batch, split_the_cpu
 from rollax.run.plan import Plan, make_plan
 
 
@@ -23,12 +26,12 @@ def make_program(experiment: Experiment, swept: tuple[str, ...] = (), runs: int 
     seeds, or for `runs` side by side (a sweep's combinations x seeds) whose `swept`
     hyperparameters are numbers of each run's own (see `Learner`)."""
     split_the_cpu(experiment.parallel.devices)  # before the plan's env starts JAX
-    plan = make_plan(experiment)
-    learner = Learner(experiment.agent, plan, swept)
-    if plan.host_env_id is not None:
+    if is_host_env_id(experiment.env.id):
         if experiment.parallel.devices != 1:
             raise ValueError(f"parallel.devices={experiment.parallel.devices}: Gymnasium envs "
                              "step on the host, one device; use a jittable env id to shard")
-        return plan, HostProgram(learner, experiment.env.kwargs)
-    mesh = make_mesh(experiment.parallel, runs or len(experiment.seed_list), plan.num_envs)
-    return plan, JittedProgram(learner, mesh)
+        plan = make_plan(experiment)
+        return plan, HostProgram(Learner(experiment.agent, plan, swept), experiment.env.kwargs)
+    mesh = make_mesh(experiment.parallel, runs or len(experiment.seed_list), experiment.budget.num_envs)
+    plan = make_plan(experiment, None if mesh is None else partial(shard_batch, mesh=mesh))
+    return plan, JittedProgram(Learner(experiment.agent, plan, swept), mesh)

@@ -2,8 +2,9 @@
 
 Classic-control envs (gymnax ids through rollax's Gymnasium adapter, and `gymnasium:<id>` runs)
 play greedy episodes in a Gymnasium env made with `render_mode="rgb_array"`, driven by
-`Agent.predict`; generative envs have no episodes to watch, so their video is the run's sample
-grids over training (`seed_<k>/images/samples_*.png`, one frame per picture, in step order).
+`Agent.predict`; an env whose batch source draws pictures of its samples has no episodes to
+watch, so its video is the run's sample grids over training (`seed_<k>/images/samples_*.png`,
+one frame per picture, in step order).
 MP4 needs the `video` extra (imageio + imageio-ffmpeg, which ships its own ffmpeg); GIF is
 written with Pillow, which matplotlib already brings.
 """
@@ -20,9 +21,9 @@ import gymnasium
 import numpy as np
 from PIL import Image
 
+from rollax.envs.gymnasium_ids import is_host_env_id
 from rollax.envs.registry import gymnasium_id
 from rollax.envs.render import can_render, prepare_pygame
-from rollax.rollout.host_collector import is_host_env_id
 from rollax.run.agent import Agent, load_agent
 from rollax.run.evaluation import find_run
 
@@ -42,7 +43,7 @@ def record_video(run_dir: str | Path, out: str | Path, *, episodes: int = 1,
     agent = load_agent(run_dir, seed, checkpoint)
     if out.suffix not in FORMATS:
         out = out / f"{agent.experiment.name}_seed{agent.seed}{'.mp4' if _has_mp4() else '.gif'}"
-    if hasattr(agent.env, "render") and not isinstance(agent.env, gymnasium.Env):
+    if agent.source is not None and agent.source.shows_images:
         frames, fps = _sample_grids(Path(run_dir), agent), 1
     else:
         frames, fps = _episodes(agent, episodes)
@@ -87,7 +88,7 @@ def _rendering_env(agent: Agent) -> gymnasium.Env:
                              **spec.kwargs)
     else:
         raise ValueError(f"env {spec.id!r} cannot be drawn: videos show the classic-control envs, "
-                         "Gymnasium envs that render 'rgb_array', and generative envs' samples")
+                         "Gymnasium envs that render 'rgb_array', and the pictures of sampled envs")
     if env.render_mode != "rgb_array":
         env.close()
         raise ValueError(f"env {spec.id!r} does not render 'rgb_array' frames")

@@ -1,0 +1,201 @@
+"""Sampled completions of a token task: the batch source of every algorithm on
+`rollax/Tokens-*` envs, and their greedy evaluation on held-out prompts.
+
+Each prompt is repeated G times in contiguous rows (G = 1 for algorithms that compare no
+samples); the policy samples a whole completion per row with its key/value cache
+(`generation.generate`), and the task's verifier scores it. The batch is `Sequences` in the
+token-model convention: `observations = tokens[:, :-1]`, `actions = tokens[:, 1:]`, with
+per-token log-probs and a `mask` over the completion's tokens (its EOS included), so every
+algorithm scores it with one `model(observations)`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rollax.networks.policy import score_actions
+from rollax.rl.utils import sequence_sum, tied_groups
+from rollax.rollout.batches import Sequences
+from rollax.rollout.sources import BatchSource
+from rollax.tokens.generation import Generation, generate
+from rollax.tokens.tokenizer import EOS
+
+HELD_OUT = 1  # the key stream of held-out prompts; training draws from others
+TEXT_SAMPLES = 8  # held-out prompts whose completions a run shows as text
+
+
+class Completions(BatchSource):
+    """`num_envs / group_size` prompts, `group_size` completions each, per iteration; evaluated
+    by greedy exact match on `eval_episodes` held-out prompts (the warm start's)."""
+
+    batch_type = Sequences
+
+    def __init__(self, env: Any, env_params: Any, settings: Any):
+        super().__init__(env, env_params, settings)
+        self.task = env.task
+        self.eval_prompts = np.asarray(held_out_prompts(self.task, settings.eval_episodes))
+
+    def check(self, algorithm_name: str) -> None:
+        settings = self.settings
+        if settings.num_steps != 1:
+            raise ValueError(f"budget.num_steps={settings.num_steps}: {algorithm_name} here samples "
+                             "one whole completion per env and iteration; set budget.num_steps = 1")
+        if settings.num_envs % settings.group_size:
+            raise ValueError(f"budget.num_envs={settings.num_envs} must be a multiple of the "
+                             f"group size {settings.group_size}")
+
+    def check_policy(self, model: Any) -> None:
+        check_model_fits(model, self.task)
+
+    def sample(self, policy: Any, reference: Any, state: Any, key: jax.Array):
+        settings, group_size = self.settings, self.settings.group_size
+        samples = settings.shard(sample_completions(
+            policy, self.env, self.env_params, key, settings.num_envs // group_size, group_size))
+        mask = samples.mask
+        # every algorithm's KL to the reference, measured the same way
+        reference_log_probs = score_actions(reference, samples.observations, samples.actions,
+                                            mask.shape).log_probs
+        metrics = {**completion_metrics(samples.actions, mask),
+                   "kl_to_reference": sequence_kl(samples.log_probs, reference_log_probs, mask)}
+        if group_size > 1:  # prompts whose completions all scored the same
+            metrics["frac_reward_zero_std"] = jnp.mean(tied_groups(samples.rewards, group_size)
+                                                       .astype(jnp.float32))
+        if settings.needs_reference:
+            samples = samples.replace(ref_log_probs=reference_log_probs)
+        if settings.needs_values:  # V per token, under the sampling parameters
+            samples = samples.replace(values=score_actions(
+                policy, samples.observations, samples.actions, mask.shape).values)
+        rewards = samples.rewards
+        episodes = (rewards, jnp.sum(mask, 1).astype(jnp.int32), jnp.ones_like(rewards, bool))
+        return state, samples, episodes, metrics
+
+    def evaluate(self, policy: Any, key: jax.Array):
+        return evaluate_completions(policy, self.task, self.eval_prompts)
+
+    @property
+    def shows_texts(self) -> bool:
+        return True
+
+    def text_samples(self, policy: Any, key: jax.Array) -> dict:
+        return completion_samples(policy, self.env, self.env_params,
+                                  self.eval_prompts[:TEXT_SAMPLES], key)
+
+    def format_texts(self, samples: dict) -> str:
+        return samples_table(self.task, samples)
+
+    def generate_texts(self, model: nnx.Module, prompts: list[str], key: jax.Array,
+                       greedy: bool = True, temperature: float = 1.0, top_k: int = 0) -> list[str]:
+        """The completion texts of `prompts` (without the prompt and the end token)."""
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be a list of strings, got {prompts!r}")
+        ids = jnp.asarray(np.stack([self.task.encode_prompt(p) for p in prompts]))
+        graphdef, state = nnx.split(model)
+        completions = _generate(graphdef, state, ids, key, self.task.completion_length, greedy,
+                                temperature, top_k)
+        return [self.task.tokenizer.decode(c) for c in np.asarray(completions)]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _generate(graphdef, state, prompts, key, length, greedy, temperature, top_k):
+    return generate(nnx.merge(graphdef, state), prompts, key, length, temperature=temperature,
+                    top_k=top_k, greedy=greedy).completions
+
+
+def check_model_fits(model: Any, task: Any) -> None:
+    """A ValueError when `model` is not a token model of `task`'s vocabulary."""
+    vocab = getattr(model, "vocab_size", None)
+    if vocab is None:
+        raise ValueError(f"task {task.name!r} samples completions with a token model (one with "
+                         "a vocab_size and a key/value cache): agent.network.kind = 'transformer'")
+    if vocab != task.tokenizer.vocab_size:
+        raise ValueError(f"the model's vocab_size={vocab} does not match task {task.name!r}'s "
+                         f"vocabulary of {task.tokenizer.vocab_size} tokens")
+
+
+def held_out_prompts(task: Any, count: int, seed: int = 0) -> jax.Array:
+    """`[count, prompt_length]` prompts of `task` from a key stream training never draws from:
+    what the warm start and every evaluation of a token run are judged on."""
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), HELD_OUT), count)
+    return jax.vmap(task.sample)(keys)
+
+
+def shifted(generation: Generation, prompt_length: int) -> tuple[jax.Array, ...]:
+    """`(observations, actions, mask, log_probs)` `[B, P + L - 1]` of a generation."""
+    observations, actions = generation.tokens[:, :-1], generation.tokens[:, 1:]
+    place = lambda x, fill: jnp.full(actions.shape, fill, x.dtype).at[:, prompt_length - 1:].set(x)
+    return observations, actions, place(generation.mask, False), place(generation.log_probs, 0.0)
+
+
+def sample_completions(model: Callable, env: Any, env_params: Any, key: jax.Array,
+                       num_prompts: int, group_size: int) -> Sequences:
+    """`num_prompts * group_size` completions `[p0g0, p0g1, ..., p1g0, ...]` with the
+    verifier's rewards, in the token-model convention (see the module docstring)."""
+    prompt_key, sample_key = jax.random.split(key)
+    task = env.task
+    check_model_fits(model, task)
+    prompts = jnp.repeat(jax.vmap(task.sample)(jax.random.split(prompt_key, num_prompts)), group_size, axis=0)
+    generation = generate(model, prompts, sample_key, task.completion_length)
+    rewards = jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, generation.completions,
+                                                        env_params.partial_credit)
+    observations, actions, mask, log_probs = shifted(generation, task.prompt_length)
+    return Sequences(observations, actions, mask, rewards.astype(jnp.float32), log_probs,
+                     group_size=group_size)
+
+
+def completion_metrics(actions: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+    """Lengths (tokens, EOS included) of completions `actions [B, T]` under `mask`, and the
+    share cut at the maximum length without an EOS."""
+    lengths = jnp.sum(mask, axis=1).astype(jnp.float32)
+    finished = jnp.any((actions == EOS) & mask, axis=1)
+    return {"completion_length": jnp.mean(lengths), "completion_length_min": jnp.min(lengths),
+            "completion_length_max": jnp.max(lengths),
+            "frac_truncated": jnp.mean((~finished).astype(jnp.float32))}
+
+
+def completion_samples(model: Callable, env: Any, env_params: Any, prompts: jax.Array,
+                       key: jax.Array) -> dict[str, jax.Array]:
+    """Greedy and sampled completions `[N, L]` of `prompts` with their rewards `[N]`: what
+    `samples_table` shows."""
+    out = {"prompts": prompts}
+    for name, greedy in (("greedy", True), ("sampled", False)):
+        completions = generate(model, prompts, key, env.task.completion_length, greedy=greedy).completions
+        out[name] = completions
+        out[f"{name}_reward"] = jax.vmap(env.task.verify, in_axes=(0, 0, None))(
+            prompts, completions, env_params.partial_credit)
+    return out
+
+
+def samples_table(task: Any, samples: dict) -> str:
+    """`completion_samples` (host arrays) as a Markdown table of texts: TensorBoard's text tab
+    renders it."""
+    text = task.tokenizer.decode
+    rows = ["| prompt | greedy | reward | sampled | reward |", "|---|---|---|---|---|"]
+    for i, prompt in enumerate(samples["prompts"]):
+        rows.append(f"| `{text(prompt)}` | `{text(samples['greedy'][i])}` | "
+                    f"{float(samples['greedy_reward'][i]):.2f} | `{text(samples['sampled'][i])}` | "
+                    f"{float(samples['sampled_reward'][i]):.2f} |")
+    return "\n".join(rows)
+
+
+def sequence_kl(log_probs: jax.Array, reference_log_probs: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over completions of sum over their tokens of log pi - log pi_ref: under samples of
+    pi, the k1 estimate of KL(pi || pi_ref) per completion."""
+    return jnp.mean(sequence_sum(log_probs - reference_log_probs, mask))
+
+
+def evaluate_completions(model: Callable, task: Any, prompts: jax.Array
+                         ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Greedy completions of `prompts`: their success `[N]` (exact match, also when training
+    rewards partial credit: evaluations stay comparable across runs, and with the warm start's)
+    and length metrics."""
+    check_model_fits(model, task)
+    generation = generate(model, prompts, jax.random.key(0), task.completion_length, greedy=True)
+    success = jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, generation.completions, False)
+    return success, completion_metrics(generation.completions, generation.mask)
