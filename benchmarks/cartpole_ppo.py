@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from timing import run_process
+
 # one training process (the other CartPole benchmarks run it too): the shipped experiment with
 # overrides (argv[1], JSON), argv[2] seeds, no run folder; prints its figures as JSON
 CHILD = """
@@ -42,13 +39,9 @@ def run(seeds: int, overrides: list[str] = (), cache_dir: str | None = None,
 def run_code(code: list[str], cache_dir: str | None = None, timeout: float | None = None) -> dict:
     """`python -c *code` in a fresh process on CPU, in the repository (whose `experiments/`
     the name lookup finds first): the JSON it prints last, plus `process` seconds."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", **({"ROLLAX_CACHE_DIR": cache_dir} if cache_dir else {})}
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", *code], env=env, capture_output=True, text=True,
-                         check=True, cwd=ROOT, timeout=timeout)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["process"] = time.perf_counter() - start
-    return result
+    env = {**os.environ, **({"ROLLAX_CACHE_DIR": cache_dir} if cache_dir else {})}
+    seconds, out = run_process(["-c", *code], env=env, timeout=timeout)
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process": seconds}
 
 
 def main() -> None:

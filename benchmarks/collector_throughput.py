@@ -1,4 +1,4 @@
-"""Env-steps/s of `rollax.rollout.collect` on CartPole-v1 next to raw gymnax stepping.
+"""Env-steps/s of `rollax.rollout.collector.collect` on CartPole-v1 next to raw gymnax stepping.
 
 raw: a jit-compiled `lax.scan` over `vmap`'d auto-reset `env.step` with uniform random actions.
 collector (random): `collect` with a parameter-free module returning zero logits (uniform
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rollax.envs import make
-from rollax.networks import build_policy
-from rollax.rollout import init_rollout, make_collect_fn
+from rollax.networks.mlp import build_policy
+from rollax.rollout.collector import init_rollout, make_collect_fn
 
 
 class UniformLogits(nnx.Module):

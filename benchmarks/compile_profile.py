@@ -29,7 +29,7 @@ from cartpole_ablation import REJAX
 from flax import nnx
 
 from rollax.presets import load_experiment
-from rollax.rollout.collector import collect, policy_distribution
+from rollax.rollout.collector import act
 from rollax.run import train
 from rollax.run.program import make_program
 from rollax.run.seeds import eval_keys
@@ -109,12 +109,11 @@ def iteration_split(experiment) -> None:
     learner = program.learner
 
     @jax.jit
-    def collect_only(state):
-        model = learner.model(state["train"])
-        return collect(model, plan.env, plan.env_params, state["rollout"], state["key"], plan.num_steps)
+    def collect_only(state):  # the run's batch source: the collector's steps as a `Steps` batch
+        return plan.source.sample(learner.model(state["train"]), learner.reference(state["reference"]),
+                                  state["source"], state["key"])
 
-    _, trajectory = collect_only(state)
-    batch = learner.with_reference(trajectory.as_batch(), state["reference"], plan.config)
+    _, batch, _, _ = collect_only(state)
     update_only = jax.jit(lambda train, batch, key: learner.update(train, batch, key))
     jax.block_until_ready(update_only(state["train"], batch, state["key"]))
     timings = {}
@@ -128,7 +127,7 @@ def iteration_split(experiment) -> None:
     print(f"3. one iteration, each half jitted alone: collect {timings['collect']:.2f} ms "
           f"({plan.num_envs} envs x {plan.num_steps} steps), update {timings['update']:.2f} ms "
           f"({plan.updates_per_iteration} minibatch steps); {plan.iterations} iterations per run")
-    floor = bare_steps(learner.model(state["train"]), batch["observations"].reshape(-1, 4), plan)
+    floor = bare_steps(learner.model(state["train"]), batch.observations.reshape(-1, 4), plan)
     print(f"   floor of one minibatch step: the same actor and critic, forward, backward and Adam "
           f"on {floor[1]} observations, no PPO loss or metrics: {floor[0]:.0f} us; the update "
           f"spends {timings['update'] / plan.updates_per_iteration * 1000:.0f} us per step")
@@ -143,8 +142,8 @@ def bare_steps(model, observations, plan) -> tuple[float, int]:
     tx = optax.adam(7.5e-4, eps=1e-5)
 
     def loss(params, x):
-        distribution, value = policy_distribution(nnx.merge(graphdef, params, others), x, plan.action_space)
-        return jnp.mean(value ** 2) + jnp.mean(distribution.log_prob(jnp.zeros(x.shape[0], jnp.int32)))
+        output = act(nnx.merge(graphdef, params, others), x, plan.action_space)
+        return jnp.mean(output.value ** 2) + jnp.mean(output.distribution.log_prob(jnp.zeros(x.shape[0], jnp.int32)))
 
     def step(carry, x):
         params, opt_state = carry

@@ -12,12 +12,12 @@ Usage: JAX_PLATFORMS=cpu python benchmarks/gymnasium_throughput.py [--steps 128]
 from __future__ import annotations
 
 import argparse
-import time
 
 import gymnasium
 import jax
 import numpy as np
 from flax import nnx
+from timing import best_seconds
 
 import rollax.envs
 from rollax.networks.mlp import build_policy
@@ -27,13 +27,8 @@ from rollax.rollout.host_collector import HostCollector
 
 def timed(fn, repeats: int) -> float:
     """Best wall time of `repeats` calls after one warm-up call (compiles)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    jax.block_until_ready(fn())
+    return best_seconds(fn, repeats)
 
 
 def collector_rates(num_envs: int, num_steps: int, repeats: int) -> tuple[float, float]:
@@ -47,10 +42,7 @@ def collector_rates(num_envs: int, num_steps: int, repeats: int) -> tuple[float,
     graphdef, state = nnx.split(policy)
     rollout = init_rollout(env, params, jax.random.key(0), num_envs)
 
-    def jitted():
-        jax.block_until_ready(collect_fn(graphdef, state, rollout, jax.random.key(1)))
-
-    jit_time = timed(jitted, repeats)
+    jit_time = timed(lambda: collect_fn(graphdef, state, rollout, jax.random.key(1)), repeats)
     steps = num_envs * num_steps
     return steps / host_time, steps / jit_time
 

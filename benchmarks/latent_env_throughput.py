@@ -9,9 +9,10 @@ under `vmap`). Usage: python benchmarks/latent_env_throughput.py [--steps 50] [-
 from __future__ import annotations
 
 import argparse
-import time
+import itertools
 
 import jax
+from timing import best_seconds
 
 import rollax.envs
 
@@ -60,13 +61,10 @@ def direct_forward(env, params, num_envs: int, steps: int):
 
 
 def best_rate(fn, items: int, repeats: int) -> float:
-    fn(jax.random.key(0)).block_until_ready()  # compile
-    best = float("inf")
-    for i in range(repeats):
-        start = time.perf_counter()
-        fn(jax.random.key(i + 1)).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return items / best
+    """`items` per second of `fn(key)`'s fastest call after a warm-up (compile), a fresh key each."""
+    keys = map(jax.random.key, itertools.count())
+    jax.block_until_ready(fn(next(keys)))  # compile
+    return items / best_seconds(lambda: fn(next(keys)), repeats)
 
 
 def main() -> None:

@@ -17,14 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from cartpole_ablation import REJAX
 from cartpole_ppo import run_code
+from timing import run_process
 
 HERE = Path(__file__).resolve().parent
 TOTAL_STEPS = 100_000
@@ -54,13 +52,11 @@ def rollax_train(seeds: int, cache_dir: str, cores: int = 1) -> dict:
         sets = [*REJAX_SETTINGS, f"logging.root='{root}'"]
         if cores > 1:
             sets += [f"parallel.devices={cores}", f"parallel.seed_devices={cores}"]
-        command = [sys.executable, "-m", "rollax", "train", "cartpole_ppo", "--seeds", str(seeds),
-                   "--quiet", *[item for value in sets for item in ("--set", value)]]
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "ROLLAX_CACHE_DIR": cache_dir}
+        command = ["-m", "rollax", "train", "cartpole_ppo", "--seeds", str(seeds), "--quiet",
+                   *[item for value in sets for item in ("--set", value)]]
+        env = {**os.environ, "ROLLAX_CACHE_DIR": cache_dir}
         env.pop("JAX_NUM_CPU_DEVICES", None)
-        start = time.perf_counter()
-        subprocess.run(command, env=env, capture_output=True, text=True, check=True, cwd=HERE.parent)
-        process = time.perf_counter() - start
+        process, _ = run_process(command, env=env)
         (results,) = Path(root).glob("cartpole_ppo/*/results.json")
         figures = json.loads(results.read_text())
     return {"process": process, "compile": figures["compile_seconds"],

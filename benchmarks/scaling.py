@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
+from pathlib import Path
+
+from timing import run_process
 
 
 def child(experiment: str, num_envs: int, devices: int, iterations: int) -> None:
@@ -39,13 +40,14 @@ def child(experiment: str, num_envs: int, devices: int, iterations: int) -> None
 
 
 def measure(experiment: str, num_envs: int, devices: int, iterations: int) -> dict:
+    """One `child` run in a fresh process (on the default platform, not forced to CPU): its
+    JSON line."""
     env = dict(os.environ)
     env.setdefault("JAX_PLATFORMS", "")
     if devices > 1:  # forced host devices; ignored by GPU platforms
         env["JAX_NUM_CPU_DEVICES"] = str(devices)
-    out = subprocess.run([sys.executable, __file__, "--child", experiment, str(num_envs),
-                          str(devices), str(iterations)], env=env, capture_output=True,
-                         text=True, check=False)
+    _, out = run_process([str(Path(__file__).resolve()), "--child", experiment, str(num_envs),
+                          str(devices), str(iterations)], env=env, cwd=Path.cwd(), check=False)
     if out.returncode != 0:
         raise SystemExit(f"run with {num_envs} envs on {devices} device(s) failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])

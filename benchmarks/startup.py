@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
-import time
+
+from timing import run_process
 
 COMMANDS = {
     "python -c pass": ["-c", "pass"],
@@ -30,13 +29,7 @@ COMMANDS = {
 
 def wall_times(args: list[str], repeats: int) -> list[float]:
     """Seconds for each of `repeats` runs of `python <args>` (output discarded)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, *args], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
-        times.append(time.perf_counter() - start)
-    return times
+    return [run_process(args, check=False, capture=False)[0] for _ in range(repeats)]
 
 
 def main() -> None:

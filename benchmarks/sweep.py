@@ -19,15 +19,12 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import run_process
 
-ROOT = Path(__file__).resolve().parent.parent
 RATES = (1e-4, 3e-4, 1e-3)
 CLIPS = (0.1, 0.2)
 SEEDS = 4
@@ -35,11 +32,9 @@ SEEDS = 4
 
 def rollax(args: list[str], cache: str, root: str) -> float:
     """`rollax ARGS` in a fresh process writing under `root`; its wall seconds."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "ROLLAX_CACHE_DIR": cache}
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rollax", *args, "--quiet", "--set", f"logging.root='{root}'"],
-                   env=env, cwd=ROOT, check=True, capture_output=True, text=True)
-    return time.perf_counter() - start
+    env = {**os.environ, "ROLLAX_CACHE_DIR": cache}
+    argv = ["-m", "rollax", *args, "--quiet", "--set", f"logging.root='{root}'"]
+    return run_process(argv, env=env)[0]
 
 
 def final_returns(root: str) -> dict[tuple[float, float], list[float]]:

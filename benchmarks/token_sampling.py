@@ -14,28 +14,26 @@ Usage: python benchmarks/token_sampling.py [--lengths 8,32,128] [--batch 64] [--
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import jax
 from flax import nnx
+from timing import best_seconds
 
-from rollax.networks.transformer import TransformerPolicy
 from rollax.presets import load_experiment
-from rollax.rollout.generation import generate, generate_without_cache
 from rollax.run.program import make_program
+from rollax.tokens.generation import generate, generate_without_cache
+from rollax.tokens.transformer import TransformerPolicy
 
 PROMPT, VOCAB = 8, 14
 
 
 def tokens_per_second(sample, model, prompts, repeats: int) -> float:
     run = jax.jit(lambda key: sample(model, prompts, key).completions)
-    run(jax.random.key(0)).block_until_ready()  # compile
-    best = float("inf")
-    for r in range(repeats):
-        start = time.perf_counter()
-        out = run(jax.random.key(r + 1)).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return out.size / best
+    keys = map(jax.random.key, itertools.count())
+    out = jax.block_until_ready(run(next(keys)))  # compile
+    return out.size / best_seconds(lambda: run(next(keys)), repeats)
 
 
 def training_throughput(name: str, iterations: int) -> tuple[float, float]:

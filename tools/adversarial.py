@@ -1,6 +1,6 @@
 """Bad inputs and faults, tried as a user would meet them; one table of what happened.
 
-    python benchmarks/adversarial.py            # 55-190 s on 2 busy CPU cores (516 cases)
+    python tools/adversarial.py            # 55-190 s on 2 busy CPU cores (516 cases)
 
 Each case is classified as a clear error (a ValueError, or exit 1/2 with one `rollax ...:
 error:` line naming the thing, argparse's usage line allowed), a handled case (a case that must
@@ -9,12 +9,13 @@ stderr), a silent acceptance (no error where there must be one) or a hang (timeo
 kill -9 it counts the records lost: metrics.jsonl records TensorBoard does not show, and after
 the resume, steps missing or duplicated in metrics.jsonl.
 
-The cases come from lists: the bad preset values of tests/test_preset_validation.py plus every
-key of the shipped CartPole experiment crossed with values of the wrong kind (in-process through
-`rollax.cli.main`, with training replaced by building the plan; a sample as real subprocesses),
-the bad batches of tests/test_batch_checks.py through the trainers' `train_step`, bad calls on
-rollax's Gymnasium ids, bad command lines, damaged run folders, a full disk (injected, and on a
-small tmpfs where this user may mount one), and kill -9 at several points.
+The cases come from lists: the bad preset values of tests/presets/test_preset_validation.py plus
+every key of the shipped CartPole experiment crossed with values of the wrong kind (in-process
+through `rollax.cli.main`, with training replaced by building the plan; a sample as real
+subprocesses), the bad batches of tests/rl/test_batch_checks.py through the trainers'
+`train_step`, bad calls on rollax's Gymnasium ids, bad command lines, damaged run folders, a full
+disk (injected, and on a small tmpfs where this user may mount one), and kill -9 at several
+points.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+ROOT = Path(__file__).resolve().parent.parent  # tools/ -> the repository root
+# the test modules whose cases and helpers this reuses, and their shared `readback` helpers
+for folder in ("run", "rl", "presets", ""):
+    sys.path.insert(0, str(ROOT / "tests" / folder))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("ROLLAX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "rollax-test-cache"))
 
@@ -195,9 +198,9 @@ def run_command_lines(root: Path) -> None:
 
 # -- bad batches ------------------------------------------------------------------------------
 def batch_corruptions(batch: dict, spec) -> list[tuple[str, dict]]:
-    """Corruptions every trainer must refuse (optional keys may be left out; a reward of a
-    policy without a known token axis may carry one, `STEP_OR_TOKEN`)."""
-    from rollax.rl.batch_checks import STEP_OR_TOKEN
+    """Corruptions every trainer must refuse (optional keys may be left out; a key whose shape
+    kind admits the policy's parts axis, `STEP_OR_PART` or `PER_PART`, may carry one)."""
+    from rollax.rl.batch import PER_PART, STEP_OR_PART
 
     out = []
     for key, value in batch.items():
@@ -207,7 +210,7 @@ def batch_corruptions(batch: dict, spec) -> list[tuple[str, dict]]:
         if key in spec.required:
             out.append((f"{key} missing", {k: v for k, v in batch.items() if k != key}))
         out.append((f"{key} one row short", {**batch, key: value[:-1]}))
-        if spec.shapes.get(key) != STEP_OR_TOKEN:
+        if spec.shapes.get(key) not in (STEP_OR_PART, PER_PART):
             out.append((f"{key} extra axis", {**batch, key: value[..., None]}))
         out.append((f"{key} as strings", {**batch, key: value.astype(str)}))
         if value.dtype.kind == "f":
@@ -223,11 +226,15 @@ def run_batches() -> None:
     import test_batch_checks as reported
     from flax import nnx
 
+    from rollax.rl.batch import resolve_keys
+
     for name, (trainer_class, model_class) in reported.TRAINERS.items():
         model = model_class(nnx.Rngs(0))
         trainer = trainer_class(model, nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param))
         batch = reported.valid_batch(name, np.random.default_rng(0))
-        for case, bad in batch_corruptions(batch, trainer.batch_spec):
+        formats = trainer.algorithm.batch_formats(trainer.config, trainer.reference_model is not None)
+        batch_format, _, _ = resolve_keys(batch, formats)  # the layout the valid batch has
+        for case, bad in batch_corruptions(batch, batch_format):
             try_call("bad trainer batches", f"{name}: {case}", lambda t=trainer, b=bad: t.train_step(b))
 
 
@@ -316,8 +323,8 @@ KILLS = [("compile", 0, 600), ("chunk", 200, 1000), ("chunk", 600, 1000), ("chun
 
 
 def run_kills(root: Path) -> None:
+    from readback import read_jsonl
     from test_faults import KILLED, seen_by_tensorboard
-    from test_logging import read_jsonl
     from test_resume import TINY
 
     for where, at, total in KILLS:
