@@ -23,6 +23,29 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 enable_compilation_cache()
 
 
+def pytest_configure(config):
+    """The default suite compiles many small programs and runs each a few iterations: XLA's
+    optimisations (LLVM's passes, the backend's level) cost more than they save there, about a
+    quarter of the suite's time. Off for it and its child processes; the `-m slow` learning
+    checks run long programs and keep them."""
+    if "not slow" in (config.option.markexpr or ""):
+        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+        _optimisations(False)
+
+
+def _optimisations(on: bool) -> bool:
+    """Switch XLA's optimisations for this process's compiles; whether they were on."""
+    import jax
+
+    was_on = _OPTIMISATIONS["on"]
+    jax.config.update("jax_disable_most_optimizations", not on)
+    _OPTIMISATIONS["on"] = on
+    return was_on
+
+
+_OPTIMISATIONS = {"on": True}
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory):
     """One pretrained-model cache dir per test session, so each generative model trains once:
@@ -33,3 +56,24 @@ def shared_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ROLLAX_CACHE_DIR", str(path))
         yield path
+
+
+@pytest.fixture(scope="session")
+def digit_models(shared_cache):
+    """`shared_cache` with the digit models pretrained: the classifier, the VAE, the GAN and
+    the judge. Pretraining runs thousands of steps, so it compiles with XLA's optimisations
+    (the suite turns them off for its small programs: the GAN would take 20 s instead of 7);
+    each xdist worker starts with another model, so two workers train two at once."""
+    from rollax.generative.judge import JUDGE_CONFIG
+    from rollax.generative.pretrained import load_pretrained
+
+    models = [("classifier", {}), ("vae", {}), ("gan", {}), ("classifier", JUDGE_CONFIG)]
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    turn = worker % len(models)
+    were_on = _optimisations(True)
+    try:
+        for name, config in models[turn:] + models[:turn]:
+            load_pretrained(name, **config)
+    finally:
+        _optimisations(were_on)
+    return shared_cache

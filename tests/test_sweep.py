@@ -108,17 +108,16 @@ def test_each_run_equals_its_combination_trained_alone(swept, values, tmp_path):
 
 def test_a_stopped_sweep_resumes_to_what_the_uninterrupted_one_logged(swept, tmp_path):
     """Each program stops after its first iteration with a checkpoint; `--resume` continues
-    both; every logged metric then equals the uninterrupted sweep's (the module fixture, whose
-    combinations include these four), with no record written twice."""
-    grid = {"agent.optimizer.learning_rate": [1e-3, 3e-3], "agent.config.clip_param": [0.3],
-            "agent.config.num_epochs": [1, 2]}
-    stopped = sweep(tiny(tmp_path), grid, stop_at_step=64, progress=False)
-    assert stopped.programs == 2 and [r.env_steps for r in stopped.results] == [64] * 4
+    both; every logged metric then equals the uninterrupted sweep's (the module fixture), with
+    no record written twice."""
+    # the module fixture's grid, so its two programs come from the compilation cache
+    stopped = sweep(tiny(tmp_path), GRID, stop_at_step=64, progress=False)
+    assert stopped.programs == 2 and [r.env_steps for r in stopped.results] == [64] * 8
     assert len(list(stopped.folder.glob("program_*/checkpoints/64"))) == 2
     assert main(["sweep", "--resume", str(stopped.folder), "--quiet"]) == 0
     resumed = sweep(resume=stopped.folder, progress=False)  # all finished: read back
-    assert [r.env_steps for r in resumed.results] == [128] * 4
-    assert [r.start_step for r in resumed.results] == [64] * 4  # continued, not started again
+    assert [r.env_steps for r in resumed.results] == [128] * 8
+    assert [r.start_step for r in resumed.results] == [64] * 8  # continued, not started again
     for label in resumed.labels:
         for seed in (0, 1):
             records = (stopped.folder / label / f"seed_{seed}" / "metrics.jsonl").read_text()

@@ -28,7 +28,7 @@ from rollax.generative import pretrained as pretrained_module
 
 
 @pytest.fixture(scope="module")
-def models(shared_cache):
+def models(digit_models):
     return {name: load_pretrained(name) for name in ("classifier", "vae", "gan")}
 
 

@@ -172,7 +172,7 @@ def context(env, params) -> PolicyContext:
 
 
 @pytest.fixture(scope="module")
-def gan_generator_env(shared_cache):
+def gan_generator_env(digit_models):
     return rollax.envs.make("rollax/GANDiscriminator-v0", noise=True, action="sample")
 
 

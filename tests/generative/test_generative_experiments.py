@@ -31,12 +31,12 @@ EXPERIMENTS = ("vae_ppo", "vae_grpo", "gan_reinforce", "vae_dpo", "vae_ppo_diver
 
 
 @pytest.fixture(scope="module")
-def digit_env(shared_cache):
+def digit_env(digit_models):
     return rollax.envs.make("rollax/VAEDigit-v0")
 
 
 @pytest.fixture(scope="module")
-def models(shared_cache):
+def models(digit_models):
     return {"vae": load_pretrained("vae")[0], "judge": load_pretrained("classifier", **JUDGE_CONFIG)[0],
             "classifier": load_pretrained("classifier")[0]}
 
@@ -96,7 +96,7 @@ def test_render_puts_class_c_in_row_c(digit_env, models):
     np.testing.assert_allclose(images, expected.reshape(100, 8, 8), atol=1e-6)
 
 
-def test_reconstruction_metrics_and_pairs(shared_cache, models):
+def test_reconstruction_metrics_and_pairs(digit_models, models):
     env, params = rollax.envs.make("rollax/VAEReconstruct-v0")
     obs = _reset(env, params, 20)
     actions = models["vae"].encoder(obs)[0]
@@ -115,7 +115,7 @@ def test_evaluation_metrics_reject_wrong_action_shape(digit_env):
         env.evaluation_metrics(params, _reset(env, params, 4), jnp.zeros((4, 5)))
 
 
-def test_digit_env_decodes_with_the_vae_it_is_given(shared_cache, digit_env):
+def test_digit_env_decodes_with_the_vae_it_is_given(digit_models, digit_env):
     """`vae={...}` picks the decoder the env wraps; the judge's realism stays the standard VAE's."""
     env, params = rollax.envs.make("rollax/VAEDigit-v0", vae={"kl_weight": 0.1})
     latents = jax.random.normal(jax.random.key(6), (4, 8))
@@ -139,7 +139,7 @@ def _load(name: str, seeds: int, tmp_path: Path, *sets: str):
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_smoke(shared_cache, tmp_path, name):
+def test_experiment_smoke(digit_models, tmp_path, name):
     """Two iterations on a small batch with a small net: runs, logs the judge, writes samples."""
     experiment = _load(name, 1, tmp_path, "budget.num_envs=32", "budget.total_steps=64",
                        "eval.episodes=20", "agent.network.hidden_sizes=[16]",
@@ -162,7 +162,7 @@ def test_experiment_smoke(shared_cache, tmp_path, name):
 @pytest.mark.parametrize("name, kind", [
     ("vae_ppo", "generator"), ("vae_grpo", "generator"), ("vae_rloo", "generator"),
     ("vae_dpo", "generator")])
-def test_generative_policies_train_with_every_algorithm(shared_cache, tmp_path, name, kind):
+def test_generative_policies_train_with_every_algorithm(digit_models, tmp_path, name, kind):
     """Each trainer updates the generator itself (the smoke runs cover REINFORCE's, in
     `gan_reinforce_generator`, and the noise-conditioned latent policy, in the `_diverse`
     experiments): two updates, finite losses and metrics."""
@@ -194,7 +194,7 @@ def _before_and_after(name: str, tmp_path: Path) -> tuple[dict, dict, Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vae_ppo", "vae_grpo", "vae_rloo"])
-def test_vae_policy_draws_the_requested_class(shared_cache, tmp_path, name):
+def test_vae_policy_draws_the_requested_class(digit_models, tmp_path, name):
     before, after, _ = _before_and_after(name, tmp_path)
     assert np.all(before["judge_success"] <= 0.2)  # chance: ~0.1
     assert np.all(after["judge_success"] >= 0.9)
@@ -203,14 +203,14 @@ def test_vae_policy_draws_the_requested_class(shared_cache, tmp_path, name):
 
 
 @pytest.mark.slow
-def test_gan_reinforce_raises_discriminator_reward(shared_cache, tmp_path):
+def test_gan_reinforce_raises_discriminator_reward(digit_models, tmp_path):
     before, after, _ = _before_and_after("gan_reinforce", tmp_path)
     assert np.all(after["mean_reward"] > before["mean_reward"] + 1.0)
     assert np.all(after["judge_confident"] >= before["judge_confident"])
 
 
 @pytest.mark.slow
-def test_vae_dpo_ranks_fresh_pairs_and_beats_the_reference(shared_cache, tmp_path):
+def test_vae_dpo_ranks_fresh_pairs_and_beats_the_reference(digit_models, tmp_path):
     before, after, run_dir = _before_and_after("vae_dpo", tmp_path)
     for seed_dir in sorted(run_dir.glob("seed_*")):
         with open(seed_dir / "metrics.jsonl") as file:
@@ -223,7 +223,7 @@ def test_vae_dpo_ranks_fresh_pairs_and_beats_the_reference(shared_cache, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vae_ppo_diverse", "vae_grpo_diverse", "vae_rloo_diverse"])
-def test_anchored_noise_policy_stays_a_generator(shared_cache, tmp_path, name):
+def test_anchored_noise_policy_stays_a_generator(digit_models, tmp_path, name):
     """Issue 14's targets on the sampling policy, every one of 5 seeds: the judge finds the
     requested class in >= 95% of samples, each class's samples vary >= 0.7 as much as real
     digits of that class, >= 90% are realistic (measured worst seeds: success 0.960-0.970,
@@ -237,7 +237,7 @@ def test_anchored_noise_policy_stays_a_generator(shared_cache, tmp_path, name):
 
 
 @pytest.mark.slow
-def test_anchored_dpo_policy_stays_diverse(shared_cache, tmp_path):
+def test_anchored_dpo_policy_stays_diverse(digit_models, tmp_path):
     """`vae_dpo_diverse` meets the other algorithms' targets on every one of 5 seeds (measured:
     success 0.97-0.98, diversity 0.768-0.809, realistic 0.95-0.99) thanks to its soft labels:
     with hard ones the same run collapses (diversity 0.11, realistic 0.61)."""
@@ -249,7 +249,7 @@ def test_anchored_dpo_policy_stays_diverse(shared_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_anchored_gan_policy_keeps_the_classes(shared_cache, tmp_path):
+def test_anchored_gan_policy_keeps_the_classes(digit_models, tmp_path):
     """`gan_reinforce_diverse`: the refit discriminator's logit rises by more than 1 while the
     samples stay realistic and 7+ classes stay covered (unanchored `gan_reinforce` ends on one
     class, 0% realistic). Measured on seeds 0-4: rises 1.06-1.32 (the issue asks >= 1),
@@ -262,7 +262,7 @@ def test_anchored_gan_policy_keeps_the_classes(shared_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_fine_tuned_generator_keeps_every_class_without_gaming(shared_cache, tmp_path):
+def test_fine_tuned_generator_keeps_every_class_without_gaming(digit_models, tmp_path):
     """`gan_reinforce_generator` meets all three GAN targets on every one of 5 seeds (measured:
     rises 1.56-1.77, realistic 0.96-0.99, 10 classes each), and its samples still score below
     held-out real digits: the anchor stops it short of the discriminator's blind spots (without
@@ -281,7 +281,7 @@ def test_fine_tuned_generator_keeps_every_class_without_gaming(shared_cache, tmp
     assert np.all(after["mean_reward"] < real.mean())  # the greedy samples too
 
 
-def test_loaded_agent_and_video_of_a_generative_run(shared_cache, tmp_path):
+def test_loaded_agent_and_video_of_a_generative_run(digit_models, tmp_path):
     """`load_agent` acts as the run's evaluation policy (its mode, clipped into the action Box
     as the env receives it); the video is the sample grids over training, oldest first."""
     from PIL import Image

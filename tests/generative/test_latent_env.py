@@ -23,12 +23,12 @@ LATENT = 8
 
 
 @pytest.fixture(scope="module")
-def digit_env(shared_cache):
+def digit_env(digit_models):
     return rollax.envs.make("rollax/VAEDigit-v0")
 
 
 @pytest.fixture(scope="module")
-def models(shared_cache):
+def models(digit_models):
     return {name: load_pretrained(name)[0] for name in ("classifier", "vae", "gan")}
 
 
@@ -156,7 +156,7 @@ def test_from_model_accepts_an_nnx_module_and_unconditioned_rewards_get_none():
     assert float(step(jax.random.key(1), state, action, zeroed)[2]) == 0.0
 
 
-def test_reconstruction_env_reward_and_encoder_policy(shared_cache, models):
+def test_reconstruction_env_reward_and_encoder_policy(digit_models, models):
     env, params = rollax.envs.make("rollax/VAEReconstruct-v0")
     assert isinstance(env, ReconstructionEnv)
     vae = models["vae"]
@@ -176,7 +176,7 @@ def test_reconstruction_env_reward_and_encoder_policy(shared_cache, models):
     assert float(reward.mean()) > float(zero_reward.mean())  # the encoder is a good start
 
 
-def test_gan_env_reward_is_the_discriminator_logit(shared_cache, models):
+def test_gan_env_reward_is_the_discriminator_logit(digit_models, models):
     env, params = rollax.envs.make("rollax/GANDiscriminator-v0")
     gan = models["gan"]
     latents = jax.random.normal(jax.random.key(0), (8, LATENT))
@@ -198,7 +198,7 @@ def test_registration_does_not_train_at_import(tmp_path):
 
 
 @pytest.mark.parametrize("env_id", ["rollax/VAEDigit-v0", "rollax/GANDiscriminator-v0"])
-def test_gymnasium_env_checker_passes(shared_cache, env_id):
+def test_gymnasium_env_checker_passes(digit_models, env_id):
     import gymnasium
     from gymnasium.utils.env_checker import check_env
 

@@ -34,7 +34,7 @@ def tags_by_step(path: Path) -> dict[str, dict[int, float]]:
     return out
 
 
-def test_rloo_logs_every_metric_through_the_loop(shared_cache, tmp_path):
+def test_rloo_logs_every_metric_through_the_loop(digit_models, tmp_path):
     experiment = load_experiment(ROOT / "experiments" / "vae_rloo.toml", seeds=1,
                                  overrides=[f"logging.root='{tmp_path}'", *SMOKE])
     result = train(experiment, progress=False)
@@ -54,7 +54,7 @@ NUM_ENVS, ITERATIONS, KEYS = 40, 3, 10
 
 
 @pytest.fixture(scope="module")
-def reinforce_run(shared_cache, tmp_path_factory):
+def reinforce_run(digit_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("reinforce")
     overrides = [f"logging.root='{root}'", "agent.algorithm='reinforce'",
                  f"agent.config={{baseline='ema', num_baseline_keys={KEYS}, ema_decay=0.9}}",
@@ -119,7 +119,7 @@ def test_grpo_on_cartpole_needs_a_one_step_env(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ema_baseline_needs_a_key_per_env_task(shared_cache, tmp_path):
+def test_ema_baseline_needs_a_key_per_env_task(digit_models, tmp_path):
     # rollax/VAEDigit-v0 has 10 conditions: one key would merge them silently under jit
     experiment = load_experiment(ROOT / "experiments" / "vae_rloo.toml", [
         f"logging.root='{tmp_path}'", "agent.algorithm='reinforce'",

@@ -84,7 +84,7 @@ def test_plot_into_a_missing_folder_exits_2_and_creates_nothing(tmp_path):
 
 
 def test_train_with_a_missing_dir_exits_2_instead_of_ignoring_it(tmp_path):
-    # found by benchmarks/adversarial.py: a preset given by path trained with a typo in --dir
+    # found by tools/adversarial.py: a preset given by path trained with a typo in --dir
     code, _, err = cli("train", str(PRESET), "--dir", str(tmp_path / "typo"), "--no-log")
     assert code == 2
     one_line_error(err, f"--dir {tmp_path / 'typo'}: no such folder")

@@ -22,7 +22,8 @@ from rollax import load_agent
 from rollax.run.parallel import initialize_distributed
 
 CARTPOLE = ["cartpole_ppo", "--seeds", "2", "--set", "budget.total_steps=512",
-            "--set", "budget.iterations_per_chunk=1", "--set", "eval.episodes=2"]
+            "--set", "budget.iterations_per_chunk=1", "--set", "eval.episodes=2",
+            "--set", "logging.plot=false"]
 TIMEOUT = 240  # seconds per process: a hang fails the test instead of stalling the suite
 
 
@@ -114,7 +115,8 @@ def test_sharded_run_resumes_as_it_would_have_run(one_device_cartpole, tmp_path)
     process is not told JAX_NUM_CPU_DEVICES: `--devices 2` splits the CPU itself."""
     script = ("import rollax; rollax.train(rollax.load_experiment('cartpole_ppo', seeds=2, overrides=["
               "'budget.total_steps=512', 'budget.iterations_per_chunk=1', 'eval.episodes=2', "
-              f"'parallel.devices=4', 'logging.root={tmp_path}']), stop_at_step=256, progress=False)")
+              f"'logging.plot=false', 'parallel.devices=4', 'logging.root={tmp_path}']), "
+              "stop_at_step=256, progress=False)")
     finished(subprocess.Popen([sys.executable, "-c", script], env=device_env(4), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     (run,) = [p.parent for p in tmp_path.glob("*/*/checkpoints")]
@@ -122,15 +124,13 @@ def test_sharded_run_resumes_as_it_would_have_run(one_device_cartpole, tmp_path)
     assert_same_run(run, one_device_cartpole)
 
 
-def test_grouped_generative_run_shards_its_generations(shared_cache, tmp_path):
-    """VAE + GRPO: the prompt x generation batch split over 4 devices, as on one."""
-    args = ["vae_grpo", "--seeds", "1", "--set", "budget.total_steps=64", "--set", "budget.num_envs=32",
-            "--set", "budget.iterations_per_chunk=1", "--set", "eval.episodes=8",
-            "--set", "agent.config.num_generations=4"]
-    from rollax.generative import load_pretrained
-
-    load_pretrained("vae")  # trained here once, so both runs read the cache
-    load_pretrained("classifier")
+def test_grouped_generative_run_shards_its_generations(digit_models, tmp_path):
+    """VAE + GRPO: the prompt x generation batch split over 4 devices, as on one (the models
+    come from `digit_models`' cache, so both runs read them)."""
+    args = ["vae_grpo", "--seeds", "1", "--set", "budget.total_steps=32", "--set", "budget.num_envs=16",
+            "--set", "budget.iterations_per_chunk=1", "--set", "eval.episodes=4",
+            "--set", "agent.config.num_generations=4", "--set", "logging.images=false",
+            "--set", "logging.plot=false"]
     rollax_train(tmp_path / "one", args, devices=1)
     rollax_train(tmp_path / "four", [*args, "--devices", "4"], devices=4)
     assert_same_run(run_dir(tmp_path / "four"), run_dir(tmp_path / "one"), seeds=(0,))

@@ -84,15 +84,20 @@ def test_partial_credit_rewards_training_but_evaluation_stays_exact_match(shared
 def test_loaded_agent_generates_the_greedy_completions(shared_cache, tmp_path):
     """`load_agent(run).generate(texts)` against a Python loop of argmax over the model's
     full forward pass (no cache), decoded by hand."""
-    experiment = load_experiment("tokens_sort_rloo", tiny("rloo", f"logging.root={tmp_path}"))
+    experiment = load_experiment("tokens_reverse_rloo", tiny("rloo", f"logging.root={tmp_path}"))
     agent = rollax.load_agent(train(experiment, progress=False).run_dir, checkpoint="last")
     prompts = ["21=", "907=", "5=", "33="]
+    task = agent.env.task
+    length = task.prompt_length + task.completion_length
+    # the whole sequence so far, padded to one length (PAD is never attended to): one program
+    forward = jax.jit(lambda tokens: agent.model(tokens).distribution.logits[0])
     expected = []
     for text in prompts:
-        tokens = list(agent.env.task.encode_prompt(text))
+        tokens = list(task.encode_prompt(text))
         completion = ""
-        for _ in range(agent.env.task.completion_length):
-            token = int(np.argmax(agent.model(jnp.asarray([tokens])).distribution.logits[0, -1]))
+        for _ in range(task.completion_length):
+            padded = jnp.asarray([tokens + [0] * (length - len(tokens))])
+            token = int(np.argmax(forward(padded)[len(tokens) - 1]))
             if token == 1:
                 break
             completion += "??0123456789+="[token] if token > 1 else ""

@@ -12,6 +12,8 @@ from rollax.tokens.generation import EOS, PAD, generate, generate_without_cache
 from rollax.tokens.transformer import TransformerPolicy
 
 VOCAB, PROMPT, NEW = 14, 6, 5
+# one compiled program per sampling setting (called eagerly, generate dispatches op by op)
+sample = nnx.jit(generate, static_argnames=("max_new_tokens", "temperature", "top_k", "greedy"))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def test_cached_and_recomputed_sampling_agree(model, prompts):
 
 
 def test_generation_log_probs_are_what_the_trainers_recompute(model, prompts):
-    g = generate(model, prompts, jax.random.key(3), NEW)
+    g = sample(model, prompts, jax.random.key(3), NEW)
     observations, actions = g.tokens[:, :-1], g.tokens[:, 1:]
     mask = jnp.zeros(actions.shape, bool).at[:, PROMPT - 1:].set(g.mask)
     terms = score_actions(model, observations, actions, mask.shape)
@@ -71,8 +73,8 @@ def test_sampling_follows_temperature_and_top_k(model, prompts):
     logits = logits_of(model(row))[0, -1].astype(np.float64)
     many = jnp.repeat(row, 4000, axis=0)
     for temperature, top_k in ((1.0, 0), (0.5, 0), (2.0, 3)):
-        first = np.asarray(generate(model, many, jax.random.key(4), 1, temperature=temperature,
-                                    top_k=top_k).completions[:, 0])
+        first = np.asarray(sample(model, many, jax.random.key(4), 1, temperature=temperature,
+                                  top_k=top_k).completions[:, 0])
         expected = np.exp((logits - logits.max()) / temperature)
         if top_k:
             expected[np.argsort(logits)[:-top_k]] = 0.0
@@ -80,15 +82,15 @@ def test_sampling_follows_temperature_and_top_k(model, prompts):
         observed = np.bincount(first, minlength=VOCAB) / len(first)
         assert np.abs(observed - expected).max() < 0.03, (temperature, top_k)
         assert (observed[expected == 0] == 0).all()
-    greedy = generate(model, row, jax.random.key(5), NEW, greedy=True)
-    top1 = generate(model, row, jax.random.key(6), NEW, top_k=1)
+    greedy = sample(model, row, jax.random.key(5), NEW, greedy=True)
+    top1 = sample(model, row, jax.random.key(6), NEW, top_k=1)
     np.testing.assert_array_equal(greedy.tokens, top1.tokens)
 
 
 def test_rows_stop_at_eos():
     model = TransformerPolicy(VOCAB, PROMPT + NEW, width=16, layers=1, heads=2, rngs=nnx.Rngs(1))
     model.head.bias[...] = jnp.zeros(VOCAB).at[EOS].set(100.0)  # always EOS
-    g = generate(model, jnp.full((2, PROMPT), 5, jnp.int32), jax.random.key(0), NEW)
+    g = sample(model, jnp.full((2, PROMPT), 5, jnp.int32), jax.random.key(0), NEW)
     np.testing.assert_array_equal(g.completions, [[EOS] + [PAD] * (NEW - 1)] * 2)
     np.testing.assert_array_equal(g.mask, [[True] + [False] * (NEW - 1)] * 2)
     assert (np.asarray(g.completions) == EOS).any(1).all() and np.asarray(g.mask.sum(1)).tolist() == [1, 1]
