@@ -58,7 +58,8 @@ def batch(model):
 
 def np_token_terms(model, observations, actions):
     """Per-token log-probs and entropies `[B, T]` from the model's logits, in float64."""
-    logits = np.asarray(model(jnp.asarray(observations))[0].logits, np.float64)
+    logits = np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(observations))[0].logits,
+                        np.float64)
     shifted = logits - logits.max(-1, keepdims=True)
     log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     log_probs = np.take_along_axis(log_softmax, actions[..., None], -1)[..., 0]

@@ -124,13 +124,14 @@ def test_sharded_run_resumes_as_it_would_have_run(one_device_cartpole, tmp_path)
     assert_same_run(run, one_device_cartpole)
 
 
-def test_grouped_generative_run_shards_its_generations(digit_models, tmp_path):
-    """VAE + GRPO: the prompt x generation batch split over 4 devices, as on one (the models
-    come from `digit_models`' cache, so both runs read them)."""
-    args = ["vae_grpo", "--seeds", "1", "--set", "budget.total_steps=32", "--set", "budget.num_envs=16",
-            "--set", "budget.iterations_per_chunk=1", "--set", "eval.episodes=4",
-            "--set", "agent.config.num_generations=4", "--set", "logging.images=false",
-            "--set", "logging.plot=false"]
+def test_grouped_generation_run_shards_its_generations(tmp_path):
+    """GRPO on a one-step env: the prompt x generation batch (4 prompts x 4 samples) split over
+    4 devices, as on one."""
+    args = ["cartpole_ppo", "--seeds", "1", "--set", "env.id='rollax/ProbeActionReward-v0'",
+            "--set", "agent.algorithm=grpo", "--set", "agent.config={num_generations = 4}",
+            "--set", "budget.num_steps=1", "--set", "budget.num_envs=16",
+            "--set", "budget.total_steps=32", "--set", "budget.iterations_per_chunk=1",
+            "--set", "eval.episodes=4", "--set", "logging.plot=false"]
     rollax_train(tmp_path / "one", args, devices=1)
     rollax_train(tmp_path / "four", [*args, "--devices", "4"], devices=4)
     assert_same_run(run_dir(tmp_path / "four"), run_dir(tmp_path / "one"), seeds=(0,))

@@ -25,7 +25,8 @@ SHORT = {"min_digits": 2, "max_digits": 3}
 
 def python_success(model, task, prompts):
     """Share of prompts whose greedy completion decodes to the reversed digits."""
-    out = np.asarray(generate(model, prompts, jax.random.key(0), task.completion_length, greedy=True).completions)
+    sample = nnx.jit(generate, static_argnames=("max_new_tokens", "greedy"))
+    out = np.asarray(sample(model, prompts, jax.random.key(0), task.completion_length, greedy=True).completions)
     texts = [DIGITS.decode(p) for p in np.asarray(prompts)]
     return np.mean([DIGITS.decode(c) == t[:-1][::-1] and 1 in list(c)
                     for c, t in zip(out, texts, strict=True)])
@@ -36,15 +37,17 @@ def test_loss_is_the_cross_entropy_of_the_demonstration_tokens():
     task = env.task
     model = token_policy(task, SMALL, rngs=nnx.Rngs(3))
     prompts = held_out_prompts(task, 6)
+    forward = nnx.jit(lambda m, tokens: m(tokens).distribution.logits[0])
     expected = []
     for prompt in np.asarray(prompts):
         answer = DIGITS.encode(DIGITS.decode(prompt)[:-1][::-1]) + [1]  # the digits, then EOS
         tokens = np.concatenate([prompt, answer]).astype(np.int32)
-        logits = np.asarray(model(jnp.asarray(tokens[None, :-1])).distribution.logits[0], np.float64)
+        logits = np.asarray(forward(model, jnp.asarray(tokens[None, :-1])), np.float64)
         for i, target in enumerate(answer):
             row = logits[task.prompt_length - 1 + i]
             expected.append(np.log(np.exp(row - row.max()).sum()) + row.max() - row[target])
-    assert float(demonstration_loss(model, prompts, task)) == pytest.approx(np.mean(expected), rel=1e-4)
+    loss = nnx.jit(demonstration_loss, static_argnums=2)(model, prompts, task)
+    assert float(loss) == pytest.approx(np.mean(expected), rel=1e-4)
 
 
 def test_warm_start_stops_at_a_moderate_success_and_is_cached(shared_cache):

@@ -37,11 +37,12 @@ def logits_of(output):
 
 def test_cached_decoding_gives_the_full_forward_logits(model, prompts):
     tokens = jnp.concatenate([prompts, jax.random.randint(jax.random.key(1), (6, NEW), 1, VOCAB)], 1)
-    full = logits_of(model(tokens))
-    output, cache = model.decode(prompts, 0, model.init_cache(6))
+    full = logits_of(nnx.jit(lambda m, t: m(t))(model, tokens))
+    decode = nnx.jit(lambda m, t, position, cache: m.decode(t, position, cache))
+    output, cache = decode(model, prompts, 0, model.init_cache(6))
     steps = [logits_of(output)]
     for t in range(NEW):
-        output, cache = model.decode(tokens[:, PROMPT + t][:, None], PROMPT + t, cache)
+        output, cache = decode(model, tokens[:, PROMPT + t][:, None], PROMPT + t, cache)
         steps.append(logits_of(output))
     real = np.asarray(prompts != PAD)  # PAD queries are never used
     np.testing.assert_allclose(steps[0][real], full[:, :PROMPT][real], atol=1e-4)
@@ -62,7 +63,7 @@ def test_generation_log_probs_are_what_the_trainers_recompute(model, prompts):
     g = sample(model, prompts, jax.random.key(3), NEW)
     observations, actions = g.tokens[:, :-1], g.tokens[:, 1:]
     mask = jnp.zeros(actions.shape, bool).at[:, PROMPT - 1:].set(g.mask)
-    terms = score_actions(model, observations, actions, mask.shape)
+    terms = nnx.jit(score_actions, static_argnums=3)(model, observations, actions, mask.shape)
     recomputed = np.where(mask, terms.log_probs, 0.0)[:, PROMPT - 1:]
     np.testing.assert_allclose(recomputed, g.log_probs, atol=1e-4)
 
