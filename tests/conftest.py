@@ -47,15 +47,12 @@ _OPTIMISATIONS = {"on": True}
 
 
 @pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory):
-    """One pretrained-model cache dir per test session, so each generative model trains once:
-    under pytest-xdist the workers share it (their base dirs are siblings), and the cache's lock
-    lets the first worker that needs a model train it while the others wait."""
-    base = tmp_path_factory.getbasetemp()
-    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "rollax_models"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROLLAX_CACHE_DIR", str(path))
-        yield path
+def shared_cache():
+    """The suite's pretrained models: the cache root's `models/` (the root set above, shared
+    across sessions like the compiled programs), so each model trains once; under pytest-xdist
+    the cache's lock lets the first worker that needs a model train it while the others wait.
+    Tests of the cache itself use folders of their own."""
+    return Path(os.environ["ROLLAX_CACHE_DIR"]) / "models"
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,8 @@ def test_loss_is_the_cross_entropy_of_the_demonstration_tokens():
     assert float(loss) == pytest.approx(np.mean(expected), rel=1e-4)
 
 
-def test_warm_start_stops_at_a_moderate_success_and_is_cached(shared_cache):
+def test_warm_start_stops_at_a_moderate_success_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROLLAX_CACHE_DIR", str(tmp_path))  # trained here, then read back
     model, report = warm_start("rollax/Tokens-Reverse-v0", SMALL, **SHORT)
     env, _ = rollax.make("rollax/Tokens-Reverse-v0", **SHORT)
     prompts = held_out_prompts(env.task, SMALL.eval_prompts)
