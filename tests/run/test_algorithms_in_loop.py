@@ -106,7 +106,7 @@ def test_grpo_override_on_a_ppo_preset_names_the_ppo_config_fields(tmp_path):
 
 def test_grpo_on_cartpole_needs_one_step_generations(tmp_path):
     experiment = cartpole(tmp_path, "agent.algorithm='grpo'", "agent.config={}")
-    with pytest.raises(ValueError, match=r"budget.num_steps=\d+: grpo samples one whole generation.*num_steps = 1"):
+    with pytest.raises(ValueError, match=r"budget.num_steps=\d+: grpo here samples one whole generation.*num_steps = 1"):
         train(experiment, progress=False)
     assert list(tmp_path.iterdir()) == []  # refused before the run directory
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rollax.generative.models import GAN, VAE, Classifier, Discriminator, prior_log_density
+from rollax.rl.rewards import CompositeReward
 
 
 def _require_conditions(conditions: jax.Array | None, num_classes: int, who: str) -> jax.Array:
@@ -54,21 +55,15 @@ class VAERealismReward(nnx.Module):
         return prior_log_density(mean) / self.latent_dim
 
 
-class ClassAndRealismReward(nnx.Module):
+class ClassAndRealismReward(CompositeReward):
     """`class_weight * log p(target | x) + realism_weight * VAERealismReward(x)`; `class_kind=
     "prob"` scores p(target | x) instead, which saturates once the class is clear, so it does
     not keep pulling every sample towards the most typical digit as the log-probability does."""
 
     def __init__(self, classifier: Classifier, vae: VAE, class_weight: float = 1.0,
                  realism_weight: float = 0.1, class_kind: str = "log_prob"):
-        self.class_reward = ClassifierReward(classifier, class_kind)
-        self.realism_reward = VAERealismReward(vae)
-        self.class_weight = float(class_weight)
-        self.realism_weight = float(realism_weight)
-
-    def __call__(self, samples: jax.Array, conditions: jax.Array | None = None) -> jax.Array:
-        return (self.class_weight * self.class_reward(samples, conditions)
-                + self.realism_weight * self.realism_reward(samples))
+        super().__init__([ClassifierReward(classifier, class_kind), VAERealismReward(vae)],
+                         [class_weight, realism_weight])
 
 
 class DiscriminatorReward(nnx.Module):

@@ -16,6 +16,12 @@ from flax import struct
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def compute_policy_entropy(log_probs: jax.Array) -> jax.Array:
+    """H = -sum p log p over the last axis of a full log-probability vector `[..., A]` (a
+    documented utility of `rollax.rl.utils`; defined here, where `Categorical` uses it)."""
+    return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+
+
 class Distribution:
     """The interface: `log_prob(actions)` and `entropy()` have the batch shape."""
 
@@ -47,8 +53,7 @@ class Categorical(Distribution):
         return jnp.take_along_axis(log_softmax, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
     def entropy(self) -> jax.Array:
-        log_softmax = jax.nn.log_softmax(self.logits, axis=-1)
-        return -jnp.sum(jnp.exp(log_softmax) * log_softmax, axis=-1)
+        return compute_policy_entropy(jax.nn.log_softmax(self.logits, axis=-1))
 
     def mode(self) -> jax.Array:
         return jnp.argmax(self.logits, axis=-1)

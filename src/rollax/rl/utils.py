@@ -12,6 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# a documented utility of this module, defined with the distributions that use it
+from rollax.networks.distributions import compute_policy_entropy  # noqa: F401
+
 NORMALIZE_EPS = 1e-8
 
 
@@ -124,11 +127,6 @@ def normalize_advantages(advantages: jax.Array, eps: float = NORMALIZE_EPS,
     mean = masked_mean(advantages, mask)
     std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
     return (advantages - mean) / (std + eps)
-
-
-def compute_policy_entropy(log_probs: jax.Array) -> jax.Array:
-    """H = -sum p log p over the last axis of a full log-probability vector `[..., A]`."""
-    return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
 
 
 def compute_kl_divergence(policy_log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.Array:

@@ -40,12 +40,16 @@ class RolloutState:
     episode_length: jax.Array
 
 
-def checked_action_space(env: Environment, env_params: Any) -> Any:
-    """The env's action space; ValueError for spaces the collector cannot sample."""
-    action_space = env.action_space(env_params)
+def check_action_space(action_space: Any) -> Any:
+    """`action_space`, or a ValueError for a space rollax cannot sample (the one check)."""
     if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
         raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
     return action_space
+
+
+def checked_action_space(env: Environment, env_params: Any) -> Any:
+    """The env's action space, checked."""
+    return check_action_space(env.action_space(env_params))
 
 
 def act(model: Any, observations: jax.Array, action_space: Any) -> PolicyOutput:

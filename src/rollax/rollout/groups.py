@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from rollax.networks.policy import score_actions
 from rollax.rollout.batches import Sequences
 from rollax.rollout.collector import EnvSource, act, env_actions
+from rollax.rollout.sources import check_whole_samples
 
 
 class GenerationGroups(EnvSource):
@@ -23,13 +24,7 @@ class GenerationGroups(EnvSource):
     batch_type = Sequences
 
     def check(self, algorithm_name: str) -> None:
-        settings = self.settings
-        if settings.num_steps != 1:
-            raise ValueError(f"budget.num_steps={settings.num_steps}: {algorithm_name} samples "
-                             "one whole generation per env and iteration; set budget.num_steps = 1")
-        if settings.num_envs % settings.group_size:
-            raise ValueError(f"budget.num_envs={settings.num_envs} must be a multiple of the "
-                             f"group size {settings.group_size}")
+        check_whole_samples(self.settings, algorithm_name, "generation")
         key = jax.random.key(0)
         _, state = self.env.reset(key, self.env_params)
         action = self.env.action_space(self.env_params).sample(key)

@@ -85,6 +85,17 @@ class BatchSource:
         raise ValueError("generate is for agents trained on a token task (rollax/Tokens-*)")
 
 
+def check_whole_samples(settings: SourceSettings, algorithm_name: str, what: str) -> None:
+    """A source of whole samples (`what`: a generation, a completion) takes one per env and
+    iteration, in groups that divide the envs; a ValueError naming the budget key otherwise."""
+    if settings.num_steps != 1:
+        raise ValueError(f"budget.num_steps={settings.num_steps}: {algorithm_name} here samples one "
+                         f"whole {what} per env and iteration; set budget.num_steps = 1")
+    if settings.num_envs % settings.group_size:
+        raise ValueError(f"budget.num_envs={settings.num_envs} must be a multiple of the group size "
+                         f"{settings.group_size}")
+
+
 DEFAULT_SOURCES = ("rollax.rollout.collector:EnvRollouts", "rollax.rollout.groups:GenerationGroups")
 # (env class, its sources), newest first; "module:Name" paths, imported when a plan asks
 _REGISTERED: list[tuple[str, tuple[str, ...]]] = []

@@ -8,7 +8,6 @@ import math
 from typing import Any
 
 import gymnasium
-from gymnax.environments import spaces
 
 from rollax.envs import make
 from rollax.envs.gymnasium_ids import is_host_env_id
@@ -16,6 +15,7 @@ from rollax.envs.hooks import env_hooks
 from rollax.rl.algorithm import Algorithm
 from rollax.rl.registry import get_algorithm
 from rollax.rollout.batches import Steps
+from rollax.rollout.collector import check_action_space
 from rollax.rollout.host_collector import make_host
 from rollax.rollout.sources import BatchSource, SourceSettings, batch_sources
 from rollax.run.experiment import Experiment
@@ -77,8 +77,7 @@ def make_plan(experiment: Experiment, shard: Any = None) -> Plan:
     config, budget = experiment.agent.config, experiment.budget
     algorithm = get_algorithm(experiment.agent.algorithm)
     env, env_params, observation_space, action_space, max_steps, host_env_id = _env(experiment)
-    if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
-        raise ValueError(f"unsupported action space {action_space!r}; expected Discrete or Box")
+    check_action_space(action_space)
     algorithm.check_plan(config, budget, 1 if env is None else env_hooks(env).num_tasks(env_params))
     settings = SourceSettings(
         num_envs=budget.num_envs, num_steps=budget.num_steps, group_size=algorithm.group_size(config),

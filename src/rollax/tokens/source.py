@@ -23,7 +23,7 @@ from flax import nnx
 from rollax.networks.policy import score_actions
 from rollax.rl.utils import sequence_sum, tied_groups
 from rollax.rollout.batches import Sequences
-from rollax.rollout.sources import BatchSource
+from rollax.rollout.sources import BatchSource, check_whole_samples
 from rollax.tokens.generation import Generation, generate
 from rollax.tokens.tokenizer import EOS
 
@@ -43,13 +43,7 @@ class Completions(BatchSource):
         self.eval_prompts = np.asarray(held_out_prompts(self.task, settings.eval_episodes))
 
     def check(self, algorithm_name: str) -> None:
-        settings = self.settings
-        if settings.num_steps != 1:
-            raise ValueError(f"budget.num_steps={settings.num_steps}: {algorithm_name} here samples "
-                             "one whole completion per env and iteration; set budget.num_steps = 1")
-        if settings.num_envs % settings.group_size:
-            raise ValueError(f"budget.num_envs={settings.num_envs} must be a multiple of the "
-                             f"group size {settings.group_size}")
+        check_whole_samples(self.settings, algorithm_name, "completion")
 
     def check_policy(self, model: Any) -> None:
         check_model_fits(model, self.task)
