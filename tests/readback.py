@@ -12,8 +12,8 @@ from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
 from rollax.logging.run_callbacks import restore
 from rollax.rollout.collector import act
-from rollax.run.evaluation import read_experiment
 from rollax.run.program import make_program
+from rollax.run.run_folder import read_experiment
 
 
 def read_events(log_dir: Path) -> list[event_pb2.Event]:

@@ -17,7 +17,7 @@ PACKAGE = SRC / "rollax"
 # The package order of docs/architecture.md: a module imports only from its own layer or below
 # (the domains join the engine through the registries of the layers below them).
 LAYERS = [
-    {"checks", "cache", "lazy", "weights"},
+    {"checks", "cache", "errors", "lazy", "weights"},
     {"networks"},
     {"envs"},
     {"rollout"},

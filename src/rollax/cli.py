@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from rollax.errors import RunFailed
+
 
 def _import_modules(modules: list[str]) -> None:
     """`--import-module`: the user's explicit choice; presets and run folders never import."""
@@ -18,6 +20,8 @@ def _import_modules(modules: list[str]) -> None:
             importlib.import_module(module)
         except ImportError as err:
             raise ValueError(f"--import-module {module}: {err}") from None
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's code: one line naming it
+            raise ValueError(f"--import-module {module} raised {type(err).__name__}: {err}") from None
 
 
 def _check_dirs(folders: list[str] | None) -> None:
@@ -105,8 +109,8 @@ def _experiment_to_resume(args: argparse.Namespace):
     """The experiment named (the loop checks it against the run's own), or the run's own
     `config.json` with `--set`/`--seeds` applied."""
     from rollax.presets import apply_override, load_experiment, parse_override
-    from rollax.run.evaluation import read_experiment
     from rollax.run.experiment import Experiment
+    from rollax.run.run_folder import read_experiment
 
     run_dir = Path(args.resume)
     if not (run_dir / "checkpoints").is_dir():
@@ -162,7 +166,8 @@ def _envs(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rollax.run.evaluation import evaluate_run, find_run
+    from rollax.run.evaluation import evaluate_run
+    from rollax.run.run_folder import find_run
     from rollax.run.video import check_output, record_video
 
     _import_modules(args.import_module)
@@ -323,7 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# what a failed write means, for the one line a run that hit a machine limit ends with
+WRITE_FAILURES = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+                  errno.EFBIG: "file-size limit (ulimit -f) reached",
+                  errno.EROFS: "read-only file system", errno.EMFILE: "too many open files "
+                  "(ulimit -n)", errno.ENFILE: "the system's open-file table is full"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,24 +348,14 @@ def main(argv: list[str] | None = None) -> int:
               "had not finished a chunk is not kept", file=sys.stderr)
         return 130
     except OSError as err:
-        if err.errno not in DISK_FULL:
-            raise
         # the records written so far are kept; a run resumes from its last checkpoint
-        print(f"rollax {args.command}: error: disk full while writing {err.filename}: "
-              f"{err.strerror}", file=sys.stderr)
+        what = WRITE_FAILURES.get(err.errno)
+        where = f" while writing {err.filename}" if err.filename else ""
+        print(f"rollax {args.command}: error: {what or 'system error'}{where}: "
+              f"{err.strerror or err}", file=sys.stderr)
         return 1
-    except RuntimeError as err:
-        # imported only here: the training loop imports jax, which `--help` and `envs` never need
-        from rollax.run import TrainingDiverged
-        from rollax.run.parallel import CoordinatorUnreachable
-
-        if isinstance(err, CoordinatorUnreachable):
-            print(f"rollax {args.command}: error: {err}", file=sys.stderr)
-            return 1
-        if not isinstance(err, TrainingDiverged):
-            raise
-        # names the iteration, seed and metric; logs are saved
-        print(f"rollax {args.command}: training diverged: {err}", file=sys.stderr)
+    except RunFailed as err:  # a diverged update, a busy run folder: what was written is kept
+        print(f"rollax {args.command}: error: {err}", file=sys.stderr)
         return 1
 
 

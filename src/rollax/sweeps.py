@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from rollax.envs.gymnasium_ids import is_host_env_id
+from rollax.logging.checkpoint import load_metadata
 from rollax.logging.run_callbacks import write_results
 from rollax.logging.run_dir import (
     MAX_LABEL,
@@ -44,6 +45,7 @@ from rollax.logging.run_dir import (
     overrides_label,
     write_text_atomically,
 )
+from rollax.logging.writer_lock import hold_writer_lock
 from rollax.presets import apply_override, parse_override
 from rollax.run.context import Runs
 from rollax.run.experiment import MAX_SEEDS, MAX_TRANSITIONS, Experiment
@@ -52,6 +54,7 @@ from rollax.run.loop import train_runs
 from rollax.run.plan import iteration_layout
 from rollax.run.program import make_program
 from rollax.run.result import TrainResult
+from rollax.run.run_folder import config_changes
 
 NOT_SWEPT = ("name", "seed", "seeds", "logging")  # --seeds gives the seeds; logging says where
 PLAN = "sweep.json"  # the sweep's experiment and grid (written first), then its results too
@@ -133,12 +136,13 @@ def sweep(experiment: Experiment, grid: Mapping[str, Sequence[Any]], *, seeds: i
         experiment = experiment.replace(seeds=seeds)
     _combinations(experiment, grid)  # every combination checked before a folder is made
     grid = {key: list(values) for key, values in grid.items()}
-    folder = None
-    if experiment.logging.enabled:
-        folder = claim_run_folder(experiment.logging.root, experiment.name, "sweep")
+    if not experiment.logging.enabled:
+        return _run(experiment, grid, None, progress, stop_at_step)
+    folder = claim_run_folder(experiment.logging.root, experiment.name, "sweep")
+    with hold_writer_lock(folder):  # this process alone writes the sweep
         write_text_atomically(folder / PLAN, json.dumps(
             {"experiment": experiment.to_dict(), "grid": grid}, indent=2) + "\n")
-    return _run(experiment, grid, folder, progress, stop_at_step)
+        return _run(experiment, grid, folder, progress, stop_at_step)
 
 
 def check_metrics(experiment: Experiment, metrics: Sequence[str]) -> None:
@@ -158,8 +162,11 @@ def resume_sweep(folder: str | Path, *, progress: bool = True, stop_at_step: int
                  ) -> SweepResult:
     """Continue the sweep in `folder` (a `<timestamp>_sweep` folder): its finished programs are
     read back, a stopped one continues from its newest checkpoint, the others train."""
-    experiment, grid = read_sweep(folder)
-    return _run(experiment, grid, Path(folder), progress, stop_at_step)
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"cannot resume the sweep: {folder} is not a folder")
+    with hold_writer_lock(folder):  # read and continued while no other process writes it
+        experiment, grid = read_sweep(folder)
+        return _run(experiment, grid, Path(folder), progress, stop_at_step)
 
 
 def read_sweep(folder: str | Path) -> tuple[Experiment, dict]:
@@ -296,6 +303,11 @@ class _Program:
             hparams={key: np.asarray([float(self.combos[i][key]) for i in self.members for _ in seeds])
                      for key in self.swept},
             checkpoint_dir=checkpoints)
+        if resume is not None:
+            recorded = load_metadata(resume / "checkpoints").get("experiment", {})
+            if changes := config_changes(recorded, base.to_dict()):
+                raise ValueError(f"cannot resume the sweep: {self.folder / PLAN} was changed after "
+                                 f"{resume.name}'s checkpoint recorded its config ({changes})")
         plan, program = make_program(base, self.swept, runs=len(runs.seeds))
         result = train_runs(base, plan, program, runs, progress=progress, resume=resume,
                             stop_at_step=stop_at_step)

@@ -5,6 +5,7 @@ in metrics.jsonl and every metrics.jsonl record in TensorBoard's view of the eve
 
 import errno
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -179,10 +180,20 @@ def finished(tmp_path_factory):
 
 def test_a_resume_with_other_shapes_prints_only_the_clear_error(finished, tmp_path, caplog):
     run_dir = copy_run(finished, tmp_path)
+    # the run's config and its checkpoint's record of it, changed alike (checksum too): what a
+    # resume trusts now says 12 hidden units where the stored arrays have 16
     config_path = run_dir / "seed_0" / "config.json"
     config = json.loads(config_path.read_text())
     config["agent"]["network"]["hidden_sizes"] = [12]
     config_path.write_text(json.dumps(config))
+    step_dir = max((run_dir / "checkpoints").iterdir(), key=lambda p: int(p.name))  # the newest
+    record = step_dir / "metadata" / "metadata"
+    metadata = json.loads(record.read_text())
+    metadata["experiment"]["agent"]["network"]["hidden_sizes"] = [12]
+    record.write_text(json.dumps(metadata))
+    manifest = json.loads((step_dir / "rollax_sha256.json").read_text())
+    manifest["sha256"]["metadata/metadata"] = hashlib.sha256(record.read_bytes()).hexdigest()
+    (step_dir / "rollax_sha256.json").write_text(json.dumps(manifest))
     # orbax's abandoned reads logged "exception was never retrieved" tracebacks when collected,
     # and "Event loop is closed" ones from its threads when the process ended
     code, _, err = cli("train", "--resume", str(run_dir), "--quiet")

@@ -1,5 +1,5 @@
-"""Resuming a run: its own config (from the run folder) or an error naming every key that
-differs; only budget.total_steps may change; a finished run is completed, not damaged; the
+"""Resuming a run: its own config (as its checkpoint recorded it; an edited config.json is
+named) or an error naming every key that differs; one writer at a time; only budget.total_steps may change; a finished run is completed, not damaged; the
 result table counts only the steps trained in the resuming process; `rollax eval` of an
 experiment folder; a damaged checkpoint is named by the CLI."""
 
@@ -18,9 +18,11 @@ from readback import read_jsonl
 
 from rollax.cli import main
 from rollax.logging import Callback, Logger, available_steps
+from rollax.logging.writer_lock import LOCK_FILE
 from rollax.presets import load_experiment, preset_names
 from rollax.run import train
 from rollax.run.experiment import Experiment
+from rollax.run.resume import _check_new_total
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "experiments" / "cartpole_ppo.toml"
@@ -47,7 +49,9 @@ def copy_run(run_dir: Path, to: Path) -> Path:
 
 
 def snapshot(folder: Path) -> dict:
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+    """Every file's size and time, bar the writer lock a resume takes (it records its pid)."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+            if p.name != LOCK_FILE}
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
@@ -127,25 +131,98 @@ def test_extending_total_steps_trains_on_and_counts_only_the_new_steps(finished,
     assert printed and int(printed[2].replace(",", "")) == round(4 * PER_ITERATION / result.train_seconds)
 
 
-def test_a_new_total_is_refused_with_an_annealed_rate_or_off_the_chunks(finished, tmp_path):
+def test_a_new_total_is_refused_past_the_checkpoint_off_the_chunks_or_annealed(finished, tmp_path):
     experiment, run_dir = finished
     run_dir = copy_run(run_dir, tmp_path)
     with pytest.raises(ValueError, match=r"already at env step 1200"):
         train(experiment.replace(budget={"total_steps": TOTAL - PER_ITERATION}), progress=False,
               resume=run_dir)
-    config_path = run_dir / "seed_0" / "config.json"
-    config = json.loads(config_path.read_text())
-    config["budget"]["iterations_per_chunk"] = 0  # a thirtieth of the run: 5 of 150 iterations
-    config_path.write_text(json.dumps(config))
-    default_chunks = experiment.replace(budget={"iterations_per_chunk": 0, "total_steps": 150 * PER_ITERATION})
+    # the rules on the run's recorded experiment, without training runs for each
+    default_chunks = experiment.replace(budget={"iterations_per_chunk": 0})  # 5 of 150 iterations
     with pytest.raises(ValueError, match=r"144 iterations after the checkpoint .* chunks of 5"):
-        train(default_chunks, progress=False, resume=run_dir)
-    config["agent"]["optimizer"]["anneal_lr"] = True
-    config["budget"]["iterations_per_chunk"] = 1
-    config_path.write_text(json.dumps(config))
+        _check_new_total(default_chunks, 150 * PER_ITERATION, TOTAL)
     annealed = experiment.replace(agent={"optimizer": replace(experiment.agent.optimizer, anneal_lr=True)})
     with pytest.raises(ValueError, match=r"budget\.total_steps 1200 -> 2000: .*anneal_lr is true"):
-        train(annealed.replace(budget={"total_steps": 2000}), progress=False, resume=run_dir)
+        _check_new_total(annealed, 2000, TOTAL)
+
+
+def edit_config(run_dir: Path, change) -> Path:
+    path = run_dir / "seed_0" / "config.json"
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda c: c["agent"]["config"].update(clip_param=0.9), "agent.config.clip_param: 0.2 -> 0.9"),
+    (lambda c: c["logging"].update(profiler={"log_dir": "/tmp/elsewhere"}),
+     "logging.profiler.log_dir: None -> '/tmp/elsewhere'"),
+    (lambda c: c["agent"]["optimizer"].update(anneal_lr=True), "anneal_lr: False -> True"),
+])
+def test_a_config_json_edited_after_the_checkpoint_is_named_and_nothing_runs(finished, tmp_path,
+                                                                            change, named):
+    _, run_dir = finished
+    run_dir = copy_run(run_dir, tmp_path)
+    path = edit_config(run_dir, change)
+    before = snapshot(run_dir / "seed_0")
+    code, _, err = cli("train", "--resume", str(run_dir), "--quiet")
+    assert code == 2 and f"{path} was changed after the checkpoint" in err and named in err, err
+    assert snapshot(run_dir / "seed_0") == before
+    code, _, err = cli("eval", str(run_dir), "--episodes", "1")  # a reader trusts it no more
+    assert code == 2 and named in err, err
+
+
+def test_an_edited_total_in_config_json_is_not_trusted(finished, tmp_path):
+    _, run_dir = finished
+    run_dir = copy_run(run_dir, tmp_path)
+    edit_config(run_dir, lambda c: c["budget"].update(total_steps=2 * TOTAL))
+    result = train(None, progress=False, resume=run_dir)  # the checkpoint's total: finished
+    assert result.env_steps == TOTAL and result.train_seconds == 0.0
+
+
+def test_a_missing_or_truncated_seed_log_is_named(finished, tmp_path):
+    _, run_dir = finished
+    run_dir = copy_run(run_dir, tmp_path)
+    log = run_dir / "seed_0" / "metrics.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:len(lines) // 2]))
+    code, _, err = cli("train", "--resume", str(run_dir), "--quiet")
+    assert code == 2 and f"{log} ends at env step" in err and "truncated" in err, err
+    log.unlink()
+    code, _, err = cli("train", "--resume", str(run_dir), "--quiet")
+    assert code == 2 and f"{log} (seed 0's log) is missing" in err, err
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from rollax.logging.writer_lock import hold_writer_lock
+hold_writer_lock(sys.argv[1])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_leaves_no_lock(
+        finished, tmp_path):
+    import subprocess
+    import sys
+
+    _, run_dir = finished
+    run_dir = copy_run(run_dir, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(run_dir)
+        code, _, err = cli("train", "--resume", str(run_dir), "--quiet")
+        assert code == 1 and f"another rollax process (pid {holder.pid})" in err, err
+        assert snapshot(run_dir) == before
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases the lock
+        holder.wait()
+    code, _, err = cli("train", "--resume", str(run_dir), "--quiet")
+    assert code == 0, err
 
 
 class SignalAtEnd(Callback):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import rollax.logging.run_dir as run_dir_module
+from rollax.logging.writer_lock import LOCK_FILE
 from rollax.presets import load_experiment
 from rollax.run.context import open_run
 
@@ -33,7 +34,7 @@ def test_runs_opened_in_the_same_second_get_their_own_folders(frozen_clock, tmp_
     parent = tmp_path / "cartpole_ppo"
     assert [first, second, third] == [parent / STAMP, parent / f"{STAMP}-2", parent / f"{STAMP}-3"]
     for folder in (first, second, third):
-        assert sorted(p.name for p in folder.iterdir()) == ["seed_0", "seed_1"]
+        assert sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE) == ["seed_0", "seed_1"]
 
 
 def test_concurrent_runs_never_share_a_folder(frozen_clock, tmp_path):
@@ -51,4 +52,4 @@ def test_concurrent_runs_never_share_a_folder(frozen_clock, tmp_path):
     for thread in threads:
         thread.join()
     assert len(set(folders)) == 8
-    assert all(sorted(p.name for p in folder.iterdir()) == ["seed_0"] for folder in folders)
+    assert all(sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE) == ["seed_0"] for folder in folders)

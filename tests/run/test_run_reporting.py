@@ -140,9 +140,9 @@ def test_evaluation_runs_every_eval_steps(finished):
 
 def test_run_folder_is_labelled_by_the_overrides(finished):
     result, _, _ = finished
-    # whole overrides up to 80 characters; logging.* keys are left out
-    label = "total_steps=384,num_envs=4,num_steps=16,iterations_per_chunk=2,num_epochs=2"
-    assert re.fullmatch(rf"\d{{8}}-\d{{6}}_{re.escape(label)}", result.run_dir.name)
+    # whole overrides up to 80 characters, then a digest of them all; logging.* keys left out
+    label = "total_steps=384,num_envs=4,num_steps=16,iterations_per_chunk=2,"
+    assert re.fullmatch(rf"\d{{8}}-\d{{6}}_{re.escape(label)}\+[0-9a-f]{{8}}", result.run_dir.name)
     assert newest_run(result.run_dir.parent) == result.run_dir
 
 
@@ -153,8 +153,14 @@ def test_overrides_label_keeps_key_ends_and_safe_characters():
                             ("env.id", "rollax/VAEDigit-v0")]) == \
         "hidden_sizes=-8--8-,id=rollax-VAEDigit-v0"
     assert overrides_label([]) == ""
-    assert overrides_label([("name", "x" * 100)]) == "name=" + "x" * 75 and \
-        overrides_label([("a", 1), ("name", "x" * 100)]) == "a=1"  # whole parts only
+    long = overrides_label([("name", "x" * 100)])
+    assert len(long) == 80 and long.startswith("name=xxx") and re.fullmatch(r".*\+[0-9a-f]{8}", long)
+    two = overrides_label([("a", 1), ("name", "x" * 100)])
+    assert two.startswith("a=1,+") and len(two) == 13  # whole parts, then the digest
+    assert two != overrides_label([("a", 1), ("name", "x" * 99 + "y")])  # never the same label
+    # a key set twice is labelled with the value used, its last
+    assert overrides_label([("agent.config.clip_param", 0.1), ("seed", 2),
+                            ("agent.config.clip_param", 0.3)]) == "seed=2,clip_param=0.3"
 
 
 def test_labelled_run_folders_stay_apart_and_bad_labels_are_named(tmp_path):

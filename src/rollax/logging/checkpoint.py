@@ -349,27 +349,35 @@ def available_steps(directory: str | Path) -> list[int]:
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {directory}")
-    with checkpoint_manager(directory, read_only=True) as manager:
-        return sorted(manager.all_steps())
+    # orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it once complete: a
+    # folder named by its step alone is complete (listed without orbax's manager, which would
+    # start JAX's backends before a resume has split the CPU into the devices it asks for)
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def load_metadata(directory: str | Path, step: int | None = None) -> dict[str, Any]:
     """The JSON metadata of step ``step`` (default: the newest complete one) of ``directory``,
-    without reading or hashing the arrays."""
-    import orbax.checkpoint as ocp
-
+    checked against the step's manifest, without reading the arrays. It reads the JSON file
+    orbax wrote (``<step>/metadata/metadata``) itself: orbax's reader starts JAX's backends,
+    which a resume on more CPU devices must not do before it has split the CPU."""
     directory = Path(directory)
     steps = available_steps(directory)
     if not steps:
         raise FileNotFoundError(f"no complete checkpoint in {directory}")
-    step = steps[-1] if step is None else int(step)
+    step_dir = directory / str(steps[-1] if step is None else int(step))
+    path = step_dir / "metadata" / "metadata"
     try:
-        with checkpoint_manager(directory, read_only=True) as manager:
-            restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
-    except Exception as err:  # orbax raises many types for damaged files
-        raise ValueError(f"checkpoint {directory / str(step)} has no readable metadata: "
-                         f"{type(err).__name__}: {err}") from err
-    metadata = dict(restored["metadata"] or {})
+        data = path.read_bytes()
+        manifest = step_dir / MANIFEST
+        if manifest.exists():
+            recorded = json.loads(manifest.read_text())["sha256"].get("metadata/metadata")
+            if recorded != hashlib.sha256(data).hexdigest():
+                raise ValueError("it does not match its recorded checksum")
+        metadata = json.loads(data)
+        if not isinstance(metadata, dict):
+            raise ValueError("it is not a JSON object")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"checkpoint {step_dir} has no readable metadata ({path}: {err})") from None
     metadata.pop(_KEYS_FIELD, None)
     return metadata
 

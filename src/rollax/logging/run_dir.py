@@ -5,6 +5,7 @@ apart in TensorBoard's run list and in ``rollax plot``."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -20,18 +21,28 @@ _RUN_NAME = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?(?:_[A-Za-z0-9._+=,-]+)?$")
 
 
 def overrides_label(overrides: list[tuple[str, object]]) -> str:
-    """A run-folder label from `(key, value)` overrides: each key's last part and its value,
-    joined by ``,`` (``learning_rate=0.001,seed=3``); ``logging.*`` keys (where and how a run
-    is written) are left out, other characters become ``-``; whole parts up to 80 characters."""
-    label = ""
+    """A run-folder label from `(key, value)` overrides: each key's last part and its value
+    (a key given twice: its last value, the one used), joined by ``,``
+    (``learning_rate=0.001,seed=3``); ``logging.*`` keys (where and how a run is written) are
+    left out, other characters become ``-``. A label longer than 80 characters keeps the whole
+    parts that fit and ends in ``+<digest of the whole label>``, so that runs with different
+    overrides never share a label."""
+    parts: dict[str, str] = {}
     for key, value in overrides:
-        part = re.sub(r"[^A-Za-z0-9._+=-]", "-", f"{key.rsplit('.', 1)[-1]}={value}")
         if not key.startswith("logging."):
-            joined = f"{label},{part}" if label else part
-            if len(joined) > MAX_LABEL:
-                return label or joined[:MAX_LABEL]
-            label = joined
-    return label
+            parts.pop(key, None)  # a later value replaces it, in its new place
+            parts[key] = re.sub(r"[^A-Za-z0-9._+=-]", "-", f"{key.rsplit('.', 1)[-1]}={value}")
+    label = ",".join(parts.values())
+    if len(label) <= MAX_LABEL:
+        return label
+    tail = "+" + hashlib.sha256(label.encode()).hexdigest()[:8]
+    kept = ""
+    for part in parts.values():
+        joined = f"{kept},{part}" if kept else part
+        if len(joined) + 1 + len(tail) > MAX_LABEL:
+            break
+        kept = joined
+    return f"{kept},{tail}" if kept else f"{label[:MAX_LABEL - len(tail)]}{tail}"
 
 
 def new_timestamp() -> str:

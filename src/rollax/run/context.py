@@ -8,9 +8,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rollax.logging.episode_stats import TAGS as EPISODE_TAGS
 from rollax.logging.episode_stats import EpisodeStats
 from rollax.logging.run_dir import claim_run_folder, make_run_dir
+from rollax.logging.writer_lock import WriterLock, hold_writer_lock
 from rollax.run.experiment import Experiment
+from rollax.run.learner import PARAMS_FINITE
 from rollax.run.parallel import host_local
 from rollax.run.plan import Plan
 from rollax.run.result import TrainResult
@@ -67,6 +70,7 @@ class RunContext:
     callbacks: Any = None  # the run's CallbackList
     seed_experiments: list[Experiment] = dataclasses.field(default_factory=list)  # per seed folder
     sweep: bool = False  # the runs are a sweep's combinations x seeds (`Runs`)
+    lock: WriterLock | None = None  # this run's hold on its folder (a sweep holds its own)
 
     @property
     def host_state(self) -> Any:
@@ -78,6 +82,16 @@ class RunContext:
     def step(self) -> int:
         """Env steps per seed done so far."""
         return self.iteration * self.plan.steps_per_iteration
+
+    def reported_tags(self) -> set[str] | None:
+        """Every tag a chunk's summary may hold (`train/*`, `rollout/*`, `charts/*`,
+        `time/fps`, `eval/*`), or None where the update's metrics are known only after it ran."""
+        names = self.program.train_metric_names
+        if names is None:
+            return None
+        return {*(f"train/{name}" for name in names if name != PARAMS_FINITE), *EPISODE_TAGS,
+                "time/fps", "eval/mean_reward",
+                *(f"eval/{name}" for name in self.program.eval_metric_names or [])}
 
     def render_samples(self):
         """The env's sample pictures `[S, B, H, W]` for the current state, or None."""
@@ -92,14 +106,16 @@ def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Pat
              runs: Runs | None = None) -> RunContext:
     """A fresh run's directories (an unwritable root fails here, before training), or a resumed
     one's (its checkpoint checked by `resumed_experiment`), untouched until that has been read;
-    a sweep's folders, which the sweep made. `runs`: the experiment's seeds by default."""
+    a sweep's folders, which the sweep made (and holds). A run holds its folder's writer lock
+    (`rollax.logging.writer_lock`) from here to its end. `runs`: the experiment's seeds by
+    default."""
     runs = Runs.of(experiment) if runs is None else runs
     seeds = runs.seeds
     stats = [EpisodeStats() for _ in seeds]
 
-    def context(run_dir: Path | None, seed_dirs: list[Path]) -> RunContext:
+    def context(run_dir: Path | None, seed_dirs: list[Path], lock: WriterLock | None = None):
         return RunContext(experiment, plan, program, seeds, run_dir, seed_dirs, stats,
-                          seed_experiments=runs.experiments, sweep=runs.sweep)
+                          seed_experiments=runs.experiments, sweep=runs.sweep, lock=lock)
 
     if runs.sweep:  # the program's folder in the sweep's
         return context(runs.checkpoint_dir, runs.dirs)
@@ -109,11 +125,16 @@ def open_run(experiment: Experiment, plan: Plan, program: Any, resume: str | Pat
         missing = [str(d) for d in seed_dirs if not d.is_dir()]
         if missing:  # a resumed experiment is the run's own, so it logs
             raise FileNotFoundError(f"cannot resume: missing seed directories {missing}")
-        return context(run_dir, seed_dirs)
+        return context(run_dir, seed_dirs, hold_writer_lock(run_dir))
     if not experiment.logging.enabled:
         return context(None, [])
     run_dir = claim_run_folder(experiment.logging.root, experiment.name,  # this run's alone
                                experiment.logging.run_name)
-    seed_dirs = [make_run_dir(experiment.logging.root, experiment=experiment.name, seed=seed,
-                              timestamp=run_dir.name) for seed in seeds]
-    return context(run_dir, seed_dirs)
+    lock = hold_writer_lock(run_dir)  # before anything is written in it
+    try:
+        seed_dirs = [make_run_dir(experiment.logging.root, experiment=experiment.name, seed=seed,
+                                  timestamp=run_dir.name) for seed in seeds]
+    except BaseException:
+        lock.release()
+        raise
+    return context(run_dir, seed_dirs, lock)

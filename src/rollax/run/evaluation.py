@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from rollax.logging.run_callbacks import restore
-from rollax.logging.run_dir import newest_run
 from rollax.run.experiment import Experiment
 from rollax.run.program import make_program
+from rollax.run.run_folder import find_run, read_experiment
 from rollax.run.seeds import eval_keys
 
 EVAL_KEY_INDEX = 10**6  # keys apart from the ones evaluations during training used
-
-
-def read_experiment(run_dir: str | Path) -> Experiment:
-    """The experiment a run directory was trained with (its first seed's `config.json`)."""
-    config_path = next(iter(sorted(Path(run_dir).glob("seed_*/config.json"))), None)
-    if config_path is None:
-        raise FileNotFoundError(f"{run_dir} has no seed_*/config.json: is it a run directory?")
-    return Experiment.from_dict(json.loads(config_path.read_text()))
-
-
-def find_run(path: str | Path) -> Path:
-    """`path` itself, or for an experiment folder (`runs/<experiment>`) its newest run with
-    checkpoints."""
-    path = Path(path)
-    if path.is_dir() and not (path / "checkpoints").is_dir():
-        return newest_run(path) or path
-    return path
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 10) -> tuple[Experiment, np.ndarray, int]:

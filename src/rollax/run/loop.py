@@ -20,21 +20,27 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from rollax.errors import RunFailed
 from rollax.logging.callbacks import Callback, CallbackList, Chunk, Evaluation, StopRequest
 from rollax.logging.run_callbacks import restore
 from rollax.logging.shutdown import graceful_shutdown
+from rollax.logging.writer_lock import hold_writer_lock
+from rollax.rollout.sources import FAULT
 from rollax.run.callbacks import default_callbacks
 from rollax.run.context import RunContext, Runs, open_run
 from rollax.run.experiment import Experiment
+from rollax.run.learner import PARAMS_FINITE
 from rollax.run.parallel import split_the_cpu
 from rollax.run.program import make_program
+from rollax.run.resources import check_file_size, check_memory, check_open_files, tree_bytes
 from rollax.run.result import TrainResult
 from rollax.run.resume import resumed_experiment
 from rollax.run.seeds import eval_keys
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN/inf; the message names the iteration, seed and metric."""
+class TrainingDiverged(RunFailed):
+    """A loss or the parameters became NaN/inf, or a batch broke its env's contract (a
+    source's `FAULT` count); the message names the iteration, seed and what happened."""
 
 
 def train(
@@ -53,15 +59,20 @@ def train(
     """
     if experiment is not None:  # before the checkpoint reader below starts JAX
         split_the_cpu(experiment.parallel.devices)
-    if resume is not None:
-        experiment = resumed_experiment(resume, experiment)
-    elif experiment is None:
+    if resume is None and experiment is None:
         raise ValueError("train needs an experiment, or resume=RUN_DIR to continue a run")
-    plan, program = make_program(experiment)  # an env whose model is missing pretrains here (says so)
-    if jax.process_index() != 0:  # a multi-process run has one writer (rollax.run.parallel)
-        experiment = experiment.replace(logging={"enabled": False, "progress": False, "wandb": {}})
-    return train_runs(experiment, plan, program, Runs.of(experiment), callbacks=callbacks,
-                      progress=progress, resume=resume, stop_at_step=stop_at_step)
+    # a resume reads the run only while no other process writes it
+    with contextlib.ExitStack() as held:
+        if resume is not None:
+            if not (Path(resume) / "checkpoints").is_dir():  # nothing locked in a stray folder
+                raise FileNotFoundError(f"cannot resume: no {Path(resume) / 'checkpoints'} folder")
+            held.enter_context(hold_writer_lock(resume))
+            experiment = resumed_experiment(resume, experiment)
+        plan, program = make_program(experiment)  # a missing model pretrains here (says so)
+        if jax.process_index() != 0:  # a multi-process run has one writer (rollax.run.parallel)
+            experiment = experiment.replace(logging={"enabled": False, "progress": False, "wandb": {}})
+        return train_runs(experiment, plan, program, Runs.of(experiment), callbacks=callbacks,
+                          progress=progress, resume=resume, stop_at_step=stop_at_step)
 
 
 def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: Sequence[Callback] = (),
@@ -74,6 +85,11 @@ def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: 
     try:
         say(f"compiling the training and evaluation programs for {len(runs.seeds)} "
             f"{'run' if runs.sweep else 'seed'}(s)...")
+        state_bytes = tree_bytes(program.abstract_state(runs.seeds, runs.hparams))
+        check_memory({"training state": state_bytes})
+        if experiment.logging.enabled:
+            check_open_files(len(runs.seeds))
+            check_file_size(state_bytes)
         chunk_job, compile_start = program.compile(runs.seeds, runs.hparams)
         run = open_run(experiment, plan, program, resume, runs)
         run.state = program.init(run.seeds, runs.hparams)  # while the chunk compiles in the background
@@ -86,8 +102,10 @@ def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: 
                                               sweep=runs.sweep)
         stop = StopRequest()  # first: every callback of a chunk sees the loop's own stop
         hooks = run.callbacks = CallbackList([stop, *defaults, *callbacks, *closing])
+        _check_monitors(run, hooks.callbacks)
         hooks.on_train_begin(run)
         run_chunk = chunk_job.result()
+        check_memory({"training state": state_bytes, **program.working_memory(run_chunk)})
         compile_seconds = time.perf_counter() - compile_start  # what training waited for
         say(f"compiled in {compile_seconds:.1f} s; training")
         with graceful_shutdown() as shutdown:
@@ -112,6 +130,19 @@ def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: 
         if failed is not None and run is not None and resume is None and run.iteration == 0:
             _discard(run)
     return run.result
+
+
+def _check_monitors(run: RunContext, callbacks: Sequence[Callback]) -> None:
+    """A callback's `monitor` (early stopping, a checkpoint by metric) must be a tag the run
+    reports: one that never appears is an error before training, not a warning after it."""
+    tags = run.reported_tags()
+    if tags is None:
+        return
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor not in tags and f"train/{monitor}" not in tags:
+            raise ValueError(f"{type(callback).__name__}: monitor {monitor!r} is not a metric "
+                             f"this run reports; its metrics: {sorted(tags)}")
 
 
 def _announcer(enabled: bool):
@@ -153,6 +184,8 @@ def _finish(run: RunContext | None, hooks: CallbackList, program,
                           stacklevel=4)
         finally:
             program.close()
+            if run is not None and run.lock is not None:
+                run.lock.release()
 
 
 def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, stop: StopRequest,
@@ -165,11 +198,12 @@ def _train_chunks(run: RunContext, run_chunk, evaluation, hooks: CallbackList, s
         tick = time.perf_counter()
         run.state, (metrics, episodes) = run_chunk(run.state)
         metrics, episodes = jax.device_get((metrics, episodes))
+        finite = metrics.pop(PARAMS_FINITE)
         elapsed = time.perf_counter() - tick
         train_seconds += elapsed
         first_iteration = run.iteration
         run.iteration += plan.iterations_per_chunk
-        diverged = _divergence(run, metrics, first_iteration)
+        diverged = _divergence(run, metrics, finite, first_iteration)
         rollout = _episode_statistics(run, episodes)
         summary = {**_summary(metrics, rollout), "time/fps": chunk_steps * len(run.seeds) / elapsed}
         due = every and run.step // every > (run.step - chunk_steps) // every
@@ -215,17 +249,27 @@ def _summary(metrics: dict, rollout: list[list[dict[str, float]]]) -> dict[str, 
     return summary
 
 
-def _divergence(run: RunContext, metrics: dict, first_iteration: int) -> str | None:
-    """The message for the first NaN/inf loss of `[S, K]` metrics, or None."""
+def _divergence(run: RunContext, metrics: dict, finite: np.ndarray, first_iteration: int
+                ) -> str | None:
+    """The message for the chunk's first iteration with a fault of the source's batch (a
+    `FAULT` metric), a NaN/inf loss (`[S, K]` metrics) or an update that left non-finite
+    parameters (`finite` `[S, K]`), or None."""
+    problems = [(int(k), 0, int(seed), name.removeprefix(FAULT), "the run is stopped")
+                for name in sorted(n for n in metrics if n.startswith(FAULT))
+                for seed, k in np.argwhere(metrics.pop(name) != 0)]
+    diverged = "training diverged"
+    problems += [(int(k), 2, int(seed), "the update left non-finite parameters", diverged)
+                 for seed, k in np.argwhere(~finite)]
     for name in sorted(k for k in metrics if "loss" in k):
-        bad = ~np.isfinite(metrics[name])
-        if bad.any():
-            seed, k = np.argwhere(bad)[0]
-            iteration = first_iteration + int(k) + 1
-            return (f"{name} became {metrics[name][seed, k]} at iteration {iteration} (env step "
-                    f"{iteration * run.plan.steps_per_iteration}) for {_which(run, seed)}; "
-                    "the logs up to there are saved")
-    return None
+        problems += [(int(k), 1, int(seed), f"{name} became {metrics[name][seed, k]}", diverged)
+                     for seed, k in np.argwhere(~np.isfinite(metrics[name]))]
+    if not problems:
+        return None
+    k, _, seed, what, consequence = min(problems)  # the earliest; a cause before its effects
+    iteration = first_iteration + k + 1
+    return (f"{what} at iteration {iteration} (env step "
+            f"{iteration * run.plan.steps_per_iteration}) for {_which(run, seed)}: "
+            f"{consequence}; the logs up to there and the last good checkpoint are saved")
 
 
 def _which(run: RunContext, index: int) -> str:

@@ -1,6 +1,6 @@
-"""What a resumed run trains: the run's own experiment (its `seed_*/config.json`), never a
-different one. Only `budget.total_steps` may change, to train a run further (or stop it
-earlier) as SB3's `learn(..., reset_num_timesteps=False)` does, and `parallel`, where it runs
+"""What a resumed run trains: the run's own experiment, as its newest checkpoint recorded it
+(`rollax.run.run_folder`), never a different one. Only `budget.total_steps` may change, to
+train a run further (or stop it earlier) as SB3's `learn(..., reset_num_timesteps=False)` does, and `parallel`, where it runs
 (a sharded program computes what one device would); anything else would silently mix two
 configs in one run."""
 
@@ -10,12 +10,9 @@ from pathlib import Path
 
 from rollax.logging.checkpoint import available_steps
 from rollax.logging.logger import flatten_dotted
-from rollax.run.evaluation import read_experiment
 from rollax.run.experiment import Experiment
 from rollax.run.plan import iteration_layout
-
-# where the run lives is the folder passed; a progress bar changes nothing that is saved
-NOT_COMPARED = ("logging.root", "logging.run_name", "logging.progress")
+from rollax.run.run_folder import NOT_COMPARED, check_seed_logs, recorded_experiment
 
 
 def resumed_experiment(run_dir: str | Path, experiment: Experiment | None = None) -> Experiment:
@@ -28,7 +25,8 @@ def resumed_experiment(run_dir: str | Path, experiment: Experiment | None = None
     steps = available_steps(checkpoints)  # raises FileNotFoundError naming the path
     if not steps:
         raise FileNotFoundError(f"cannot resume: no complete checkpoint in {checkpoints}")
-    saved = read_experiment(run_dir)
+    saved = recorded_experiment(run_dir, steps[-1])
+    check_seed_logs(run_dir, saved, steps[-1])
     if experiment is None:
         return saved
     old, new = flatten_dotted(saved.to_dict()), flatten_dotted(experiment.to_dict())
@@ -39,7 +37,7 @@ def resumed_experiment(run_dir: str | Path, experiment: Experiment | None = None
     if conflicts:
         diff = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in conflicts)
         raise ValueError(f"cannot resume {run_dir}: the config differs from the run's own "
-                         f"({run_dir}/seed_*/config.json) in {diff}; only budget.total_steps "
+                         f"in {diff}; only budget.total_steps "
                          "and parallel.* may change on resume (rollax train --resume RUN_DIR "
                          "reads the rest)")
     resumed = saved.replace(logging={"progress": experiment.logging.progress},

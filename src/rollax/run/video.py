@@ -25,7 +25,7 @@ from rollax.envs.gymnasium_ids import is_host_env_id
 from rollax.envs.registry import gymnasium_id
 from rollax.envs.render import can_render, prepare_pygame
 from rollax.run.agent import Agent, load_agent
-from rollax.run.evaluation import find_run
+from rollax.run.run_folder import find_run
 
 FORMATS = (".mp4", ".gif")
 _STEP = re.compile(r"_(\d+)\.png$")
@@ -57,6 +57,9 @@ def check_output(out: Path) -> None:
         raise ValueError(f"video {out}: name a .mp4 or .gif file, or a folder")
     if out.suffix == ".mp4":
         _check_mp4()
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK):
+        raise PermissionError(f"video {out}: {existing} is read-only")
 
 
 def _episodes(agent: Agent, episodes: int) -> tuple[list[np.ndarray], float]:
