@@ -182,6 +182,29 @@ def test_early_stopping_on_a_sparse_metric_skips_chunks_without_it(tmp_path):
     assert recorder.calls[-1][1] == "finished"
 
 
-def test_early_stopping_warns_when_its_metric_never_appears():
-    with pytest.warns(RuntimeWarning, match="'eval/judge_success' never appeared"):
-        train(tiny("logging.early_stopping={monitor='eval/judge_success'}"), progress=False)
+def test_a_monitor_the_run_never_reports_is_an_error_before_training(tmp_path):
+    experiment = tiny("logging.early_stopping={monitor='eval/judge_success'}", root=tmp_path)
+    recorder = Recorder()
+    with pytest.raises(ValueError, match=r"EarlyStopping: monitor 'eval/judge_success' is not a "
+                                         r"metric this run reports; its metrics: .*'train/loss'"):
+        train(experiment, callbacks=[recorder], progress=False)
+    assert [call[0] for call in recorder.calls] == ["end"]  # no chunk trained
+    assert not any(tmp_path.rglob("metrics.jsonl"))
+
+
+def test_results_never_hold_nan_and_name_what_was_not_finite(tmp_path):
+    from rollax.logging.run_callbacks import write_results
+    from rollax.run.result import TrainResult
+
+    result = TrainResult(name="x", run_dir=tmp_path, seeds=[0, 1],
+                         eval_returns=np.array([[1.0, 3.0], [np.nan, 2.0]]),
+                         eval_metrics={"judge": np.array([0.5, np.inf])}, ep_rew_mean=[2.0, np.nan],
+                         env_steps=10, compile_seconds=1.0, train_seconds=1.0, solved_threshold=None)
+    with pytest.warns(RuntimeWarning, match=r"eval_mean_return\[1\], eval_metrics.judge\[1\], "
+                      r"train_ep_rew_mean\[1\]"):
+        write_results(result)
+    saved = json.loads((tmp_path / "results.json").read_text())  # strict JSON: no NaN token
+    assert saved["eval_mean_return"] == [2.0, None] and saved["eval_metrics"]["judge"] == [0.5, None]
+    read = TrainResult.read(tmp_path, None)
+    assert read.eval_returns[0, 0] == 2.0 and np.isnan(read.eval_returns[1, 0])
+    assert np.isnan(read.ep_rew_mean[1]) and "nan" in read.table()

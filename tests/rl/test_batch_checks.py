@@ -134,6 +134,50 @@ def test_non_finite_values_are_rejected_before_they_reach_the_parameters(trainer
     assert_rejected(trainers[name], batch, key, "non-finite")
 
 
+@pytest.mark.parametrize(("name", "key"), [("reinforce", "rewards"), ("rloo", "rewards"),
+                                           ("ppo", "rewards"), ("ppo", "values"), ("grpo", "rewards")])
+@pytest.mark.parametrize("size", [3e38, -2e9])
+def test_rewards_and_values_whose_sums_overflow_are_rejected(trainers, name, key, size):
+    # finite, yet their returns and squares overflow float32: the parameters became NaN
+    batch = valid_batch(name, np.random.default_rng(0))
+    batch[key] = np.full_like(batch[key], size)
+    assert_rejected(trainers[name], batch, key, "magnitude", "1e[+]09")
+
+
+@pytest.mark.parametrize(("name", "key", "bad"), [
+    ("reinforce", "dones", 0.5), ("reinforce", "dones", 2), ("ppo", "dones", -1.0),
+    ("grpo", "mask", 0.5), ("grpo", "mask", 2)])
+def test_flags_and_masks_must_be_booleans(trainers, name, key, bad):
+    batch = valid_batch(name, np.random.default_rng(0))
+    batch[key] = np.asarray(batch[key]).astype(np.asarray(bad).dtype)
+    batch[key].flat[1] = bad
+    where = tuple(int(i) for i in np.unravel_index(1, batch[key].shape))
+    assert_rejected(trainers[name], batch, key, "booleans", re.escape(f"got {bad!r} at index {where}"))
+
+
+def test_flags_given_as_0_and_1_numbers_are_booleans(trainers):
+    batch = valid_batch("reinforce", np.random.default_rng(0))
+    as_numbers = {**batch, "dones": batch["dones"].astype(np.float32)}
+    first = trainers["reinforce"].train_step(batch)
+    model = Discrete(nnx.Rngs(0))  # the same start, the same update
+    second = REINFORCETrainer(model, nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param))
+    np.testing.assert_allclose(float(second.train_step(as_numbers)["loss"]), float(first["loss"]))
+
+
+@pytest.mark.parametrize(("name", "key"), [("grpo", "mask"), ("dpo", "chosen_mask")])
+def test_a_mask_that_leaves_nothing_is_rejected(trainers, name, key):
+    batch = valid_batch(name, np.random.default_rng(0))
+    shape = batch["mask"].shape if key == "mask" else batch["chosen_actions"].shape
+    batch[key] = np.zeros(shape, bool)
+    assert_rejected(trainers[name], batch, key, "False everywhere")
+
+
+def test_integer_rewards_are_rewards(trainers):
+    batch = valid_batch("rloo", np.random.default_rng(0))
+    batch["rewards"] = np.arange(len(batch["rewards"]), dtype=np.int32)
+    assert np.isfinite(float(trainers["rloo"].train_step(batch)["loss"]))
+
+
 @pytest.mark.parametrize("action", [7, NUM_ACTIONS, -1])
 @pytest.mark.parametrize(("name", "key"), [("reinforce", "actions"), ("rloo", "actions"),
                                            ("dpo", "chosen_actions")])
@@ -205,7 +249,12 @@ def test_check_batches_false_skips_the_value_checks():
     batch = valid_batch("rloo", np.random.default_rng(8))
     batch["rewards"] = batch["rewards"].copy()
     batch["rewards"][0] = np.nan
-    assert np.isnan(float(trainer.train_step(batch)["mean_reward"]))  # trusted: not scanned
+    before = parameters(trainer)
+    # trusted, not scanned: the NaN reaches the update, which is refused, naming the parameters
+    with pytest.raises(ValueError, match=r"RLOOTrainer update made parameters non-finite "
+                                         r"\(linear/bias, linear/kernel\).*'mean_reward': nan"):
+        trainer.train_step(batch)
+    assert all(np.array_equal(a, b) for a, b in zip(before, parameters(trainer), strict=True))
     with pytest.raises(ValueError, match="unknown batch keys"):  # the key checks stay
         trainer.train_step({**batch, "advantages": batch["rewards"]})
 

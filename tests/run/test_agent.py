@@ -18,7 +18,7 @@ import rollax
 from rollax.cache import compiled_dir
 from rollax.presets import load_experiment
 from rollax.rollout.collector import act
-from rollax.run.evaluation import read_experiment
+from rollax.run.run_folder import read_experiment
 
 TINY = {"budget": {"total_steps": 800, "num_envs": 4, "num_steps": 50, "iterations_per_chunk": 1},
         "eval": {"episodes": 2}}

@@ -10,6 +10,10 @@ from numpy.typing import ArrayLike
 __all__ = ["EpisodeStats"]
 
 
+TAGS = ("rollout/ep_rew_mean", "rollout/ep_len_mean", "charts/episodic_return",
+        "charts/episodic_length")  # what `metrics` reports once there are episodes
+
+
 class EpisodeStats:
     """Ring buffer of the last ``window`` finished episodes' returns and lengths (SB3's
     ``ep_info_buffer``): ``rollout/ep_rew_mean`` is the mean return over it."""

@@ -53,7 +53,8 @@ from rollax.logging.plot import pyplot, read_records
 from rollax.logging.run_dir import write_text_atomically
 
 # 3: the training state is {"train": TrainState(model_optimizer, algorithm), "reference",
-# "source" (the batch source's state), "key"}
+# "source" (the batch source's state), "key"}; the metadata records the run's experiment (what
+# a resume trusts: `rollax.run.resume`)
 CHECKPOINT_FORMAT = 3
 
 __all__ = ["BestCheckpoint", "MetricsLogger", "ResultWriter", "ResumeCheckpoint", "Samples",
@@ -219,7 +220,8 @@ class ResumeCheckpoint(Callback):
         stats = [s.state_dict() for s in trainer.episode_stats]
         save_checkpoint(trainer.run_dir / "checkpoints", trainer.step, trainer.host_state,
                         {"format": CHECKPOINT_FORMAT, "iteration": trainer.iteration, "env_steps": trainer.step,
-                         "episode_stats": stats}, max_to_keep=2)
+                         "episode_stats": stats, "experiment": trainer.experiment.to_dict()},
+                        max_to_keep=2)
         self._saved_step, self._last_save = trainer.step, time.perf_counter()
 
 
@@ -252,7 +254,7 @@ class ResultWriter(Callback):
 
             try:
                 plot_runs([trainer.run_dir], trainer.run_dir / "learning_curves.png")
-            except (ValueError, FileNotFoundError) as err:
+            except (ValueError, OSError) as err:  # no curve yet, a full disk, ulimit -f
                 warnings.warn(f"no learning-curve plot for {trainer.run_dir}: {err}", RuntimeWarning,
                               stacklevel=2)
 
@@ -338,4 +340,23 @@ def write_results(result) -> None:
                "train_ep_rew_mean": result.ep_rew_mean, "solved": result.solved,
                "start_step": result.start_step, "compile_seconds": result.compile_seconds,
                "train_seconds": result.train_seconds}
-    write_text_atomically(result.run_dir / "results.json", json.dumps(summary, indent=2) + "\n")
+    not_finite: list[str] = []
+    summary = _finite_or_null(summary, "", not_finite)
+    if not_finite:  # e.g. an env's reward that is NaN: named, and kept out of the JSON numbers
+        warnings.warn(f"results of {result.run_dir} that are not finite numbers, written as null: "
+                      f"{', '.join(not_finite)}", RuntimeWarning, stacklevel=2)
+    write_text_atomically(result.run_dir / "results.json",
+                          json.dumps(summary, indent=2, allow_nan=False) + "\n")
+
+
+def _finite_or_null(value: Any, where: str, not_finite: list[str]) -> Any:
+    """`value` with each NaN or infinity replaced by None, its path added to `not_finite`."""
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item, f"{where}.{key}".strip("."), not_finite)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(item, f"{where}[{i}]", not_finite) for i, item in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        not_finite.append(where)
+        return None
+    return value

@@ -47,6 +47,18 @@ def shipped_dir(kind: str) -> Path:
     return Path(os.fspath(importlib.resources.files("rollax.presets"))) / kind
 
 
+def checked_dirs(dirs: Iterable[PathLike]) -> list[Path]:
+    """`dirs` as folders that exist; a single path given where a list is expected (it would be
+    read as one folder per character) or a folder that is not there is a PresetError naming it."""
+    if isinstance(dirs, (str, bytes, os.PathLike)):
+        raise PresetError(f"dirs must be a list of folders, got the single path {dirs!r} "
+                          f"(dirs=[{dirs!r}])")
+    folders = [Path(d) for d in dirs]
+    if missing := [str(d) for d in folders if not d.is_dir()]:
+        raise PresetError(f"experiment folder not found: {missing[0]} (in dirs)")
+    return folders
+
+
 def search_dirs(kind: str, dirs: Iterable[PathLike] = ()) -> list[Path]:
     """Where presets of `kind` are looked up, first match wins.
 
@@ -55,7 +67,7 @@ def search_dirs(kind: str, dirs: Iterable[PathLike] = ()) -> list[Path]:
     directory, then the shipped presets. Folders that do not exist are left out.
     """
     _check_kind(kind)
-    user = [Path(d) if kind == "experiments" else Path(d).parent / kind for d in dirs]
+    user = [Path(d) if kind == "experiments" else Path(d).parent / kind for d in checked_dirs(dirs)]
     candidates = [*user, Path(kind), shipped_dir(kind)]
     out, seen = [], set()
     for folder in candidates:
@@ -83,7 +95,7 @@ def preset_names(kind: str, dirs: Iterable[PathLike] = ()) -> list[str]:
 def find_experiment(name_or_path: PathLike, dirs: Iterable[PathLike] = ()) -> Path:
     """The experiment file for a path to a `.toml` file, or a NAME looked up in `dirs`, then
     `./experiments/`, then the shipped experiments."""
-    dirs = tuple(dirs)
+    dirs = tuple(checked_dirs(dirs))
     path = Path(name_or_path)
     if path.is_file():
         return path
@@ -102,10 +114,7 @@ def find_experiment(name_or_path: PathLike, dirs: Iterable[PathLike] = ()) -> Pa
 def baseline_experiments(dirs: Iterable[PathLike] = ()) -> list[Path]:
     """The experiment files tagged "baseline" in `dirs`; without `dirs`, in `./experiments/` (if it
     exists) and the shipped experiments (a name in `./experiments/` hides the shipped one)."""
-    dirs = [Path(d) for d in dirs]
-    for folder in dirs:
-        if not folder.is_dir():
-            raise PresetError(f"experiment folder not found: {folder}")
+    dirs = checked_dirs(dirs)
     folders = dirs or [f for f in (Path("experiments"), shipped_dir("experiments")) if f.is_dir()]
     found: dict[str, Path] = {}
     for folder in folders:

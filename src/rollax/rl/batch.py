@@ -5,7 +5,9 @@ Each algorithm lists its layouts as `BatchFormat`s (PPO: time-major steps, or to
 with a `mask`); the first whose required keys are all present, with no key it does not know,
 is the batch's. `check_arrays` rejects, with a `ValueError` naming the key and its shape or
 value: missing or unknown keys, values that are not numbers, empty arrays, NaN/inf in any float
-key, leading (batch) axes that disagree across keys, keys whose exact shape would broadcast (a
+key, rewards and values beyond `MAX_MAGNITUDE` (their returns, advantages and squares would
+overflow float32), flags (`dones`, `terminated`, `truncated`) and masks (`*mask`) that are not
+booleans or 0/1, a mask that leaves nothing to learn from, leading (batch) axes that disagree across keys, keys whose exact shape would broadcast (a
 `[B, 1]` next to `[B]`), observations the model does not accept, and actions the model's policy
 cannot score (wrong dtype or shape, a discrete action outside `0 <= a < n`). The model's output
 shapes come from one abstract evaluation (`jax.eval_shape`, no computation) per observation
@@ -28,6 +30,9 @@ from rollax.networks.distributions import Categorical, DiagGaussian
 from rollax.networks.policy import policy_output
 
 ALIASES = {"states": "observations"}
+MAGNITUDE_KEYS = ("rewards", "values", "bootstrap_values")
+MAX_MAGNITUDE = 1e9  # |rewards|, |values|: returns over 10^6 steps and their squares stay finite
+FLAG_KEYS = ("dones", "terminated", "truncated")  # and every key ending in "mask"
 
 # How a key's exact shape relates to the batch shape S (see `BatchFormat.shapes`).
 STEP = "S"  # exactly S
@@ -106,6 +111,8 @@ def check_arrays(values: Mapping[str, Any], spec: BatchFormat, model: Any, cache
     of each of the format's policies)`: the caller's device arrays as given (not uploaded
     twice), others as NumPy in the dtypes JAX will use."""
     arrays = {key: host_array(key, value) for key, value in values.items()}
+    for key, array in arrays.items():
+        check_numbers(key, array)
     lead = arrays[spec.leading_key].shape[:spec.batch_ndim]
     if not lead:
         raise ValueError(f"batch[{spec.leading_key!r}] must have at least one (batch) axis")
@@ -160,6 +167,27 @@ def host_array(key: str, value: Any) -> np.ndarray:
             raise ValueError(f"batch[{key!r}] has {int(bad.sum())} non-finite value(s) (NaN/inf), "
                              f"first at index {tuple(int(i) for i in np.argwhere(bad)[0])}")
     return array
+
+
+def check_numbers(key: str, array: np.ndarray) -> None:
+    """Rewards and values within `MAX_MAGNITUDE`; flags and masks booleans (or 0/1), a mask
+    with something left to learn from."""
+    if key in MAGNITUDE_KEYS and np.issubdtype(array.dtype, np.number):
+        largest = float(np.abs(array.astype(np.float64)).max())
+        if largest > MAX_MAGNITUDE:
+            raise ValueError(f"batch[{key!r}] holds a value of magnitude {largest:.3g}, beyond "
+                             f"{MAX_MAGNITUDE:.0e} (its sums and squares overflow float32); "
+                             "rescale the rewards")
+    if key in FLAG_KEYS or key.endswith("mask"):
+        if array.dtype != np.bool_:
+            outside = (array != 0) & (array != 1)
+            if outside.any():
+                where = tuple(int(i) for i in np.argwhere(outside)[0])
+                raise ValueError(f"batch[{key!r}] must hold booleans (or 0/1), got {array[where].item()!r} "
+                                 f"at index {where}")
+        if key.endswith("mask") and not array.any():
+            raise ValueError(f"batch[{key!r}] is False everywhere: nothing in the batch is left "
+                             "to learn from")
 
 
 def check_shape(key: str, shape: tuple, kind: str, lead: tuple, parts: tuple) -> None:

@@ -70,8 +70,15 @@ class Trainer:
         graphdef, model_optimizer = nnx.split((self.model, self.optimizer))
         layout = (self._formats.index(batch_format), parts, tuple(sorted(static.items())))
         reference_graphdef, reference_state = self._reference or (None, None)
-        state, metrics = self._jitted_update(graphdef, TrainState(model_optimizer, self.algorithm_state),
-                                             arrays, key, layout, reference_graphdef, reference_state)
+        state, metrics, finite = self._jitted_update(
+            graphdef, TrainState(model_optimizer, self.algorithm_state), arrays, key, layout,
+            reference_graphdef, reference_state)
+        if not bool(finite):  # the update is not applied: the model stays usable
+            raise ValueError(
+                f"this {type(self).__name__} update made parameters non-finite ("
+                f"{', '.join(non_finite_params(nnx.merge(graphdef, state.model_optimizer)[0]))}); "
+                f"the model and optimizer are left as before it (metrics: "
+                f"{ {name: float(value) for name, value in metrics.items()} })")
         nnx.update((self.model, self.optimizer), state.model_optimizer)
         self.algorithm_state = state.algorithm
         return metrics
@@ -83,7 +90,21 @@ class Trainer:
         batch = self._formats[index].build(arrays, dict(static), parts, self.config, reference)
         inputs, converted = batch.learned_by(self.algorithm, self.config)
         state, metrics = self.algorithm.update(graphdef, state, inputs, key, self.config)
-        return state, {**metrics, **converted}
+        return state, {**metrics, **converted}, params_finite(state.model_optimizer)
+
+
+def params_finite(model_optimizer) -> jax.Array:
+    """Whether every floating-point parameter of the model (of split `(model, optimizer)`) is
+    finite: one boolean, computed inside the compiled update."""
+    leaves = [x for x in jax.tree.leaves(nnx.filter_state(model_optimizer[0], nnx.Param))
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])) if leaves else jnp.array(True)
+
+
+def non_finite_params(model: nnx.Module) -> list[str]:
+    """The paths of the model's parameters holding NaN or inf (for the error message)."""
+    return ["/".join(map(str, path)) for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param))
+            if not bool(jnp.isfinite(value[...]).all())]
 
 
 def trainer_class(algorithm: Algorithm) -> type[Trainer]:

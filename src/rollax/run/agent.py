@@ -22,10 +22,10 @@ from rollax.envs.gymnasium_ids import GYMNASIUM_PREFIX, check_gymnasium_id
 from rollax.logging.checkpoint import load_checkpoint
 from rollax.logging.run_callbacks import CHECKPOINT_FORMAT
 from rollax.rollout.collector import act, env_actions
-from rollax.run.evaluation import find_run, read_experiment
 from rollax.run.experiment import Experiment
 from rollax.run.learner import build_model
 from rollax.run.plan import Plan, make_plan
+from rollax.run.run_folder import find_run, read_experiment
 
 CHECKPOINTS = ("best", "last")
 HOST_ONLY_KWARGS = ("autoreset_mode", "vectorization_mode")  # HostCollector's, not the env's
@@ -64,11 +64,12 @@ class Agent:
         sample with `key` when not `deterministic`; continuous actions clipped to the Box."""
         if not deterministic and key is None:
             raise ValueError("act(deterministic=False) samples actions: pass key=jax.random.key(...)")
-        observations = jnp.asarray(observations, self.observation_space.dtype)
+        observations = jnp.asarray(checked_observations(observations, "observations"),
+                                   self.observation_space.dtype)
         if observations.shape[1:] != tuple(self.observation_space.shape):
             raise ValueError(f"observations of shape {observations.shape}: expected a batch "
                              f"[B, {', '.join(map(str, self.observation_space.shape))}]")
-        key = jax.random.key(0) if key is None else key
+        key = jax.random.key(0) if key is None else checked_key(key)
         actions = _act(self._graphdef, self._state, observations, key, deterministic,
                        self.action_space)
         return actions + self._action_start if self._action_start else actions
@@ -79,7 +80,7 @@ class Agent:
         `[B, *obs_shape]` a batch; returns `(actions, None)` (no recurrent state, so `state`
         and `episode_start` are accepted for SB3's signature and unused). Samples, when not
         `deterministic`, come from a key chain that starts at the seed."""
-        observation = np.asarray(observation)
+        observation = checked_observations(observation, "observation")
         shape = tuple(self.observation_space.shape)
         single = observation.shape == shape
         if not single and observation.shape[1:] != shape:
@@ -103,7 +104,42 @@ class Agent:
                              f"was trained on the Gymnasium env {self.experiment.env.id!r}")
         if key is None:
             self._key, key = jax.random.split(self._key)
+        else:
+            key = checked_key(key)
         return self.source.generate_texts(self.model, prompts, key, greedy, temperature, top_k)
+
+
+def checked_observations(observations: Any, name: str) -> Any:
+    """`observations` as a NumPy array of real, finite numbers with at least one row;
+    ValueError naming `name` and what is wrong. Traced values (`act` under `jax.jit`) are
+    checked for their dtype and shape alone."""
+    traced = isinstance(observations, jax.core.Tracer)
+    try:
+        array = observations if traced else np.asarray(observations)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} is not an array of numbers") from None
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or \
+            np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.ndim and array.shape[0] == 0 or array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}): nothing to act on")
+    if traced:
+        return array
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+        raise ValueError(f"{name} holds {array[where].item()} at index {where}: observations "
+                         "must be finite")
+    return array
+
+
+def checked_key(key: Any) -> jax.Array:
+    """A JAX PRNG key (typed, `jax.random.key`, or raw, `jax.random.PRNGKey`); ValueError
+    otherwise."""
+    if isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+                                       or key.dtype == jnp.uint32 and key.shape == (2,)):
+        return key
+    raise ValueError(f"key must be a JAX PRNG key (jax.random.key(seed)), got "
+                     f"{type(key).__name__} {getattr(key, 'dtype', '')}".rstrip())
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))

@@ -103,10 +103,15 @@ class BudgetSpec:
 class EvalSpec:
     every_steps: int = 0  # 0: only at the end
     episodes: int = 10
+    # a Gymnasium env's evaluation episodes end here (0: at the env's own limit, or after
+    # rollax.rollout.host_collector.DEFAULT_EVAL_EPISODE_STEPS for an env without one);
+    # jittable envs end at their params' max_steps_in_episode
+    max_episode_steps: int = 0
 
     def __post_init__(self):
         check_int("eval.every_steps", self.every_steps, 0, MAX_STEPS)
         check_int("eval.episodes", self.episodes, 1, MAX_EVAL_EPISODES)
+        check_int("eval.max_episode_steps", self.max_episode_steps, 0, MAX_STEPS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,8 +203,22 @@ class Experiment:
 
     def replace(self, **sections: Any) -> Experiment:
         """A copy with whole sections replaced, or changed by a dict (`logging={"enabled": False}`)."""
-        changes = {name: dataclasses.replace(getattr(self, name), **value)
-                   if isinstance(value, Mapping) else value for name, value in sections.items()}
+        fields = {field.name: field for field in dataclasses.fields(self)}
+        changes = {}
+        for name, value in sections.items():
+            if name not in fields:
+                raise ValueError(f"Experiment has no field {name!r}; its fields: {sorted(fields)}")
+            current = getattr(self, name)
+            if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
+                known = {field.name for field in dataclasses.fields(current)}
+                if unknown := sorted(set(value) - known, key=str):
+                    raise ValueError(f"{name}.{unknown[0]} is not a field of {name}; its fields: "
+                                     f"{sorted(known)}")
+                value = dataclasses.replace(current, **value)
+            elif dataclasses.is_dataclass(current) and not isinstance(value, type(current)):
+                raise ValueError(f"{name} must be a {type(current).__name__} or a dict of its "
+                                 f"fields, got {type(value).__name__}")
+            changes[name] = value
         return dataclasses.replace(self, **changes)
 
     @classmethod

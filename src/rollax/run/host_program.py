@@ -31,6 +31,9 @@ def _done(value) -> Future:
 class HostProgram:
     """`init`, `compile`, `run_chunk`, `evaluate`, `render` for `gymnasium:<id>` envs."""
 
+    train_metric_names: list[str] | None = None  # the update compiles at its first use
+    eval_metric_names: tuple[str, ...] = ()  # Gymnasium envs report no metrics of their own
+
     def __init__(self, learner: Learner, env_kwargs: dict):
         self.learner, self.plan = learner, learner.plan
         self.env_kwargs = dict(env_kwargs)
@@ -62,6 +65,14 @@ class HostProgram:
                                      **self.env_kwargs) for s in seeds]
         return self._init(jnp.asarray(seeds))
 
+    def abstract_state(self, seeds: list[int], hparams: dict | None = None):
+        """The shapes and dtypes `init` returns, computing nothing."""
+        return jax.eval_shape(self._init, jnp.asarray(seeds))
+
+    def working_memory(self, compiled_chunk) -> dict[str, int]:
+        """Steps live on the host; the update compiles at its first use."""
+        return {}
+
     def compile(self, seeds: list[int], hparams: dict | None = None):
         """Nothing to compile ahead: the update compiles on first use."""
         return _done(self.run_chunk), time.perf_counter()
@@ -87,7 +98,8 @@ class HostProgram:
 
     def evaluate(self, state: dict, keys: jax.Array):
         episodes = self.plan.eval_episodes
-        return np.stack([collector.evaluate(self._seed_model(state, i), episodes)
+        return np.stack([collector.evaluate(self._seed_model(state, i), episodes,
+                                            max_episode_steps=self.plan.eval_max_steps)
                          for i, collector in enumerate(self.collectors)]), {}
 
     def metric_names(self, seeds: list[int]) -> list[str]:

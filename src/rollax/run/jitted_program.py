@@ -24,6 +24,8 @@ class JittedProgram:
 
     def __init__(self, learner: Learner, mesh: Mesh | None = None):
         self.learner, self.plan, self.mesh = learner, learner.plan, mesh
+        self.train_metric_names: list[str] | None = None  # known once the chunk is traced
+        self.eval_metric_names: list[str] | None = None  # known once the evaluation is traced
         self.source = self.plan.source
         self.run_chunk = self._jit(self._chunk, donate_argnums=0)
         self._evaluate_jit = self._jit(self._evaluate)
@@ -88,13 +90,20 @@ class JittedProgram:
         """
         start = time.perf_counter()
         chunk = self.run_chunk.lower(self.abstract_state(seeds, hparams))
+        self.train_metric_names = sorted(chunk.out_info[1][0])  # (state, (metrics, episodes))
         return _in_background(chunk.compile), start
+
+    def working_memory(self, compiled_chunk) -> dict[str, int]:
+        """The compiled chunk's memory besides the state: rollout buffers, activations, caches."""
+        stats = compiled_chunk.memory_analysis()
+        return {} if stats is None else {"a chunk's working memory": int(stats.temp_size_in_bytes)}
 
     def compile_evaluation(self, seeds: list[int], hparams: dict[str, np.ndarray] | None = None
                            ) -> Future:
         """Trace the evaluation here, compile it in a background thread."""
         evaluation = self._evaluate_jit.lower(self.abstract_state(seeds, hparams),
                                               jax.eval_shape(eval_keys, seeds, 0))
+        self.eval_metric_names = sorted(evaluation.out_info[1])  # (returns, {name: value})
         return _in_background(lambda: self._placing_keys(evaluation.compile()))
 
     def _placing_keys(self, compiled_evaluation):

@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from rollax.networks.kinds import PolicyContext, policy_kind
 from rollax.rl.algorithm import TrainState
+from rollax.rl.trainer import params_finite
 from rollax.run.experiment import AgentSpec, OptimizerSpec
 from rollax.run.plan import Plan
 
@@ -56,6 +58,7 @@ def policy_context(plan: Plan) -> PolicyContext:
 
 
 LEARNING_RATE = "agent.optimizer.learning_rate"
+PARAMS_FINITE = "params_finite"  # not a metric: the loop's divergence check takes it out
 CONFIG = "agent.config."
 
 
@@ -130,13 +133,14 @@ class Learner:
                hparams: Mapping[str, jax.Array] | None = None) -> tuple[TrainState, dict]:
         """The algorithm's conversion of a source's batch and its pure update (traceable: runs
         inside the jitted chunk); the metrics gain `learning_rate`, the rate the iteration's
-        last update used."""
+        last update used, and `PARAMS_FINITE`, whether the updated parameters are finite."""
         config, algorithm = self.config(hparams), self.plan.algorithm
         inputs, converted = batch.learned_by(algorithm, config)
         state, metrics = algorithm.update(self.graphdef, state, inputs, key, config)
         metrics = {**metrics, **converted}
         updates = nnx.merge(self.graphdef, state.model_optimizer)[1].step[...]  # counted after each
-        rate = self.learning_rate(updates - 1)
+        rate = jnp.asarray(self.learning_rate(updates - 1), jnp.float32)  # a constant is a float
         if LEARNING_RATE in self.swept:
             rate = rate * hparams[LEARNING_RATE]
-        return state, {**metrics, "learning_rate": rate}
+        return state, {**metrics, "learning_rate": rate,
+                       PARAMS_FINITE: params_finite(state.model_optimizer)}

@@ -1,10 +1,12 @@
 """One entry point for the two kinds of run program.
 
 Both `JittedProgram` (jittable envs: the whole chunk compiled) and `HostProgram` (Gymnasium
-envs: host stepping, jitted update) offer `init(seeds)`, `compile(seeds)`,
-`compile_evaluation(seeds)`, `run_chunk(state)`, `evaluate(state, keys)`, `metric_names(seeds)`,
-`render(state, keys)`, `sample_texts(state, keys)`, `place(tree)` (a restored state where the
-programs want it) and `close()`; the loop drives either.
+envs: host stepping, jitted update) offer `init(seeds)`, `abstract_state(seeds)`,
+`compile(seeds)`, `working_memory(compiled chunk)`, `compile_evaluation(seeds)`,
+`run_chunk(state)`, `evaluate(state, keys)`, `metric_names(seeds)`, `render(state, keys)`,
+`sample_texts(state, keys)`, `place(tree)` (a restored state where the programs want it) and
+`close()`, and the metric names the traced programs report (`train_metric_names`,
+`eval_metric_names`; None until traced); the loop drives either.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,13 @@ class TrainResult:
     @classmethod
     def read(cls, run_dir: Path, solved_threshold: float | None) -> TrainResult:
         """The result a run directory's `results.json` holds (`write_results` writes it): each
-        seed's evaluation as its mean return, `[seeds, 1]`."""
+        seed's evaluation as its mean return, `[seeds, 1]` (NaN where the file holds null)."""
         saved = json.loads((run_dir / "results.json").read_text())
         return cls(name=saved["name"], run_dir=run_dir, seeds=saved["seeds"],
-                   eval_returns=np.asarray(saved["eval_mean_return"])[:, None],
-                   eval_metrics={k: np.asarray(v) for k, v in saved["eval_metrics"].items()},
-                   ep_rew_mean=saved["train_ep_rew_mean"], env_steps=saved["env_steps"],
+                   eval_returns=np.asarray(saved["eval_mean_return"], float)[:, None],
+                   eval_metrics={k: np.asarray(v, float) for k, v in saved["eval_metrics"].items()},
+                   ep_rew_mean=[math.nan if x is None else x for x in saved["train_ep_rew_mean"]],
+                   env_steps=saved["env_steps"],
                    compile_seconds=saved["compile_seconds"], train_seconds=saved["train_seconds"],
                    solved_threshold=solved_threshold, start_step=saved["start_step"])
 
