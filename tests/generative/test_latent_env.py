@@ -237,6 +237,15 @@ def test_reward_with_wrong_shape_or_nan_raises():
         from_model(_toy_decoder, lambda s, c: jnp.log(s.sum(-1) - 1.0), 2)
 
 
+def test_reward_that_mixes_the_rows_of_a_batch_is_refused():
+    # shape [B], but each row's reward depends on the others: a batch of one cannot show it
+    with pytest.raises(ValueError, match=r"score each sample on its own: row \d scores \S+ alone but \S+ in a batch of 4"):
+        from_model(_toy_decoder, lambda s, c: s.sum(-1) - s.sum() / 2, 2)
+    with pytest.raises(ValueError, match="score each sample on its own"):
+        from_model(_toy_decoder, lambda s, c: s.sum(-1) / (1 + s.sum(-1).std()), 2)
+    from_model(_toy_decoder, lambda s, c: s.sum(-1), 2)  # a per-row reward passes
+
+
 def test_model_output_not_fitting_the_reward_names_the_shapes(models):
     from rollax.generative import ClassifierReward
 

@@ -129,6 +129,34 @@ def test_token_runs_start_from_the_warm_start(shared_cache, tmp_path):
     assert returns.mean() == pytest.approx(float(success.mean()))
 
 
+def test_an_out_of_vocabulary_prompt_met_in_training_stops_the_run_naming_the_task(
+        monkeypatch, tmp_path):
+    import rollax.tokens.env
+    from rollax.errors import RunFailed
+    from rollax.tokens import register_task
+    from rollax.tokens.tasks import TokenTask
+    from rollax.tokens.tokenizer import EOS
+
+    # the held-out prompts' keys, as `held_out_prompts` draws them: those prompts stay valid
+    held_out = jax.random.key_data(jax.random.split(jax.random.fold_in(jax.random.key(0), 1), 16))
+
+    def sample(key):  # a training prompt carries id 99 in a vocabulary of 14
+        prompt = jnp.append(2 + jax.random.randint(key, (3,), 0, 10), DIGITS.encode("=")[0])
+        evaluated = jnp.any(jnp.all(jax.random.key_data(key) == held_out, axis=-1))
+        return jnp.where(evaluated, prompt, prompt.at[0].set(99))
+
+    # the check when the env is made would name it first; here training meets it
+    monkeypatch.setattr(rollax.tokens.env, "check_task_outputs", lambda task: None)
+    register_task("oovprompts", lambda: TokenTask("oovprompts", DIGITS, 4, 4, sample,
+                                                  lambda prompt: jnp.append(prompt[:3], EOS)))
+    experiment = load_experiment("tokens_reverse_grpo", tiny(
+        "grpo", "env.id='rollax/Tokens-Oovprompts-v0'", "env.params={}",
+        "agent.network.warm_start=false", f"logging.root={tmp_path}"))
+    with pytest.raises(RunFailed, match=r"task 'oovprompts': sample\(key\) gave token ids outside "
+                       r"the vocabulary \[0, 14\) at iteration 1 \(env step 32\) for seed 0"):
+        train(experiment, progress=False)
+
+
 def test_algorithms_that_cannot_learn_from_completions_are_named(tmp_path):
     from rollax.rl.ppo import PPO
     from rollax.rl.registry import register_algorithm

@@ -196,6 +196,9 @@ def copy_parts():
      r"'nan_verifier': verify\(prompt, completion, partial\) returned nan on sampled prompts"),
     ("big_ids", {"sample": lambda key: jnp.full((4,), 20, jnp.int32)},
      r"'big_ids': sample\(key\) gave token id 20 outside the vocabulary \[0, 14\)"),
+    ("rare_big_ids", {"sample": lambda key: jnp.where(  # 1% of prompts: more than 16 are tried
+        jax.random.uniform(key) < 0.01, 20, copy_parts()[0](key))},
+     r"'rare_big_ids': sample\(key\) gave token id 20 outside the vocabulary"),
     ("float_answer", {"demonstrate": lambda prompt: jnp.zeros(4)},
      r"'float_answer': demonstrate\(prompt\) must return token ids \[4\] \(integers\), got float32\[4\]"),
     ("short_prompt", {"sample": lambda key: jnp.zeros(3, jnp.int32)},

@@ -182,32 +182,51 @@ class LatentEnv(EnvHooks, environment.Environment[LatentEnvState, LatentEnvParam
         """Rewards `[B]` for samples `[B, ...]` and conditions `[B, C]` (None if unconditioned)."""
         return self._reward(params.reward_state, samples, conditions if self.conditioned else None)
 
+    PROBE_ROWS = 4  # a batch of several rows: a reward that mixes rows (a sum) shows there
+
     def _probe(self) -> tuple[int, ...]:
-        """Decode the zero latent and score it once, so shape and NaN errors surface here."""
-        params = self.default_params
-        latents = jnp.zeros((1, self.latent_dim), jnp.float32)
-        try:
-            samples = self.decode_latents(params, latents)
-        except Exception as error:
-            raise ValueError(f"decoder failed on latents of shape {latents.shape} "
-                             f"(latent_dim={self.latent_dim}): {error}") from error
-        if not hasattr(samples, "shape") or samples.ndim < 1 or samples.shape[0] != 1:
-            raise ValueError(f"decoder must map latents [1, {self.latent_dim}] to samples [1, ...],"
-                             f" got {getattr(samples, 'shape', type(samples).__name__)}")
-        conditions = self._conditions[:1]
+        """Decode a few latents (the zero latent first) and score them as one batch and row by
+        row, so shape, NaN and cross-row errors surface here."""
+        params, rows = self.default_params, self.PROBE_ROWS
+        latents = jnp.concatenate([jnp.zeros((1, self.latent_dim), jnp.float32), jax.random.normal(
+            jax.random.key(0), (rows - 1, self.latent_dim), jnp.float32)])
+        for batch in (latents[:1], latents):  # one row first: its errors are the simplest
+            try:
+                samples = self.decode_latents(params, batch)
+            except Exception as error:
+                raise ValueError(f"decoder failed on latents of shape {batch.shape} "
+                                 f"(latent_dim={self.latent_dim}): {error}") from error
+            if not hasattr(samples, "shape") or samples.ndim < 1 or samples.shape[0] != len(batch):
+                raise ValueError(f"decoder must map latents [B, {self.latent_dim}] to samples "
+                                 f"[B, ...], got {getattr(samples, 'shape', type(samples).__name__)}"
+                                 f" for B = {len(batch)}")
+        conditions = self._conditions[np.arange(rows) % len(self._conditions)]
+        alone = np.concatenate([self._probe_reward(params, samples[i:i + 1], conditions[i:i + 1])
+                                for i in range(rows)])  # row 0 first: the simplest errors
+        rewards = self._probe_reward(params, samples, conditions)
+        if not (bool(jnp.all(jnp.isfinite(samples))) and bool(jnp.all(jnp.isfinite(rewards)))):
+            raise ValueError(f"decoder/reward_fn produced non-finite values on probe latents: "
+                             f"rewards {np.asarray(rewards)}")
+        if not np.allclose(alone, np.asarray(rewards), rtol=1e-3, atol=1e-4):
+            row = int(np.argmax(np.abs(alone - np.asarray(rewards))))
+            raise ValueError(f"reward_fn must score each sample on its own: row {row} scores "
+                             f"{alone[row]:.6g} alone but {float(rewards[row]):.6g} in a batch of "
+                             f"{rows} (does it sum or normalise over the batch?)")
+        return tuple(samples.shape[1:])
+
+    def _probe_reward(self, params: LatentEnvParams, samples: jax.Array,
+                      conditions: jax.Array) -> jax.Array:
         try:
             rewards = self.reward(params, samples, conditions)
         except Exception as error:
             raise ValueError(f"reward_fn failed on decoded samples of shape {samples.shape} with "
                              f"conditions {conditions.shape if self.conditioned else None}: "
                              f"{error}") from error
-        if getattr(rewards, "shape", None) != (1,):
-            raise ValueError(f"reward_fn must return shape [B] = (1,) for samples {samples.shape}, "
-                             f"got {getattr(rewards, 'shape', type(rewards).__name__)}")
-        if not (bool(jnp.all(jnp.isfinite(samples))) and bool(jnp.all(jnp.isfinite(rewards)))):
-            raise ValueError(f"decoder/reward_fn produced non-finite values on the zero latent: "
-                             f"reward {rewards}")
-        return tuple(samples.shape[1:])
+        if getattr(rewards, "shape", None) != samples.shape[:1]:
+            raise ValueError(f"reward_fn must return shape [B] = {samples.shape[:1]} for samples "
+                             f"{samples.shape}, got "
+                             f"{getattr(rewards, 'shape', type(rewards).__name__)}")
+        return rewards
 
     # --- evaluation hooks called by the training loop on greedy actions
     def first_latents(self, observations: jax.Array, actions: jax.Array) -> jax.Array:

@@ -30,6 +30,9 @@ class SourceSettings:
     shard: Callable[[Any], Any] = lambda tree: tree  # splits a batch over a mesh's data axis
 
 
+FAULT = "fault: "
+
+
 class BatchSource:
     """Base class: what the training loop calls on a source (the defaults show nothing)."""
 
@@ -51,7 +54,9 @@ class BatchSource:
     def sample(self, policy: Any, reference: Any, state: Any, key: Any) -> tuple:
         """`(state, batch, episodes, metrics)`: the batch (`batch_type`), the finished
         episodes' `(returns, lengths, dones)` for the episode statistics, and scalar metrics of
-        the samples themselves (logged as `train/<name>`)."""
+        the samples themselves (logged as `train/<name>`). A metric named `FAULT` + a
+        description counts samples that break the env's contract (user code inside the
+        compiled chunk cannot raise): a nonzero count stops the run with that description."""
         raise NotImplementedError
 
     def evaluate(self, policy: Any, key: Any) -> tuple[Any, dict]:

@@ -92,7 +92,7 @@ def make_token_env(task: TokenTask, partial_credit: bool = False) -> tuple[Token
     return env, env.default_params.replace(partial_credit=partial_credit)
 
 
-CHECKED_PROMPTS = 16
+CHECKED_PROMPTS = 1024  # vmapped: a sampler that breaks on 1% of prompts shows here
 
 
 def check_task(task: TokenTask) -> None:

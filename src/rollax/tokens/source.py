@@ -23,7 +23,7 @@ from flax import nnx
 from rollax.networks.policy import score_actions
 from rollax.rl.utils import sequence_sum, tied_groups
 from rollax.rollout.batches import Sequences
-from rollax.rollout.sources import BatchSource, check_whole_samples
+from rollax.rollout.sources import FAULT, BatchSource, check_whole_samples
 from rollax.tokens.generation import Generation, generate
 from rollax.tokens.tokenizer import EOS
 
@@ -41,6 +41,10 @@ class Completions(BatchSource):
         super().__init__(env, env_params, settings)
         self.task = env.task
         self.eval_prompts = np.asarray(held_out_prompts(self.task, settings.eval_episodes))
+        vocab = self.task.tokenizer.vocab_size
+        if outside := [int(i) for i in self.eval_prompts.ravel() if not 0 <= i < vocab]:
+            raise ValueError(f"task {self.task.name!r}: sample(key) gave token id {outside[0]} "
+                             f"outside the vocabulary [0, {vocab}) on a held-out prompt")
 
     def check(self, algorithm_name: str) -> None:
         check_whole_samples(self.settings, algorithm_name, "completion")
@@ -67,6 +71,7 @@ class Completions(BatchSource):
             samples = samples.replace(values=score_actions(
                 policy, samples.observations, samples.actions, mask.shape).values)
         rewards = samples.rewards
+        metrics.update(task_faults(self.task, samples.observations, rewards))
         episodes = (rewards, jnp.sum(mask, 1).astype(jnp.int32), jnp.ones_like(rewards, bool))
         return state, samples, episodes, metrics
 
@@ -89,6 +94,17 @@ class Completions(BatchSource):
         """The completion texts of `prompts` (without the prompt and the end token)."""
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompts must be a list of strings, got {prompts!r}")
+        if not prompts:
+            raise ValueError("prompts is empty: give at least one prompt")
+        if empty := [i for i, prompt in enumerate(prompts) if not prompt.strip()]:
+            raise ValueError(f"prompts[{empty[0]}] is empty: a prompt of task "
+                             f"{self.task.name!r} has text to complete")
+        if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+            raise ValueError(f"temperature={temperature!r} must be a finite number > 0")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or \
+                not 0 <= top_k <= self.task.tokenizer.vocab_size:
+            raise ValueError(f"top_k={top_k!r} must be an integer in [0, "
+                             f"{self.task.tokenizer.vocab_size}] (0: no limit)")
         ids = jnp.asarray(np.stack([self.task.encode_prompt(p) for p in prompts]))
         graphdef, state = nnx.split(model)
         completions = _generate(graphdef, state, ids, key, self.task.completion_length, greedy,
@@ -182,6 +198,19 @@ def sequence_kl(log_probs: jax.Array, reference_log_probs: jax.Array, mask: jax.
     """Mean over completions of sum over their tokens of log pi - log pi_ref: under samples of
     pi, the k1 estimate of KL(pi || pi_ref) per completion."""
     return jnp.mean(sequence_sum(log_probs - reference_log_probs, mask))
+
+
+def task_faults(task: Any, tokens: jax.Array, rewards: jax.Array) -> dict[str, jax.Array]:
+    """Counts of the batch's breaks of the task's contract, which the loop turns into an error
+    naming the task: prompt ids outside the vocabulary (the embedding would give NaN logits for
+    them) and verifier rewards that are not finite."""
+    vocab = task.tokenizer.vocab_size
+    return {
+        f"{FAULT}task {task.name!r}: sample(key) gave token ids outside the vocabulary "
+        f"[0, {vocab})": jnp.sum((tokens < 0) | (tokens >= vocab)),
+        f"{FAULT}task {task.name!r}: verify(prompt, completion, partial) gave a reward that "
+        "is not finite": jnp.sum(~jnp.isfinite(rewards)),
+    }
 
 
 def evaluate_completions(model: Callable, task: Any, prompts: jax.Array
