@@ -224,7 +224,24 @@ def test_seeds_past_32_bits_start_their_own_episodes():
 
 @pytest.mark.parametrize("steps", [-5, 0, 2.5, True])
 def test_episode_length_must_be_a_positive_integer(steps):
-    with pytest.raises(ValueError, match=rf"max_steps_in_episode must be an integer >= 1.*got {steps!r}"):
+    with pytest.raises(ValueError, match=rf"max_steps_in_episode' of env .* must be an integer >= 1, got {steps!r}"):
         gymnasium.make("rollax/CartPole-v1", max_steps_in_episode=steps)
-    with pytest.raises(ValueError, match="max_steps_in_episode must be an integer >= 1"):
+    with pytest.raises(ValueError, match="max_steps_in_episode' of env .* must be an integer >= 1"):
         gymnasium.make_vec("rollax/CartPole-v1", num_envs=2, max_episode_steps=steps)
+
+
+@pytest.mark.parametrize("key, value, why", [
+    ("length", -1.0, "must be > 0"), ("gravity", "heavy", "must be a number"),
+    ("gravity", float("nan"), "must be finite"), ("x_threshold", True, "must be a number"),
+    ("masscart", 0, "must be > 0"),
+])
+def test_env_params_are_typed_and_ranged_by_their_defaults(key, value, why):
+    with pytest.raises(ValueError, match=rf"env param '{key}' of env 'CartPole-v1' {why}"):
+        rollax.envs.make("CartPole-v1", **{key: value})
+
+
+def test_cartpole_masses_carry_into_the_fields_gymnax_derives_from_them():
+    _, params = rollax.envs.make("CartPole-v1", masspole=0.5, length=2.0, gravity=3)
+    assert params.gravity == 3.0 and isinstance(params.gravity, float)
+    # gymnax's own definitions: total_mass = masspole + masscart, polemass_length = masspole * length
+    assert params.total_mass == pytest.approx(1.5) and params.polemass_length == pytest.approx(1.0)

@@ -211,3 +211,28 @@ def test_bad_arguments_are_value_errors(cartpole_policy):
         make_host("CartPole-v1", 1)
     with pytest.raises(ValueError, match="num_steps"):
         HostCollector("gymnasium:CartPole-v1", 1).collect(cartpole_policy, jax.random.key(0), 0)
+
+
+class EndlessEnv(gymnasium.Env):
+    """Reward 1 per step, never terminated, no time limit of its own."""
+
+    observation_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(4, np.float32), 1.0, False, False, {}
+
+
+def test_evaluation_of_an_env_that_never_ends_is_capped_with_a_warning(cartpole_policy):
+    gymnasium.register("EndlessTest-v0", entry_point=EndlessEnv)  # no max_episode_steps
+    collector = HostCollector("gymnasium:EndlessTest-v0", 2)
+    with pytest.warns(RuntimeWarning, match=r"3 of 3 evaluation episodes of 'EndlessTest-v0' ran "
+                      r"7 steps without ending and were cut there"):
+        returns = collector.evaluate(cartpole_policy, 3, max_episode_steps=7)
+    np.testing.assert_array_equal(returns, np.full(3, 7.0))  # each episode's return so far
+    with pytest.warns(RuntimeWarning, match="ran 10000 steps"):  # the documented default cap
+        assert collector.evaluate(cartpole_policy, 1).tolist() == [10000.0]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
+import numpy as np
 
 from rollax.envs.gymnax_envs import DOWNLOADING_IDS, GYMNAX_ENVS, make_gymnax
 
@@ -46,7 +48,7 @@ def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
         return _FACTORIES[env_id](**params)
     if env_id in GYMNAX_ENVS:
         env, env_params = make_gymnax(env_id)
-        return env, override_params(env_params, params, env_id)
+        return env, override_params(env_params, params, env_id, physical=True)
     if env_id in DOWNLOADING_IDS:
         raise ValueError(f"env id {env_id!r} is not available in rollax: "
                          f"{DOWNLOADING_IDS[env_id]}")
@@ -55,21 +57,76 @@ def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
     raise ValueError(f"unknown env id {env_id!r}.{hint}")
 
 
-def override_params(env_params: Any, overrides: dict[str, Any], env_id: str = "") -> Any:
-    """Replace fields of a params dataclass, naming the valid fields when a key is unknown."""
+# Fields that gymnax's CartPole derives from others when its params are built: an override of
+# the masses or the pole's length must carry into them, or the physics mixes old and new values.
+_DERIVED = {
+    "CartPole-v1": {"total_mass": lambda p: p.masscart + p.masspole,
+                    "polemass_length": lambda p: p.masspole * p.length},
+}
+
+
+def override_params(env_params: Any, overrides: dict[str, Any], env_id: str = "",
+                    physical: bool = False) -> Any:
+    """Replace fields of a params dataclass. Each value is checked against the field's default:
+    the same kind (an integer for an integer, a number for a float, an array of the same shape)
+    and finite; an integer whose default is positive (a step count) stays >= 1. `physical`
+    params (gymnax's classic control: lengths, masses, forces, bounds) also keep their
+    default's sign. An unknown key or a value outside that is a `ValueError` naming it."""
     if not overrides:
         return env_params
-    steps = overrides.get("max_steps_in_episode", 1)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"max_steps_in_episode must be an integer >= 1 for env {env_id!r}, "
-                         f"got {steps!r}")
     valid = {f.name for f in dataclasses.fields(env_params)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise ValueError(
             f"unknown params {unknown} for env {env_id!r}; valid params: {sorted(valid)}"
         )
-    return env_params.replace(**overrides)
+    checked = {key: _checked_param(key, value, getattr(env_params, key), env_id, physical)
+               for key, value in overrides.items()}
+    params = env_params.replace(**checked)
+    derived = {key: rule(params) for key, rule in _DERIVED.get(env_id, {}).items()
+               if key not in overrides}
+    return params.replace(**derived) if derived else params
+
+
+def _checked_param(key: str, value: Any, default: Any, env_id: str, physical: bool) -> Any:
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"env param {key!r} of env {env_id!r} {why}, got {value!r} "
+                          f"(its default is {default!r})")
+
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise refuse("must be a boolean")
+        return value
+    if isinstance(default, int):
+        if not (is_number and isinstance(value, int)) or (default > 0 and value < 1):
+            raise refuse("must be an integer >= 1" if default > 0 else "must be an integer")
+        number = value
+    elif isinstance(default, float):
+        if not is_number:
+            raise refuse("must be a number")
+        number = value = float(value)
+    elif hasattr(default, "shape"):
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise refuse("must be an array of numbers") from None
+        if array.shape != tuple(default.shape):
+            raise refuse(f"must have shape {tuple(default.shape)}")
+        if not np.all(np.isfinite(array)):
+            raise refuse("must be finite")
+        return np.asarray(array, dtype=default.dtype)
+    else:
+        return value
+    if not math.isfinite(number):
+        raise refuse("must be finite")
+    if not physical:
+        return value
+    if default > 0 and number <= 0:
+        raise refuse("must be > 0")
+    if default < 0 and number >= 0:
+        raise refuse("must be < 0")
+    return value
 
 
 GYMNASIUM_NAMESPACE = "rollax/"

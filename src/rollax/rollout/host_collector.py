@@ -17,6 +17,7 @@ env makes beyond `num_steps` while others catch up are carried into the next `co
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Self
 
 import gymnasium
@@ -31,6 +32,8 @@ from rollax.envs.gymnasium_ids import GYMNASIUM_PREFIX, check_gymnasium_id, is_h
 from rollax.networks.policy import policy_output
 from rollax.rollout.trajectory import Trajectory
 
+# evaluation episodes of an env without an episode limit of its own end here
+DEFAULT_EVAL_EPISODE_STEPS = 10_000
 _SUPPORTED_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
 _FIELDS = (
     "observations", "actions", "rewards", "terminated", "truncated", "log_probs", "values",
@@ -129,8 +132,9 @@ class HostCollector:
         self._reset_pending = np.zeros(num_envs, bool)  # NEXT_STEP: next call resets these envs
         self._carry: tuple[dict[str, np.ndarray], np.ndarray] | None = None
 
-    def _make_vector_env(self, num_envs: int) -> gymnasium.vector.VectorEnv:
+    def _make_vector_env(self, num_envs: int, **more_kwargs: Any) -> gymnasium.vector.VectorEnv:
         autoreset_mode, vectorization_mode, make_kwargs = self._make_args
+        make_kwargs = {**make_kwargs, **more_kwargs}
         if autoreset_mode is None:
             return gymnasium.make_vec(
                 self.gym_id, num_envs, vectorization_mode=vectorization_mode, **make_kwargs
@@ -243,27 +247,37 @@ class HostCollector:
         num_episodes: int,
         *,
         seed: int | None = None,
-        max_steps: int = 1_000_000,
+        max_episode_steps: int | None = None,
     ) -> np.ndarray:
         """Undiscounted returns `[num_episodes]` of greedy (`mode`) episodes in a fresh vector env.
 
         Env i runs a fixed quota of episodes (so short episodes are not over-counted); `seed`
-        defaults to the collector's seed + 1_000_003. Stops after `max_steps` vector steps.
+        defaults to the collector's seed + 1_000_003. An episode ends at the env's own limit, or
+        at `max_episode_steps` (default: that limit; `DEFAULT_EVAL_EPISODE_STEPS` for an env
+        without one); an episode cut by that cap counts with its return so far, and a warning
+        names the env.
         """
         if not isinstance(num_episodes, int) or num_episodes < 1:
             raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
+        own_limit = self.episode_limit()
+        cap = max_episode_steps or own_limit or DEFAULT_EVAL_EPISODE_STEPS
+        if not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
         num_envs = min(self.num_envs, num_episodes)
         quota = np.full(num_envs, num_episodes // num_envs)
         quota[: num_episodes % num_envs] += 1
         graphdef, state = nnx.split(model)
-        env = self._make_vector_env(num_envs)
+        env = self._make_vector_env(num_envs, **({} if cap == own_limit else
+                                                  {"max_episode_steps": cap}))
         next_step = env.metadata.get("autoreset_mode", "next_step") == AutoresetMode.NEXT_STEP
+        cut = 0
         try:
             obs, _ = env.reset(seed=self.seed + 1_000_003 if seed is None else seed)
-            running = np.zeros(num_envs)
+            running, lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
             pending = np.zeros(num_envs, bool)
             returns: list[list[float]] = [[] for _ in range(num_envs)]
-            for _ in range(max_steps):
+            # every episode ends within `cap` steps, and a next-step reset takes one more
+            for _ in range(int(quota.max()) * (cap + 1)):
                 if all(len(r) >= q for r, q in zip(returns, quota, strict=True)):
                     break
                 actions = np.asarray(
@@ -271,16 +285,27 @@ class HostCollector:
                 )
                 obs, rewards, terminated, truncated, _ = env.step(self._to_env_actions(actions))
                 running[~pending] += np.asarray(rewards)[~pending]
+                lengths[~pending] += 1
                 ended = ~pending & (np.asarray(terminated) | np.asarray(truncated))
                 for i in np.flatnonzero(ended):
                     if len(returns[i]) < quota[i]:
                         returns[i].append(float(running[i]))
-                running[ended] = 0.0
+                        cut += bool(cap != own_limit and lengths[i] >= cap and not np.asarray(terminated)[i])
+                running[ended], lengths[ended] = 0.0, 0
                 if next_step:
                     pending = ended
         finally:
             env.close()
+        if cut:
+            warnings.warn(f"{cut} of {num_episodes} evaluation episodes of {self.gym_id!r} ran "
+                          f"{cap} steps without ending and were cut there (eval.max_episode_steps):"
+                          " their returns are partial", RuntimeWarning, stacklevel=2)
         return np.array([r for env_returns in returns for r in env_returns])
+
+    def episode_limit(self) -> int | None:
+        """The env's own episode limit: `max_episode_steps` given to `make`, else its spec's."""
+        return (self._make_args[2].get("max_episode_steps")
+                or gymnasium.spec(self.gym_id).max_episode_steps)
 
     def close(self) -> None:
         """Close the underlying vector env."""

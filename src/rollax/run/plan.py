@@ -7,8 +7,6 @@ import dataclasses
 import math
 from typing import Any
 
-import gymnasium
-
 from rollax.envs import make
 from rollax.envs.gymnasium_ids import is_host_env_id
 from rollax.envs.hooks import env_hooks
@@ -16,7 +14,7 @@ from rollax.rl.algorithm import Algorithm
 from rollax.rl.registry import get_algorithm
 from rollax.rollout.batches import Steps
 from rollax.rollout.collector import check_action_space
-from rollax.rollout.host_collector import make_host
+from rollax.rollout.host_collector import DEFAULT_EVAL_EPISODE_STEPS, make_host
 from rollax.rollout.sources import BatchSource, SourceSettings, batch_sources
 from rollax.run.experiment import Experiment
 
@@ -122,10 +120,15 @@ def _env(experiment: Experiment) -> tuple:
     spec = experiment.env
     if is_host_env_id(spec.id):
         probe = make_host(spec.id, 1, **spec.kwargs)
-        max_steps = gymnasium.spec(probe.gym_id).max_episode_steps or 1000
+        max_steps = (experiment.eval.max_episode_steps or probe.episode_limit()
+                     or DEFAULT_EVAL_EPISODE_STEPS)
         result = (None, None, probe.observation_space, probe.action_space, max_steps, spec.id)
         probe.close()
         return result
+    if experiment.eval.max_episode_steps:
+        raise ValueError(f"eval.max_episode_steps caps a Gymnasium env's evaluation episodes; "
+                         f"{spec.id!r} is jittable and ends its episodes at its params' "
+                         "max_steps_in_episode: set env.params.max_steps_in_episode instead")
     env, env_params = make(spec.id, **spec.params, **spec.kwargs)
     max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
     return (env, env_params, env.observation_space(env_params), env.action_space(env_params),
