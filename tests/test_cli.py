@@ -70,6 +70,12 @@ def test_plot_writes_the_default_png_and_accepts_a_band(cli_run, capsys, tmp_pat
     out = tmp_path / "std.png"
     assert main(["plot", str(run_dir), "--band", "std", "--out", str(out)]) == 0
     assert out.exists()
+    capsys.readouterr()
+    for name, written in (("curves", "curves.png"), ("curves.v2", "curves.v2.png"),
+                          ("curves.svg", "curves.svg")):  # the path reported is the one written
+        assert main(["plot", str(run_dir), "--out", str(tmp_path / name)]) == 0
+        assert capsys.readouterr().out.strip() == f"wrote {tmp_path / written}"
+        assert (tmp_path / written).stat().st_size > 0
     with pytest.raises(SystemExit):
         main(["plot", str(run_dir), "--band", "iqr"])
     assert main(["plot", str(run_dir), "--metric", "nope/nope"]) == 2

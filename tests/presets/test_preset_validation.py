@@ -218,3 +218,11 @@ def test_python_callers_may_pass_lists_and_get_tuples():
     assert changed.agent.network.hidden_sizes == (8, 4) and changed.tags == ("x",)
     with pytest.raises(ValueError, match=r"agent.network.hidden_sizes\[i\] must be an integer >= 1"):
         MLPConfig(hidden_sizes=[8, -1])
+
+
+def test_a_logging_table_whose_extra_is_missing_is_named_before_training(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed, as with `pip install rollax`
+    path = write_preset(tmp_path, '[budget]\ntotal_steps = 2000\n[logging.wandb]\nproject = "p"\n')
+    with pytest.raises(PresetError, match=r"logging.wandb needs the wandb package, which is not "
+                                          r"installed: pip install 'rollax\[wandb\]'"):
+        load_experiment(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,6 +112,23 @@ def pyplot():
     return plt
 
 
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def image_path(out: str | Path) -> Path:
+    """Where a plot goes: `out`, with `.png` added unless it names one of `IMAGE_SUFFIXES`
+    (the path written is the one returned and reported), in a folder that exists (a typo must
+    not create folders anywhere) and may be written."""
+    out = Path(out)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        out = out.with_name(out.name + ".png")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise PermissionError(f"cannot write {out}: folder {out.parent} is read-only")
+    return out
+
+
 def plot_runs(
     run_dirs: Sequence[str | Path],
     out_png: str | Path,
@@ -127,9 +145,7 @@ def plot_runs(
         raise ValueError("run_dirs is empty")
     if band not in ("minmax", "std"):
         raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
-    out_png = Path(out_png)
-    if not out_png.parent.is_dir():  # a typo must not create folders anywhere
-        raise FileNotFoundError(f"cannot write {out_png}: folder {out_png.parent} does not exist")
+    out_png = image_path(out_png)
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (name, seeds) in enumerate(runs_by_folder(run_dirs).items()):
@@ -162,6 +178,7 @@ def plot_sweep(labels: Sequence[str], returns: np.ndarray, out_png: str | Path) 
     """A sweep's final greedy return per combination (`returns [combinations, seeds]`): each
     seed as a dot, the mean as a bar with a ±1 std line, one row per combination (`labels`)."""
     plt = pyplot()
+    out_png = image_path(out_png)
     returns = np.asarray(returns, dtype=np.float64)
     if returns.ndim != 2 or returns.shape[0] != len(labels):
         raise ValueError(f"returns must be [combinations={len(labels)}, seeds], got {returns.shape}")
@@ -182,4 +199,4 @@ def plot_sweep(labels: Sequence[str], returns: np.ndarray, out_png: str | Path) 
     figure.tight_layout()
     figure.savefig(out_png)
     plt.close(figure)
-    return Path(out_png)
+    return out_png

@@ -4,6 +4,7 @@ registry of the optional ones its sub-tables switch on."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,7 @@ class OptionalCallback:
     settings: Callable[..., Any]
     defaults: Callable[[Experiment], dict]
     callback: Callable[[Any], Callback]
+    needs: str | None = None  # a package of an optional extra (`rollax[<needs>]`) it imports
 
 
 def _profiler_defaults(experiment: Experiment) -> dict:
@@ -74,7 +76,7 @@ LOGGING_CALLBACKS: dict[str, OptionalCallback] = {
     "early_stopping": OptionalCallback(EarlyStopping, lambda experiment: {}, lambda stop: stop),
     "profiler": OptionalCallback(ProfilingConfig, _profiler_defaults, JAXProfiler),
     "wandb": OptionalCallback(WandbLoggerConfig, lambda experiment: {
-        "name": experiment.name, "config": experiment.to_dict()}, WandbLoggerCallback),
+        "name": experiment.name, "config": experiment.to_dict()}, WandbLoggerCallback, "wandb"),
 }
 
 
@@ -86,6 +88,9 @@ def optional_configs(experiment: Experiment) -> dict:
     for key, optional in LOGGING_CALLBACKS.items():
         table = getattr(experiment.logging, key)
         if table:
+            if optional.needs and importlib.util.find_spec(optional.needs) is None:
+                raise ValueError(f"logging.{key} needs the {optional.needs} package, which is not "
+                                 f"installed: pip install 'rollax[{optional.needs}]'")
             try:
                 out[key] = optional.settings(**{**optional.defaults(experiment), **table})
             except (TypeError, ValueError) as err:
