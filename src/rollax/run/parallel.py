@@ -22,7 +22,10 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rollax.errors import RunFailed
 from rollax.run.experiment import ParallelSpec
+
+MAX_CPU_DEVICES = 64  # devices one host's CPU is split into at most (each costs memory)
 
 SEEDS, DATA = "seeds", "data"
 
@@ -31,11 +34,13 @@ def split_the_cpu(devices: int) -> None:
     """Give JAX's CPU backend `devices` devices (as `JAX_NUM_CPU_DEVICES` does), so that a run
     asking for them on a machine without an accelerator gets them, for instance its seeds on
     two cores (`--devices 2 --set parallel.seed_devices=2`). Only before JAX has started and
-    when `JAX_NUM_CPU_DEVICES` is not set; an accelerator's devices are unaffected."""
+    when `JAX_NUM_CPU_DEVICES` is not set, and into at most `MAX_CPU_DEVICES`; an
+    accelerator's devices are unaffected."""
     if devices <= 1 or "JAX_NUM_CPU_DEVICES" in os.environ:
         return
     with contextlib.suppress(RuntimeError):  # JAX runs already: make_mesh names what to set
-        jax.config.update("jax_num_cpu_devices", devices)
+        # each CPU device costs memory: more than MAX_CPU_DEVICES is left to make_mesh to refuse
+        jax.config.update("jax_num_cpu_devices", min(devices, MAX_CPU_DEVICES))
 
 
 def make_mesh(spec: ParallelSpec, num_seeds: int, batch: int) -> Mesh | None:
@@ -44,9 +49,11 @@ def make_mesh(spec: ParallelSpec, num_seeds: int, batch: int) -> Mesh | None:
     available = jax.device_count()
     devices = spec.devices or available
     if devices > available:
+        hint = (f"a CPU is split into at most {MAX_CPU_DEVICES} devices"
+                if devices > MAX_CPU_DEVICES else
+                f"on CPU, JAX_NUM_CPU_DEVICES={devices} splits the host into that many")
         raise ValueError(f"parallel.devices={devices}, but JAX sees {available} device(s) "
-                         f"({jax.devices()[0].platform}); on CPU, JAX_NUM_CPU_DEVICES={devices} "
-                         "splits the host into that many")
+                         f"({jax.devices()[0].platform}); {hint}")
     if devices == 1:
         return None
     data_devices = devices // spec.seed_devices
@@ -100,7 +107,7 @@ def host_local(tree):
     return jax.tree.map(local, tree)
 
 
-class CoordinatorUnreachable(RuntimeError):
+class CoordinatorUnreachable(RunFailed):
     """A process could not join the multi-process run; the message names the coordinator."""
 
 
