@@ -236,3 +236,14 @@ def test_evaluation_of_an_env_that_never_ends_is_capped_with_a_warning(cartpole_
     np.testing.assert_array_equal(returns, np.full(3, 7.0))  # each episode's return so far
     with pytest.warns(RuntimeWarning, match="ran 10000 steps"):  # the documented default cap
         assert collector.evaluate(cartpole_policy, 1).tolist() == [10000.0]
+
+
+def test_a_nan_reward_from_a_gymnasium_env_is_named(cartpole_policy):
+    class NaNReward(EndlessEnv):
+        def step(self, action):
+            return np.zeros(4, np.float32), float("nan"), True, False, {}
+
+    gymnasium.register("NaNRewardTest-v0", entry_point=NaNReward)
+    collector = HostCollector("gymnasium:NaNRewardTest-v0", 2)
+    with pytest.raises(ValueError, match="Gymnasium env 'NaNRewardTest-v0' returned reward nan"):
+        collector.collect(cartpole_policy, jax.random.key(0), 3)

@@ -200,6 +200,7 @@ class HostCollector:
             next_obs, rewards, terminated, truncated, info = self._env.step(
                 self._to_env_actions(actions)
             )
+            self._check_numbers(next_obs, rewards)
             next_obs = self._to_obs(next_obs)
             terminated = np.asarray(terminated, bool)
             truncated = np.asarray(truncated, bool)
@@ -301,6 +302,16 @@ class HostCollector:
                           f"{cap} steps without ending and were cut there (eval.max_episode_steps):"
                           " their returns are partial", RuntimeWarning, stacklevel=2)
         return np.array([r for env_returns in returns for r in env_returns])
+
+    def _check_numbers(self, observations: Any, rewards: Any) -> None:
+        """The env's step output as numbers a policy can learn from: a NaN or inf reward or
+        observation is a ValueError naming the env (the update would turn it into a NaN loss)."""
+        for what, values in (("reward", rewards), ("observation", observations)):
+            values = np.asarray(values)
+            if values.dtype.kind in "fc" and not np.isfinite(values).all():
+                bad = values[~np.isfinite(values)].flat[0]
+                raise ValueError(f"Gymnasium env {self.gym_id!r} returned {what} {bad} from "
+                                 f"step: rewards and observations must be finite")
 
     def episode_limit(self) -> int | None:
         """The env's own episode limit: `max_episode_steps` given to `make`, else its spec's."""
