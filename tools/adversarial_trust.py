@@ -19,7 +19,8 @@ import numpy as np
 
 def run_trust(root: Path, adversarial) -> None:
     """Every class below, recorded through `adversarial.record`."""
-    for part in (_run_folders, _numbers, _user_code, _env_params, _evaluation, _resources, _api):
+    for part in (_run_folders, _read_only, _numbers, _user_code, _env_params, _evaluation,
+                 _resources, _api):
         part(root, adversarial)
 
 
@@ -93,6 +94,28 @@ def _duplicated_steps(run: Path) -> int:
 
     steps = [r["step"] for r in read_jsonl(run / "seed_0" / "metrics.jsonl") if "train/loss" in r]
     return len(steps) - len(set(steps))
+
+
+# -- a read-only run folder (a read-only tmpfs, where this user may mount one) -----------------
+def _read_only(root: Path, adv) -> None:
+    from test_faults import can_mount_tmpfs
+
+    finished = next(root.glob("trust_finished/cartpole_ppo/*"))
+    mounted = root / "trust_read_only"
+    if not can_mount_tmpfs(mounted, "20m"):
+        return
+    try:
+        run = Path(shutil.copytree(finished, mounted / finished.name))
+        subprocess.run(["mount", "-o", "remount,ro", str(mounted)], check=True)
+        category = "read-only run folders"
+        for argv in (["plot", str(run)], ["plot", str(run), "--out", str(run / "x")],
+                     ["train", "--resume", str(run), "--quiet"],
+                     ["eval", str(run), "--episodes", "1", "--video", str(run / "v.gif")]):
+            adv.record(category, " ".join(argv), adv.subprocess_cli(argv, timeout=300))
+        adv.record(category, "eval (a reader)", adv.subprocess_cli(
+            ["eval", str(run), "--episodes", "1"], timeout=300, expect_error=False))
+    finally:
+        subprocess.run(["umount", str(mounted)], check=False)
 
 
 # -- numbers where they enter ------------------------------------------------------------------
@@ -266,6 +289,11 @@ def _resources(root: Path, adv) -> None:
         except subprocess.TimeoutExpired:
             outcome = "hang"
         adv.record(category, name, outcome)
+    constant_rate = ["train", "gymnasium_cartpole_ppo", "--seeds", "1", "--quiet", "--set",
+                     "agent.optimizer.anneal_lr=false", "--set", "budget.total_steps=2000",
+                     "--set", f"logging.root='{root / 'trust_constant_rate'}'"]
+    adv.record("shipped presets, valid settings", " ".join(constant_rate[:2] + constant_rate[4:7]),
+               adv.subprocess_cli(constant_rate, timeout=300, expect_error=False))
     adv.record(category, "wandb named in a preset, not installed", adv.subprocess_cli(
         ["train", "cartpole_ppo", "--no-log", "--quiet", "--set", "logging.wandb.project='p'"],
         timeout=120))
