@@ -247,3 +247,24 @@ def test_a_nan_reward_from_a_gymnasium_env_is_named(cartpole_policy):
     collector = HostCollector("gymnasium:NaNRewardTest-v0", 2)
     with pytest.raises(ValueError, match="Gymnasium env 'NaNRewardTest-v0' returned reward nan"):
         collector.collect(cartpole_policy, jax.random.key(0), 3)
+
+
+def test_evaluation_episodes_are_capped_for_jittable_and_gymnasium_envs():
+    from rollax.presets import load_experiment
+    from rollax.run.plan import make_plan
+
+    # a jittable env's evaluation scans every step up to its limit: 10**8 would run for hours
+    long = load_experiment("cartpole_ppo", ["env.params.max_steps_in_episode=100000000"])
+    with pytest.warns(RuntimeWarning, match=r"episodes of 'CartPole-v1' end after 10000 steps "
+                      r"\(eval.max_episode_steps\), before its own limit of 100000000"):
+        assert make_plan(long).eval_max_steps == 10_000
+    # the env's own limit when it comes first, the cap when it is set lower
+    assert make_plan(load_experiment("cartpole_ppo")).eval_max_steps == 500
+    assert make_plan(load_experiment("cartpole_ppo", ["eval.max_episode_steps=20000"])) \
+        .eval_max_steps == 500
+    assert make_plan(load_experiment("gymnasium_cartpole_ppo", ["eval.max_episode_steps=20000"])) \
+        .eval_max_steps == 500
+    gymnasium.register("EndlessPlanTest-v0", entry_point=EndlessEnv)
+    endless = load_experiment("gymnasium_cartpole_ppo", ["env.id='gymnasium:EndlessPlanTest-v0'"])
+    assert make_plan(endless).eval_max_steps == 10_000
+    assert make_plan(endless.replace(eval={"max_episode_steps": 50})).eval_max_steps == 50

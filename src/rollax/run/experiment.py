@@ -103,9 +103,9 @@ class BudgetSpec:
 class EvalSpec:
     every_steps: int = 0  # 0: only at the end
     episodes: int = 10
-    # a Gymnasium env's evaluation episodes end here (0: at the env's own limit, or after
-    # rollax.rollout.host_collector.DEFAULT_EVAL_EPISODE_STEPS for an env without one);
-    # jittable envs end at their params' max_steps_in_episode
+    # evaluation episodes end here, or at the env's own limit if that comes first (0: at the
+    # env's own limit, capped at rollax.rollout.host_collector.DEFAULT_EVAL_EPISODE_STEPS);
+    # an episode cut by the cap counts its return so far, with a warning naming the env
     max_episode_steps: int = 0
 
     def __post_init__(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 from rollax.envs import make
@@ -115,21 +116,31 @@ def _source(env: Any, env_params: Any, algorithm: Algorithm, settings: SourceSet
                      f"{getattr(env, 'name', type(env).__name__)}'s batch sources {names}")
 
 
+def _eval_cap(experiment: Experiment, env_limit: int) -> int:
+    """The steps a jittable env's evaluation episodes may take: its own limit, or the cap
+    (`eval.max_episode_steps`, by default `DEFAULT_EVAL_EPISODE_STEPS`) where that is lower. The
+    evaluation scans every one of these steps, so a limit of 10**8 would run for hours."""
+    cap = experiment.eval.max_episode_steps or DEFAULT_EVAL_EPISODE_STEPS
+    if env_limit <= cap:
+        return env_limit
+    warnings.warn(f"evaluation episodes of {experiment.env.id!r} end after {cap} steps "
+                  f"(eval.max_episode_steps), before its own limit of {env_limit}: the returns of "
+                  "longer episodes are partial", RuntimeWarning, stacklevel=3)
+    return cap
+
+
 def _env(experiment: Experiment) -> tuple:
     """`(env, params, observation space, action space, max episode steps, host id or None)`."""
     spec = experiment.env
     if is_host_env_id(spec.id):
         probe = make_host(spec.id, 1, **spec.kwargs)
-        max_steps = (experiment.eval.max_episode_steps or probe.episode_limit()
-                     or DEFAULT_EVAL_EPISODE_STEPS)
+        cap = experiment.eval.max_episode_steps or DEFAULT_EVAL_EPISODE_STEPS
+        own = probe.episode_limit()  # episodes cut by the cap are named when evaluated
+        max_steps = min(own, cap) if own else cap
         result = (None, None, probe.observation_space, probe.action_space, max_steps, spec.id)
         probe.close()
         return result
-    if experiment.eval.max_episode_steps:
-        raise ValueError(f"eval.max_episode_steps caps a Gymnasium env's evaluation episodes; "
-                         f"{spec.id!r} is jittable and ends its episodes at its params' "
-                         "max_steps_in_episode: set env.params.max_steps_in_episode instead")
     env, env_params = make(spec.id, **spec.params, **spec.kwargs)
-    max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
+    max_steps = _eval_cap(experiment, int(getattr(env_params, "max_steps_in_episode", 1000)))
     return (env, env_params, env.observation_space(env_params), env.action_space(env_params),
             max_steps, None)

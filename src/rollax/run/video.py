@@ -24,6 +24,7 @@ from PIL import Image
 from rollax.envs.gymnasium_ids import is_host_env_id
 from rollax.envs.registry import gymnasium_id
 from rollax.envs.render import can_render, prepare_pygame
+from rollax.rollout.host_collector import DEFAULT_EVAL_EPISODE_STEPS
 from rollax.run.agent import Agent, load_agent
 from rollax.run.run_folder import find_run
 
@@ -70,12 +71,17 @@ def _episodes(agent: Agent, episodes: int) -> tuple[list[np.ndarray], float]:
         for episode in range(episodes):
             observation, _ = env.reset(seed=agent.seed + episode)
             frames.append(env.render())
-            done = False
+            done, steps = False, 0
             while not done:
                 action, _ = agent.predict(observation)
                 observation, _, terminated, truncated, _ = env.step(action)
                 frames.append(env.render())
-                done = terminated or truncated
+                steps += 1
+                done = terminated or truncated or steps >= DEFAULT_EVAL_EPISODE_STEPS
+            if not (terminated or truncated):
+                warnings.warn(f"video episode {episode} of {agent.experiment.env.id!r} ran "
+                              f"{steps} steps without ending and was cut there", RuntimeWarning,
+                              stacklevel=2)
         return frames, env.metadata.get("render_fps") or 30
     finally:
         env.close()
