@@ -50,7 +50,7 @@ from rollax.presets import apply_override, parse_override
 from rollax.run.context import Runs
 from rollax.run.experiment import MAX_SEEDS, MAX_TRANSITIONS, Experiment
 from rollax.run.learner import CONFIG, LEARNING_RATE
-from rollax.run.loop import train_runs
+from rollax.run.loop import check_run_options, train_runs
 from rollax.run.plan import iteration_layout
 from rollax.run.program import make_program
 from rollax.run.result import TrainResult
@@ -132,6 +132,7 @@ def sweep(experiment: Experiment, grid: Mapping[str, Sequence[Any]], *, seeds: i
     module docstring). ValueError naming the key or the combination for bad input.
     `stop_at_step` ends each program early (after the chunk reaching that env step) with a
     checkpoint, as a signal would, for `resume_sweep`."""
+    check_run_options(progress, stop_at_step)
     if seeds is not None:
         experiment = experiment.replace(seeds=seeds)
     _combinations(experiment, grid)  # every combination checked before a folder is made
@@ -162,6 +163,7 @@ def resume_sweep(folder: str | Path, *, progress: bool = True, stop_at_step: int
                  ) -> SweepResult:
     """Continue the sweep in `folder` (a `<timestamp>_sweep` folder): its finished programs are
     read back, a stopped one continues from its newest checkpoint, the others train."""
+    check_run_options(progress, stop_at_step)
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"cannot resume the sweep: {folder} is not a folder")
     with hold_writer_lock(folder):  # read and continued while no other process writes it

@@ -104,6 +104,27 @@ def test_predict_follows_sb3_shapes(jitted_run):
         agent.predict(np.zeros(3))
     with pytest.raises(ValueError, match="pass key"):
         agent.act(np.zeros((1, 4)), deterministic=False)
+    for flag in ("yes", None, 1):  # 'no' would be truthy
+        with pytest.raises(ValueError, match=rf"deterministic must be True or False, got {flag!r}"):
+            agent.predict(zeros, deterministic=flag)
+        with pytest.raises(ValueError, match="deterministic must be True or False"):
+            agent.act(zeros, deterministic=flag)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"progress": "no"}, "progress must be True or False, got 'no'"),
+    ({"stop_at_step": -5}, "stop_at_step must be an integer >= 1, got -5"),
+    ({"stop_at_step": 2.5}, "stop_at_step must be an integer >= 1, got 2.5"),
+])
+def test_bad_run_options_are_named_before_anything_runs(kwargs, message, tmp_path):
+    experiment = rollax.load_experiment("cartpole_ppo", [f"logging.root='{tmp_path}'"])
+    with pytest.raises(ValueError, match=message):
+        rollax.train(experiment, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        rollax.sweep(experiment, {"seed": [0, 1]}, **kwargs)
+    assert not any(tmp_path.iterdir())  # no folder was made
+    with pytest.raises(ValueError, match=r"overrides must be a list .* single string 'seed=3'"):
+        rollax.load_experiment("cartpole_ppo", "seed=3")
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -151,6 +151,9 @@ def experiment_from_dict(data: dict[str, Any], overrides: Iterable[str] = (),
 def _resolve(raw: dict, where: str, root: Path, default_name: str, overrides: Iterable[str],
              seeds: int | None) -> Experiment:
     """A preset's raw tables -> the checked `Experiment` (`root` holds its `envs/`, `agents/`)."""
+    if isinstance(overrides, (str, bytes)):  # it would be read one character at a time
+        raise PresetError(f"overrides must be a list of 'path.to.key=value' strings, got the "
+                          f"single string {overrides!r} ([{overrides!r}])")
     experiment = _apply_schema(raw, SCHEMA, where)
     env_raw, env_where = _find_preset(experiment["env"], [root / "envs", shipped_dir("envs")], "env")
     agent_raw, agent_where = _find_preset(experiment["agent"],

@@ -62,6 +62,7 @@ class Agent:
             ) -> jax.Array:
         """Env actions for a batch of observations `[B, *obs_shape]`: the policy's mode, or a
         sample with `key` when not `deterministic`; continuous actions clipped to the Box."""
+        checked_flag("deterministic", deterministic)
         if not deterministic and key is None:
             raise ValueError("act(deterministic=False) samples actions: pass key=jax.random.key(...)")
         observations = jnp.asarray(checked_observations(observations, "observations"),
@@ -80,6 +81,7 @@ class Agent:
         `[B, *obs_shape]` a batch; returns `(actions, None)` (no recurrent state, so `state`
         and `episode_start` are accepted for SB3's signature and unused). Samples, when not
         `deterministic`, come from a key chain that starts at the seed."""
+        checked_flag("deterministic", deterministic)
         observation = checked_observations(observation, "observation")
         shape = tuple(self.observation_space.shape)
         single = observation.shape == shape
@@ -99,6 +101,7 @@ class Agent:
         """The texts the policy writes for `prompts` (without the prompt and its end mark), for
         agents whose batch source writes text: greedy, or sampled (with `key`, else from a key
         chain that starts at the seed)."""
+        checked_flag("greedy", greedy)
         if self.source is None:
             raise ValueError(f"generate needs an agent whose batch source writes text; this one "
                              f"was trained on the Gymnasium env {self.experiment.env.id!r}")
@@ -130,6 +133,12 @@ def checked_observations(observations: Any, name: str) -> Any:
         raise ValueError(f"{name} holds {array[where].item()} at index {where}: observations "
                          "must be finite")
     return array
+
+
+def checked_flag(name: str, value: Any) -> None:
+    """A ValueError naming `name` unless `value` is a boolean (a string such as 'no' is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def checked_key(key: Any) -> jax.Array:

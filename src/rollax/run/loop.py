@@ -15,11 +15,13 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from rollax.checks import check_int
 from rollax.errors import RunFailed
 from rollax.logging.callbacks import Callback, CallbackList, Chunk, Evaluation, StopRequest
 from rollax.logging.run_callbacks import restore
@@ -57,6 +59,7 @@ def train(
     `stop_at_step` ends early (after the chunk reaching that env step) with a checkpoint, as a
     signal would, for later resuming.
     """
+    check_run_options(progress, stop_at_step)
     if experiment is not None:  # before the checkpoint reader below starts JAX
         split_the_cpu(experiment.parallel.devices)
     if resume is None and experiment is None:
@@ -73,6 +76,15 @@ def train(
             experiment = experiment.replace(logging={"enabled": False, "progress": False, "wandb": {}})
         return train_runs(experiment, plan, program, Runs.of(experiment), callbacks=callbacks,
                           progress=progress, resume=resume, stop_at_step=stop_at_step)
+
+
+def check_run_options(progress: Any, stop_at_step: Any) -> None:
+    """ValueError naming `progress` unless it is a boolean (a string such as 'no' is truthy) or
+    `stop_at_step` unless it is None or an env step >= 1."""
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    if stop_at_step is not None:
+        check_int("stop_at_step", stop_at_step, 1)
 
 
 def train_runs(experiment: Experiment, plan, program, runs: Runs, *, callbacks: Sequence[Callback] = (),
