@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,3 +174,15 @@ def test_the_command_exits_with_mains_status(argv, code):
                           text=True, check=False, timeout=120, cwd=ROOT, env=_subprocess_env())
     assert done.returncode == code, done.stderr
     assert (done.stdout if code == 0 else done.stderr).strip()  # what it said reached the pipe
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--seed", "7"], r"--seed 7 is not a seed of .*; its seeds: \[0, 1\]"),
+    (["--video-episodes", "0"], "--video-episodes must be >= 1, got 0"),
+])
+def test_a_bad_video_request_is_named_before_the_evaluation_runs(cli_run, capsys, tmp_path, flags,
+                                                                 message):
+    run_dir, _ = cli_run
+    assert main(["eval", str(run_dir), "--video", str(tmp_path / "v.gif"), *flags]) == 2
+    printed = capsys.readouterr()
+    assert re.search(message, printed.err) and printed.out == ""  # no evaluation table

@@ -167,13 +167,18 @@ def _envs(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from rollax.run.evaluation import evaluate_run
-    from rollax.run.run_folder import find_run
+    from rollax.run.run_folder import find_run, read_experiment
     from rollax.run.video import check_output, record_video
 
     _import_modules(args.import_module)
-    if args.video is not None:
-        check_output(Path(args.video))  # before the evaluation, which takes a while
     run_dir = find_run(args.run_dir)
+    if args.video is not None:  # before the evaluation, which takes a while
+        check_output(Path(args.video))
+        if args.video_episodes < 1:
+            raise ValueError(f"--video-episodes must be >= 1, got {args.video_episodes}")
+        seeds = read_experiment(run_dir).seed_list
+        if args.seed is not None and args.seed not in seeds:
+            raise ValueError(f"--seed {args.seed} is not a seed of {run_dir}; its seeds: {seeds}")
     experiment, returns, step = evaluate_run(run_dir, args.episodes)
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
           f"after {step} env steps, {run_dir})")
