@@ -18,10 +18,15 @@ import numpy as np
 
 
 def run_trust(root: Path, adversarial) -> None:
-    """Every class below, recorded through `adversarial.record`."""
+    """Every class below, recorded through `adversarial.record`; a part that itself fails (on
+    an older rollax, say) is recorded as one traceback and the others still run."""
     for part in (_run_folders, _read_only, _numbers, _user_code, _env_params, _evaluation,
                  _resources, _api):
-        part(root, adversarial)
+        try:
+            part(root, adversarial)
+        except Exception as error:  # noqa: BLE001 - what a user of that rollax would meet
+            adversarial.record(f"(a part that crashed) {part.__name__}", repr(error)[:200],
+                               "traceback")
 
 
 # -- one writer, tamper-proof run folders ------------------------------------------------------
