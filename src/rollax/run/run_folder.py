@@ -56,12 +56,12 @@ def recorded_experiment(run_dir: Path, step: int) -> Experiment:
         try:
             written = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"cannot resume: {path} cannot be read ({err})") from None
+            raise ValueError(f"{path} cannot be read ({err})") from None
         changes = config_changes(metadata["experiment"], written, ignored=("budget.total_steps",))
         if changes:
-            raise ValueError(f"cannot resume: {path} was changed after the checkpoint at env "
-                             f"step {step} recorded the run's config ({changes}); restore it, "
-                             "or train a new run")
+            raise ValueError(f"{path} was changed after the checkpoint at env step {step} "
+                             f"recorded the run's config ({changes}): the run cannot be resumed "
+                             "or evaluated as it stands; restore the file, or train a new run")
     return recorded
 
 
