@@ -1,8 +1,8 @@
 """What a resumed run trains: the run's own experiment, as its newest checkpoint recorded it
 (`rollax.run.run_folder`), never a different one. Only `budget.total_steps` may change, to
-train a run further (or stop it earlier) as SB3's `learn(..., reset_num_timesteps=False)` does, and `parallel`, where it runs
-(a sharded program computes what one device would); anything else would silently mix two
-configs in one run."""
+train a run further (or stop it earlier) as SB3's `learn(..., reset_num_timesteps=False)`
+does, and `parallel`, where it runs (a sharded program computes what one device would);
+anything else would silently mix two configs in one run."""
 
 from __future__ import annotations
 
@@ -36,10 +36,9 @@ def resumed_experiment(run_dir: str | Path, experiment: Experiment | None = None
                  if key != "budget.total_steps" and not key.startswith("parallel.")]
     if conflicts:
         diff = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in conflicts)
-        raise ValueError(f"cannot resume {run_dir}: the config differs from the run's own "
-                         f"in {diff}; only budget.total_steps "
-                         "and parallel.* may change on resume (rollax train --resume RUN_DIR "
-                         "reads the rest)")
+        raise ValueError(f"cannot resume {run_dir}: the config differs from the run's own in "
+                         f"{diff}; only budget.total_steps and parallel.* may change on resume "
+                         "(rollax train --resume RUN_DIR reads the rest)")
     resumed = saved.replace(logging={"progress": experiment.logging.progress},
                             parallel=experiment.parallel)
     if "budget.total_steps" in changed:
