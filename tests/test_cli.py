@@ -177,7 +177,7 @@ def test_the_command_exits_with_mains_status(argv, code):
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--seed", "7"], r"--seed 7 is not a seed of .*; its seeds: \[0, 1\]"),
+    (["--seed", "7"], r"--seed: seed=7 is not a seed of .*; its seeds: \[0, 1\]"),
     (["--video-episodes", "0"], "--video-episodes must be >= 1, got 0"),
 ])
 def test_a_bad_video_request_is_named_before_the_evaluation_runs(cli_run, capsys, tmp_path, flags,

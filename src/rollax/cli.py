@@ -178,7 +178,8 @@ def _eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--video-episodes must be >= 1, got {args.video_episodes}")
         seeds = read_experiment(run_dir).seed_list
         if args.seed is not None and args.seed not in seeds:
-            raise ValueError(f"--seed {args.seed} is not a seed of {run_dir}; its seeds: {seeds}")
+            raise ValueError(f"--seed: seed={args.seed} is not a seed of {run_dir}; its seeds: "
+                             f"{seeds}")
     experiment, returns, step = evaluate_run(run_dir, args.episodes)
     print(f"{'seed':>4}  {'mean return':>12}  {'std':>8}   (greedy, {args.episodes} episodes, "
           f"after {step} env steps, {run_dir})")
