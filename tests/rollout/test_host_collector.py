@@ -171,7 +171,9 @@ class DictObsEnv(gymnasium.Env):
         return {"a": 0}, {}
 
 
-class ExplodingEnv(gymnasium.Env):
+class EndlessEnv(gymnasium.Env):
+    """Reward 1 per step, never terminated, no time limit of its own."""
+
     observation_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
     action_space = gymnasium.spaces.Discrete(2)
 
@@ -179,6 +181,11 @@ class ExplodingEnv(gymnasium.Env):
         super().reset(seed=seed)
         return np.zeros(4, np.float32), {}
 
+    def step(self, action):
+        return np.zeros(4, np.float32), 1.0, False, False, {}
+
+
+class ExplodingEnv(EndlessEnv):
     def step(self, action):
         raise RuntimeError("exploding env step")
 
@@ -211,20 +218,6 @@ def test_bad_arguments_are_value_errors(cartpole_policy):
         make_host("CartPole-v1", 1)
     with pytest.raises(ValueError, match="num_steps"):
         HostCollector("gymnasium:CartPole-v1", 1).collect(cartpole_policy, jax.random.key(0), 0)
-
-
-class EndlessEnv(gymnasium.Env):
-    """Reward 1 per step, never terminated, no time limit of its own."""
-
-    observation_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
-    action_space = gymnasium.spaces.Discrete(2)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(4, np.float32), {}
-
-    def step(self, action):
-        return np.zeros(4, np.float32), 1.0, False, False, {}
 
 
 def test_evaluation_of_an_env_that_never_ends_is_capped_with_a_warning(cartpole_policy):
