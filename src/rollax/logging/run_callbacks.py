@@ -51,6 +51,7 @@ from rollax.logging.checkpoint import (
 from rollax.logging.logger import Logger
 from rollax.logging.plot import pyplot, read_records
 from rollax.logging.run_dir import write_text_atomically
+from rollax.networks.normalization import SAVED_VARIABLES
 
 # 3: the training state is {"train": TrainState(model_optimizer, algorithm), "reference",
 # "source" (the batch source's state), "key"}; the metadata records the run's experiment (what
@@ -275,10 +276,11 @@ def _import_pyplot() -> None:
 
 
 def model_params(state: dict, seed_index: int) -> nnx.State:
-    """One seed's model parameters (`nnx.Param` leaves only) from the stacked training state
-    (`state["train"].model_optimizer` = split `(model, optimizer)`, leading seed axis)."""
+    """One seed's saved model (its parameters and observation statistics, `SAVED_VARIABLES`)
+    from the stacked training state (`state["train"].model_optimizer` = split
+    `(model, optimizer)`, leading seed axis)."""
     model_state = state["train"].model_optimizer[0]
-    params = nnx.filter_state(model_state, nnx.Param)
+    params = nnx.filter_state(model_state, SAVED_VARIABLES)
     # copied to the host first: indexing the device array would compile a slicing program
     # per parameter shape
     return jax.tree.map(lambda x: np.asarray(x)[seed_index], params)

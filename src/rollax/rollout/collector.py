@@ -25,6 +25,7 @@ from gymnax.environments.environment import Environment
 from rollax.envs.hooks import env_hooks
 from rollax.networks.policy import PolicyOutput, policy_output
 from rollax.rollout.batches import Steps
+from rollax.rollout.reward_scaling import RewardScaler, RewardScaling
 from rollax.rollout.sources import BatchSource
 from rollax.rollout.trajectory import Trajectory
 
@@ -32,12 +33,14 @@ from rollax.rollout.trajectory import Trajectory
 @struct.dataclass
 class RolloutState:
     """What `collect` carries between calls: the batched env state, the current
-    observations `[N, ...]`, and the running episode's return `[N]` and length `[N]`."""
+    observations `[N, ...]`, the running episode's return `[N]` and length `[N]`, and the
+    reward scaler when rewards are normalised (`rollout/reward_scaling.py`)."""
 
     env_state: Any
     obs: jax.Array
     episode_return: jax.Array
     episode_length: jax.Array
+    reward_scaler: RewardScaler | None = None
 
 
 def check_action_space(action_space: Any) -> Any:
@@ -71,8 +74,10 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-def init_rollout(env: Environment, env_params: Any, key: jax.Array, num_envs: int) -> RolloutState:
-    """Reset `num_envs` environments (env i with `split(key, num_envs)[i]`)."""
+def init_rollout(env: Environment, env_params: Any, key: jax.Array, num_envs: int,
+                 reward_scaling: RewardScaling | None = None) -> RolloutState:
+    """Reset `num_envs` environments (env i with `split(key, num_envs)[i]`); with
+    `reward_scaling`, `collect` hands out scaled rewards."""
     _check_positive("num_envs", num_envs)
     reset_keys = jax.random.split(key, num_envs)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
@@ -81,6 +86,7 @@ def init_rollout(env: Environment, env_params: Any, key: jax.Array, num_envs: in
         obs=obs,
         episode_return=jnp.zeros((num_envs,), jnp.float32),
         episode_length=jnp.zeros((num_envs,), jnp.int32),
+        reward_scaler=None if reward_scaling is None else reward_scaling.start(num_envs),
     )
 
 
@@ -97,6 +103,7 @@ def collect(
 
     Continuous actions are stored unclipped (with their log-prob) and clipped to the Box
     bounds only for the env. `bootstrap_values[t]` is V of the pre-reset next observation.
+    With a reward scaler in the state, `rewards` are scaled; the episode returns stay raw.
     """
     _check_positive("num_steps", num_steps)
     action_space = checked_action_space(env, env_params)
@@ -117,6 +124,9 @@ def collect(
         dones = jnp.logical_or(terminated, truncated)
         episode_return = carry.episode_return + rewards
         episode_length = carry.episode_length + 1
+        scaler = carry.reward_scaler
+        if scaler is not None:
+            scaler, rewards = scaler.scale(rewards, dones)
         transition = Trajectory(
             observations=carry.obs,
             actions=actions,
@@ -134,6 +144,7 @@ def collect(
             obs=next_obs,
             episode_return=jnp.where(dones, 0.0, episode_return),
             episode_length=jnp.where(dones, 0, episode_length),
+            reward_scaler=scaler,
         )
         return carry, (transition, info["final_observation"])
 
@@ -264,8 +275,11 @@ class EnvRollouts(EnvSource):
 
     batch_type = Steps
 
+    scales_rewards = True
+
     def init(self, key: jax.Array) -> RolloutState:
-        return init_rollout(self.env, self.env_params, key, self.settings.num_envs)
+        return init_rollout(self.env, self.env_params, key, self.settings.num_envs,
+                            self.settings.reward_scaling)
 
     def sample(self, policy: Any, reference: Any, state: RolloutState, key: jax.Array):
         settings = self.settings

@@ -28,6 +28,7 @@ class SourceSettings:
     needs_values: bool = False  # the algorithm's critic: values of the sampled steps
     needs_reference: bool = False  # the frozen reference policy's log-probs of the samples
     shard: Callable[[Any], Any] = lambda tree: tree  # splits a batch over a mesh's data axis
+    reward_scaling: Any = None  # a `RewardScaling` when rewards are normalised (`scales_rewards`)
 
 
 FAULT = "fault: "
@@ -37,6 +38,7 @@ class BatchSource:
     """Base class: what the training loop calls on a source (the defaults show nothing)."""
 
     batch_type: ClassVar[type]
+    scales_rewards: ClassVar[bool] = False  # whether it applies `settings.reward_scaling`
 
     def __init__(self, env: Any, env_params: Any, settings: SourceSettings):
         self.env, self.env_params, self.settings = env, env_params, settings

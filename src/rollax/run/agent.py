@@ -21,6 +21,7 @@ from flax import nnx
 from rollax.envs.gymnasium_ids import GYMNASIUM_PREFIX, check_gymnasium_id
 from rollax.logging.checkpoint import load_checkpoint
 from rollax.logging.run_callbacks import CHECKPOINT_FORMAT
+from rollax.networks.normalization import SAVED_VARIABLES
 from rollax.rollout.collector import act, env_actions
 from rollax.run.experiment import Experiment
 from rollax.run.learner import build_model
@@ -179,7 +180,7 @@ def load_agent(run_dir: str | Path, seed: int | None = None, checkpoint: str = "
     plan = make_plan(experiment)
     # the params' structure; the key is irrelevant, every value is overwritten
     model = build_model(experiment.agent, plan, jax.random.key(0))
-    params = nnx.state(model, nnx.Param)
+    params = nnx.state(model, SAVED_VARIABLES)  # parameters and observation statistics
     if checkpoint == "best":
         params, step = _load_best(run_dir / f"seed_{seed}" / "checkpoints" / "best", params)
     else:

@@ -38,11 +38,19 @@ class EnvSpec:
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     solved_threshold: float | None = None
     description: str = ""
+    # SB3's VecNormalize: observations by their running mean and std (the policy holds the
+    # statistics), rewards by the running std of the discounted return; each then clipped
+    normalize_observations: bool = False
+    normalize_rewards: bool = False
+    clip_observations: float = 10.0
+    clip_rewards: float = 10.0
 
     def __post_init__(self):
         check_types(self, "env")
         if not self.id:
             raise ValueError("env.id must name an environment, got ''")
+        check_number("env.clip_observations", self.clip_observations, 0.0, low_open=True)
+        check_number("env.clip_rewards", self.clip_rewards, 0.0, low_open=True)
 
 
 @dataclasses.dataclass(frozen=True)

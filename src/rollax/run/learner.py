@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 
 from rollax.networks.kinds import PolicyContext, policy_kind
+from rollax.networks.normalization import NormalizedPolicy
 from rollax.rl.algorithm import TrainState
 from rollax.rl.trainer import params_finite
 from rollax.run.experiment import AgentSpec, OptimizerSpec
@@ -45,9 +46,17 @@ def make_optimizer(spec: OptimizerSpec, schedule: optax.Schedule) -> optax.Gradi
     return getattr(optax, spec.name)(lr, eps=spec.eps)
 
 
-def build_model(agent: AgentSpec, plan: Plan, key: jax.Array) -> nnx.Module:
-    """The agent's policy for the run's env, built by its policy kind."""
-    return policy_kind(agent.network.kind).build(agent.network, policy_context(plan), nnx.Rngs(key))
+def build_model(agent: AgentSpec, plan: Plan, key: jax.Array,
+                initial_params: nnx.State | None = None) -> nnx.Module:
+    """The agent's policy for the run's env, built by its policy kind (from `initial_params`
+    when given), inside a `NormalizedPolicy` when the env normalises observations."""
+    policy = policy_kind(agent.network.kind).build(agent.network, policy_context(plan), nnx.Rngs(key))
+    if initial_params is not None:
+        nnx.update(policy, initial_params)
+    spec = plan.env_spec
+    if spec is None or not spec.normalize_observations:
+        return policy
+    return NormalizedPolicy(policy, tuple(plan.observation_space.shape), spec.clip_observations)
 
 
 def policy_context(plan: Plan) -> PolicyContext:
@@ -107,9 +116,7 @@ class Learner:
     def init(self, key: jax.Array, hparams: Mapping[str, jax.Array] | None = None
              ) -> tuple[TrainState, nnx.State]:
         """`(training state, the model's initial state)`; the latter is the frozen reference."""
-        model = build_model(self.agent, self.plan, key)
-        if self.initial_params is not None:
-            nnx.update(model, self.initial_params)
+        model = build_model(self.agent, self.plan, key, self.initial_params)
         optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
         if LEARNING_RATE in self.swept:
             optax.tree_utils.tree_get(optimizer.opt_state, "step_size")[...] = hparams[LEARNING_RATE]
@@ -138,7 +145,11 @@ class Learner:
         inputs, converted = batch.learned_by(algorithm, config)
         state, metrics = algorithm.update(self.graphdef, state, inputs, key, config)
         metrics = {**metrics, **converted}
-        updates = nnx.merge(self.graphdef, state.model_optimizer)[1].step[...]  # counted after each
+        model, optimizer = nnx.merge(self.graphdef, state.model_optimizer)
+        if isinstance(model, NormalizedPolicy):  # after the update, which scored with the old ones
+            model.update_statistics(batch.observations)
+            state = state._replace(model_optimizer=nnx.split((model, optimizer))[1])
+        updates = optimizer.step[...]  # counted after each
         rate = jnp.asarray(self.learning_rate(updates - 1), jnp.float32)  # a constant is a float
         if LEARNING_RATE in self.swept:
             rate = rate * hparams[LEARNING_RATE]

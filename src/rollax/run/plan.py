@@ -8,6 +8,9 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
+from gymnax.environments import spaces
+
 from rollax.envs import make
 from rollax.envs.gymnasium_ids import is_host_env_id
 from rollax.envs.hooks import env_hooks
@@ -16,6 +19,7 @@ from rollax.rl.registry import get_algorithm
 from rollax.rollout.batches import Steps
 from rollax.rollout.collector import check_action_space
 from rollax.rollout.host_collector import DEFAULT_EVAL_EPISODE_STEPS, make_host
+from rollax.rollout.reward_scaling import RewardScaling
 from rollax.rollout.sources import BatchSource, SourceSettings, batch_sources
 from rollax.run.experiment import Experiment
 
@@ -82,6 +86,7 @@ def make_plan(experiment: Experiment, shard: Any = None) -> Plan:
         num_envs=budget.num_envs, num_steps=budget.num_steps, group_size=algorithm.group_size(config),
         eval_episodes=experiment.eval.episodes, eval_max_steps=max_steps,
         needs_values=algorithm.needs_critic, needs_reference=algorithm.uses_reference(config),
+        reward_scaling=_reward_scaling(experiment.env, algorithm.name, config),
         **({} if shard is None else {"shard": shard}))
     source = None
     if host_env_id is None:
@@ -90,6 +95,7 @@ def make_plan(experiment: Experiment, shard: Any = None) -> Plan:
         raise ValueError(f"agent.algorithm={algorithm.name!r} learns from sampled groups of a "
                          "jittable env; Gymnasium envs train with an algorithm that learns from "
                          "env steps (e.g. ppo, reinforce)")
+    _check_normalization(experiment.env, source, observation_space)
     steps_per_iteration, iterations, iterations_per_chunk = iteration_layout(budget)
     return Plan(
         env=env, env_params=env_params, observation_space=observation_space,
@@ -114,6 +120,32 @@ def _source(env: Any, env_params: Any, algorithm: Algorithm, settings: SourceSet
     names = [source.__name__ for source in candidates]
     raise ValueError(f"agent.algorithm={algorithm.name!r} cannot learn from "
                      f"{getattr(env, 'name', type(env).__name__)}'s batch sources {names}")
+
+
+def _reward_scaling(spec: Any, algorithm_name: str, config: Any) -> RewardScaling | None:
+    """How rewards are normalised (by the algorithm's discount), or None."""
+    if not spec.normalize_rewards:
+        return None
+    if not hasattr(config, "gamma"):
+        raise ValueError(f"env.normalize_rewards scales rewards by the running std of the "
+                         f"discounted return; {algorithm_name} has no discount (gamma)")
+    return RewardScaling(float(config.gamma), spec.clip_rewards)
+
+
+def _check_normalization(spec: Any, source: BatchSource | None, observation_space: Any) -> None:
+    """Normalisation is for env steps: rewards of a source that scales them (jittable env
+    rollouts), observations that are vectors of floats."""
+    if spec.normalize_rewards and not (source is not None and source.scales_rewards):
+        where = "a Gymnasium env stepped on the host" if source is None else type(source).__name__
+        raise ValueError(f"env.normalize_rewards is for the env rollouts of a jittable env; "
+                         f"this run samples from {where}")
+    if spec.normalize_observations:
+        floats = isinstance(observation_space, spaces.Box) and np.issubdtype(
+            np.dtype(observation_space.dtype), np.floating)
+        if not floats or (source is not None and source.batch_type is not Steps):
+            raise ValueError(f"env.normalize_observations is for env steps with real-valued "
+                             f"observations; {spec.id!r} gives {observation_space!r} to a "
+                             f"{type(source).__name__ if source else 'host'} batch source")
 
 
 def _eval_cap(experiment: Experiment, env_limit: int) -> int:
