@@ -27,6 +27,7 @@ LAYERS = [
     {"run"},
     {"presets"},
     {"sweeps"},
+    {"tuning"},
     {"api"},
     {"cli", "__main__"},
 ]

@@ -17,7 +17,7 @@ from readback import hparams_plugin_data, train_metrics
 
 from rollax import SweepResult, TrainResult, load_agent, load_experiment, sweep, train
 from rollax.cli import main
-from rollax.sweeps import _traced, parse_grid
+from rollax.sweeps import parse_grid, traced_keys
 
 TINY = ["budget.total_steps=128", "budget.num_envs=4", "budget.num_steps=16",
         "budget.iterations_per_chunk=1", "agent.config.num_minibatches=2",
@@ -161,7 +161,7 @@ def test_a_number_that_decides_the_programs_structure_is_not_traced(tmp_path):
     experiment = tiny(tmp_path)
     keys = ["agent.config.kl_coeff", "agent.config.entropy_coeff"]
     combos = [dict.fromkeys(keys, value) for value in (0.0, 0.1)]
-    assert _traced(experiment, keys, combos) == ("agent.config.entropy_coeff",)
+    assert traced_keys(experiment, keys, combos) == ("agent.config.entropy_coeff",)
 
 
 def test_the_table_adds_env_metrics_as_mean_and_std_over_seeds():

@@ -1,4 +1,5 @@
-"""`rollax.train` and `rollax.sweep`: what `rollax train` and `rollax sweep` do, from Python."""
+"""`rollax.train`, `rollax.sweep` and `rollax.tune`: what `rollax train`, `rollax sweep` and
+`rollax tune` do, from Python."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from rollax.run import Experiment, TrainResult
 from rollax.run import train as run_experiment
 from rollax.sweeps import SweepResult, resume_sweep
 from rollax.sweeps import sweep as run_sweep
+from rollax.tuning import TuneResult, TuneSettings, resume_tune
+from rollax.tuning import tune as run_tune
 
 
 def train(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None = None, *,
@@ -52,6 +55,26 @@ def sweep(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None 
         raise ValueError("sweep needs an experiment and a grid, or resume=SWEEP_DIR")
     return run_sweep(_experiment(experiment, "sweep"), grid, seeds=seeds, progress=progress,
                      stop_at_step=stop_at_step)
+
+
+def tune(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None = None,
+         space: Mapping[str, str] | None = None, *, progress: bool = True,
+         resume: str | Path | None = None, **settings: Any) -> TuneResult:
+    """Bayesian search of `space` (`{"agent.optimizer.learning_rate": "log:1e-4:1e-2", ...}`,
+    specs as `--param` takes them) with Optuna, a batch of trials per compiled program
+    (`rollax.tuning`). `settings` are `TuneSettings`' fields (`trials`, `batch`, `metric`,
+    `aggregate`, `sampler`, `pruner`, `seed`, `storage`, `study_name`, `direction`); `resume`
+    continues a tune folder instead. Returns the `TuneResult` (its `study`, `table()`, folder)."""
+    enable_compilation_cache()
+    if resume is not None:
+        if experiment is not None or space is not None or settings:
+            raise ValueError("tune(resume=...) continues the search as it was started: give no "
+                             "experiment, space or settings")
+        return resume_tune(resume, progress=progress)
+    if experiment is None or space is None:
+        raise ValueError("tune needs an experiment and a space, or resume=TUNE_DIR")
+    return run_tune(_experiment(experiment, "tune"), TuneSettings(space=dict(space), **settings),
+                    progress=progress)
 
 
 def _experiment(experiment: Any, what: str) -> Experiment:

@@ -1,4 +1,4 @@
-"""The `rollax` command line: train, sweep, eval, baselines, presets, envs, plot, pretrain."""
+"""The `rollax` command line: train, sweep, tune, eval, baselines, presets, envs, plot, pretrain."""
 
 from __future__ import annotations
 
@@ -87,6 +87,35 @@ def _sweep(args: argparse.Namespace) -> int:
     print(result.table(args.metric))
     if result.folder is not None:
         print(f"sweep written to {result.folder}  (tensorboard --logdir {result.folder})")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from rollax.api import tune
+    from rollax.presets import load_experiment
+    from rollax.tuning import parse_space
+
+    _import_modules(args.import_module)
+    if args.resume:
+        given = [flag for flag, value in (("EXPERIMENT", args.experiment), ("--param", args.param),
+                                          ("--set", args.set), ("--seeds", args.seeds)) if value]
+        if given:
+            raise ValueError(f"--resume continues the search as it was started; drop {', '.join(given)}")
+        result = tune(resume=args.resume, progress=not args.quiet)
+    else:
+        if args.experiment is None:
+            raise ValueError("name an experiment to tune, or --resume TUNE_DIR to continue a search")
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        _check_dirs(args.dir)
+        space = parse_space(args.param)
+        experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
+        result = tune(experiment, space, progress=not args.quiet, trials=args.trials,
+                      batch=args.batch, metric=args.metric, aggregate=args.aggregate,
+                      direction=args.direction, sampler=args.sampler, pruner=args.pruner,
+                      seed=args.sampler_seed, storage=args.storage or "", study_name=args.study)
+    print(result.table())
+    print(f"search written to {result.folder}  (best preset: {result.folder / 'best.toml'})")
     return 0
 
 
@@ -252,6 +281,55 @@ def _add_sweep_parser(sub) -> None:
     p.set_defaults(func=_sweep)
 
 
+def _add_tune_parser(sub) -> None:
+    p = sub.add_parser("tune", help="Bayesian hyperparameter search with Optuna, each batch of "
+                       "trials in compiled programs; best trials, plots and best.toml")
+    p.add_argument("experiment", nargs="?", help="an experiment preset, as for train")
+    p.add_argument("--param", action="append", default=[], metavar="PATH=SPEC",
+                   help="a searched key and its range: log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH "
+                   "or cat:A,B,... (repeatable)")
+    p.add_argument("--trials", type=int, default=32, help="finished trials to reach (default 32)")
+    p.add_argument("--batch", type=int, default=8, help="trials asked and trained at once (default 8)")
+    p.add_argument("--metric", default="eval/mean_reward", metavar="eval/NAME",
+                   help="the objective: an evaluation metric (default eval/mean_reward)")
+    p.add_argument("--aggregate", default="mean", choices=["mean", "iqm"],
+                   help="over a trial's seeds (default mean)")
+    p.add_argument("--direction", default="maximize", choices=["maximize", "minimize"])
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
+    p.add_argument("--sampler-seed", type=int, default=0)
+    p.add_argument("--pruner", default="median", choices=["median", "none"])
+    p.add_argument("--storage", metavar="URL",
+                   help="the Optuna storage, an SQLAlchemy URL (default: study.db in the tune folder)")
+    p.add_argument("--study", default="rollax", help="the study's name in the storage")
+    p.add_argument("--seeds", type=int, help="seeds per trial (default: the preset's)")
+    p.add_argument("--dir", action="append", default=[], metavar="FOLDER",
+                   help="a folder of experiment presets searched first for NAME (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a preset value for every trial")
+    p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
+                   help=IMPORT_HELP)
+    p.add_argument("--resume", metavar="TUNE_DIR",
+                   help="continue a search (runs/<experiment>/<timestamp>_tune) until it has its "
+                   "trials: finished trials are kept, interrupted ones asked again")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_tune)
+
+
+def _add_baselines_parser(sub) -> None:
+    p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "
+                       "(PASS: at least 80%% of the seeds reach the env's threshold with their greedy eval return)")
+    p.add_argument("--seeds", type=int, default=5,
+                   help="seeds per experiment, trained together in one program (default 5)")
+    p.add_argument("--first-seed", type=int,
+                   help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default: each preset's seed, "
+                   "0 for the shipped ones), to check another seed set")
+    p.add_argument("--dir", action="append", metavar="FOLDER",
+                   help="a folder of experiment presets (repeatable; default: ./experiments/ if it "
+                   "exists, then the shipped presets)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_baselines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,19 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     _add_sweep_parser(sub)
+    _add_tune_parser(sub)
 
-    p = sub.add_parser("baselines", help="run every experiment tagged 'baseline'; pass/fail table "
-                       "(PASS: at least 80%% of the seeds reach the env's threshold with their greedy eval return)")
-    p.add_argument("--seeds", type=int, default=5,
-                   help="seeds per experiment, trained together in one program (default 5)")
-    p.add_argument("--first-seed", type=int,
-                   help="seeds are FIRST_SEED, FIRST_SEED+1, ... (default: each preset's seed, "
-                   "0 for the shipped ones), to check another seed set")
-    p.add_argument("--dir", action="append", metavar="FOLDER",
-                   help="a folder of experiment presets (repeatable; default: ./experiments/ if it "
-                   "exists, then the shipped presets)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_baselines)
+    _add_baselines_parser(sub)
 
     p = sub.add_parser("presets", help="list the env, agent and experiment presets (shipped and "
                        "user ones) with their descriptions")

@@ -186,14 +186,14 @@ def _run(experiment: Experiment, grid: dict, folder: Path | None, progress: bool
     start = time.perf_counter()
     keys, combos, experiments = _combinations(experiment, grid)
     labels = _labels(combos)
-    traced = _traced(experiment, keys, combos)
-    programs = _programs(experiments, combos, keys, traced)
+    traced = traced_keys(experiment, keys, combos)
+    programs = program_groups(experiments, combos, keys, traced)
     say = (lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None)
     results: dict[int, TrainResult] = {}
     for number, members in enumerate(programs, start=1):
         say(f"sweep program {number} of {len(programs)}: {len(members)} combination(s) x "
             f"{experiment.seeds} seed(s)" + (f", per-run {', '.join(traced)}" if len(members) > 1 else ""))
-        program = _Program(experiments, combos, labels, members, traced if len(members) > 1 else (),
+        program = SideBySide(experiments, combos, labels, members, traced if len(members) > 1 else (),
                            folder, number)
         results.update(program.results() or program.train(progress, stop_at_step))
     ordered = [results[index] for index in range(len(combos))]
@@ -220,20 +220,22 @@ def _combinations(experiment: Experiment, grid: Mapping[str, Sequence[Any]]):
             raise ValueError(f"--grid {key}: a value is listed twice in {list(values)}")
     keys = list(grid)
     combos = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
-    base = experiment.to_dict()
-    experiments = []
-    for combo in combos:
-        data = json.loads(json.dumps(base))  # a deep copy, as config.json would hold it
-        try:
-            for key, value in combo.items():
-                apply_override(data, key, value)
-            experiments.append(Experiment.from_dict(data))
-        except ValueError as err:
-            raise ValueError(f"--grid combination {overrides_label(list(combo.items()))}: {err}") from None
-    return keys, combos, experiments
+    return keys, combos, [experiment_with(experiment, combo, "--grid combination") for combo in combos]
 
 
-def _traced(experiment: Experiment, keys: list[str], combos: list[dict]) -> tuple[str, ...]:
+def experiment_with(experiment: Experiment, values: Mapping[str, Any], what: str) -> Experiment:
+    """`experiment` with `values` (`{key: value}`, keys as `--set` names them), checked;
+    ValueError naming `what` and the values."""
+    data = json.loads(json.dumps(experiment.to_dict()))  # a deep copy, as config.json holds it
+    try:
+        for key, value in values.items():
+            apply_override(data, key, value)
+        return Experiment.from_dict(data)
+    except ValueError as err:
+        raise ValueError(f"{what} {overrides_label(list(values.items()))}: {err}") from None
+
+
+def traced_keys(experiment: Experiment, keys: list[str], combos: list[dict]) -> tuple[str, ...]:
     """Keys whose values every run of one program can hold as a number of its own: the learning
     rate and the config's traced fields, swept over numbers (a Gymnasium env's program is one
     run per seed, so nothing there)."""
@@ -244,7 +246,7 @@ def _traced(experiment: Experiment, keys: list[str], combos: list[dict]) -> tupl
         isinstance(c[key], (int, float)) and not isinstance(c[key], bool) for c in combos))
 
 
-def _programs(experiments: list[Experiment], combos: list[dict], keys: list[str],
+def program_groups(experiments: list[Experiment], combos: list[dict], keys: list[str],
               traced: tuple[str, ...]) -> list[list[int]]:
     """Combination indices per program: the same untraced values, at most as many runs and
     transitions per iteration as one run may hold."""
@@ -261,7 +263,7 @@ def _programs(experiments: list[Experiment], combos: list[dict], keys: list[str]
 
 
 @dataclasses.dataclass
-class _Program:
+class SideBySide:
     """The combinations `members` (indices) of a sweep, trained side by side in one program,
     with their `swept` numbers as per-run values; `number` names its checkpoint folder."""
 
@@ -271,7 +273,7 @@ class _Program:
     members: list[int]
     swept: tuple[str, ...]
     folder: Path | None
-    number: int
+    number: int | str
 
     def _run_dir(self, index: int) -> Path:
         return self.folder / self.labels[index]
@@ -291,8 +293,10 @@ class _Program:
                 return None  # stopped early: continued from its checkpoint
         return out
 
-    def train(self, progress: bool, stop_at_step: int | None) -> dict[int, TrainResult]:
-        """Train (or continue from its checkpoint); its combinations' `TrainResult`s by index."""
+    def train(self, progress: bool, stop_at_step: int | None, callbacks: Sequence[Any] = ()
+              ) -> dict[int, TrainResult]:
+        """Train (or continue from its checkpoint), with `callbacks` besides the run's own; its
+        combinations' `TrainResult`s by index."""
         base = self.experiments[self.members[0]]
         seeds = base.seed_list
         checkpoints = None if self.folder is None else self.folder / f"program_{self.number}"
@@ -311,8 +315,8 @@ class _Program:
                 raise ValueError(f"cannot resume the sweep: {self.folder / PLAN} was changed after "
                                  f"{resume.name}'s checkpoint recorded its config ({changes})")
         plan, program = make_program(base, self.swept, runs=len(runs.seeds))
-        result = train_runs(base, plan, program, runs, progress=progress, resume=resume,
-                            stop_at_step=stop_at_step)
+        result = train_runs(base, plan, program, runs, callbacks=callbacks, progress=progress,
+                            resume=resume, stop_at_step=stop_at_step)
         out = {}
         for position, index in enumerate(self.members):
             part = slice(position * len(seeds), (position + 1) * len(seeds))
