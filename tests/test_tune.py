@@ -206,6 +206,7 @@ def test_a_storage_that_cannot_be_opened_is_named(tmp_path):
     with pytest.raises(ValueError, match="storage='sqlite:///.*' cannot be opened"):
         tune(tiny(tmp_path), {"agent.config.clip_param": "float:0.1:0.3"}, progress=False,
              storage=url, trials=1)
+    assert not (tmp_path / "cartpole_ppo").exists()  # refused before the tune folder is made
 
 
 @pytest.mark.slow

@@ -217,6 +217,18 @@ def _check(experiment: Experiment, settings: TuneSettings) -> None:
             experiment_with(experiment, {key: value}, "--param")
     if settings.metric != "eval/mean_reward":
         check_metrics(experiment, [settings.metric])
+    if settings.storage:
+        _storage(settings.storage)
+
+
+def _storage(url: str) -> Any:
+    """Optuna's storage at the SQLAlchemy `url`; ValueError naming it when it cannot be opened."""
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as err:  # noqa: BLE001 (SQLAlchemy's errors vary by database)
+        raise ValueError(f"storage={url!r} cannot be opened: {err}") from None
 
 
 def _ends(distribution: Any) -> list[Any]:
@@ -251,14 +263,11 @@ def _study(settings: TuneSettings, folder: Path) -> Any:
     first process's again."""
     import optuna
 
-    storage = settings.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-    pruner = optuna.pruners.MedianPruner() if settings.pruner == "median" else optuna.pruners.NopPruner()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(storage=storage, study_name=settings.study_name, pruner=pruner,
-                                    direction=settings.direction, load_if_exists=True)
-    except Exception as err:  # noqa: BLE001 (SQLAlchemy's errors vary by database)
-        raise ValueError(f"storage={storage!r} cannot be opened: {err}") from None
+    storage = _storage(settings.storage or f"sqlite:///{(folder / 'study.db').resolve()}")
+    pruner = optuna.pruners.MedianPruner() if settings.pruner == "median" else optuna.pruners.NopPruner()
+    study = optuna.create_study(storage=storage, study_name=settings.study_name, pruner=pruner,
+                                direction=settings.direction, load_if_exists=True)
     seed = settings.seed + len(study.trials)
     study.sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True)
                      if settings.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
@@ -272,7 +281,6 @@ def _ask_again_what_was_running(study: Any, folder: Path) -> None:
 
     for program in folder.glob("program_*"):  # a finished program's folder is gone
         shutil.rmtree(program)
-
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         shutil.rmtree(folder / _label(trial.number), ignore_errors=True)
