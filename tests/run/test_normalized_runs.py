@@ -92,3 +92,12 @@ def test_reward_normalisation_needs_the_algorithms_discount(tmp_path):
     spec = tiny(tmp_path).env
     with pytest.raises(ValueError, match="mine has no discount"):
         _reward_scaling(spec, "mine", object())
+
+
+def test_a_gymnasium_env_stepped_on_the_host_normalises_observations_too(tmp_path):
+    experiment = load_experiment("gymnasium_cartpole_ppo", [*TINY[:-1], f"logging.root='{tmp_path}'"])
+    result = rollax.train(experiment, progress=False)
+    model = rollax.load_agent(result.run_dir, checkpoint="last").model
+    assert isinstance(model, NormalizedPolicy)
+    assert float(model.count[...]) == pytest.approx(result.env_steps + 1e-4)
+    assert np.abs(model.mean[...]).max() > 0.0
