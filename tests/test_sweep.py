@@ -222,3 +222,11 @@ def test_cli_names_a_bad_grid_and_exits_2(capsys, tmp_path):
     assert "rollax sweep: error: " in capsys.readouterr().err
     with pytest.raises(ValueError, match="given twice"):
         parse_grid(["agent.config.clip_param=0.1", "agent.config.clip_param=0.2"])
+
+
+def test_gamma_is_a_program_per_value_when_it_also_discounts_the_reward_scaler(tmp_path):
+    keys = ["agent.config.gamma", "agent.config.clip_param"]
+    combos = [dict.fromkeys(keys, value) for value in (0.9, 0.2)]
+    assert traced_keys(tiny(tmp_path), keys, combos) == tuple(keys)
+    normalised = tiny(tmp_path, "env.normalize_rewards=true")
+    assert traced_keys(normalised, keys, combos) == ("agent.config.clip_param",)

@@ -238,16 +238,19 @@ def experiment_with(experiment: Experiment, values: Mapping[str, Any], what: str
 def traced_keys(experiment: Experiment, keys: list[str], combos: list[dict]) -> tuple[str, ...]:
     """Keys whose values every run of one program can hold as a number of its own: the learning
     rate and the config's traced fields, swept over numbers (a Gymnasium env's program is one
-    run per seed, so nothing there)."""
+    run per seed, so nothing there). With normalised rewards `gamma` is also the reward
+    scaler's discount, which the program holds as a constant: one program per value."""
     if is_host_env_id(experiment.env.id):
         return ()
     traced_fields = {CONFIG + name for name in experiment.agent.config.traced_fields}
+    if experiment.env.normalize_rewards:
+        traced_fields.discard(CONFIG + "gamma")
     return tuple(key for key in keys if (key == LEARNING_RATE or key in traced_fields) and all(
         isinstance(c[key], (int, float)) and not isinstance(c[key], bool) for c in combos))
 
 
 def program_groups(experiments: list[Experiment], combos: list[dict], keys: list[str],
-              traced: tuple[str, ...]) -> list[list[int]]:
+                   traced: tuple[str, ...]) -> list[list[int]]:
     """Combination indices per program: the same untraced values, at most as many runs and
     transitions per iteration as one run may hold."""
     groups: dict[str, list[int]] = {}
