@@ -42,3 +42,12 @@ def test_table_shows_iqm_interval_and_solved_count():
     line = baseline_table([row]).splitlines()[1]
     low, high = iqm_interval(row.means)
     assert f"500.0 [{low:.1f}, {high:.1f}]" in line and "4/5" in line and line.endswith("PASS")
+
+
+def test_table_columns_line_up_for_long_names():
+    rows = [BaselineRow("mountaincar_continuous_ppo", "MountainCarContinuous-v0", np.full(3, 94.0),
+                        75.0, 10.0),
+            BaselineRow("cartpole_ppo", "CartPole-v1", np.full(3, 500.0), 475.0, 30.0)]
+    lines = baseline_table(rows).splitlines()
+    starts = [line.index("PASS") for line in lines[1:]]
+    assert starts[0] == starts[1] == lines[0].index("result")

@@ -77,13 +77,15 @@ def run_baselines(experiments: Iterable[Experiment], progress: bool = True) -> l
 def baseline_table(rows: list[BaselineRow]) -> str:
     """One line per experiment: per-seed greedy returns summarised (mean, worst, IQM with its
     bootstrap interval), seeds solved and PASS/FAIL."""
-    header = (f"{'experiment':<24} {'env':<14} {'mean':>9} {'worst':>9} {'IQM [95% CI]':>26} "
-              f"{'threshold':>9} {'solved':>7} {'wall s':>8}  result")
+    name_width = max([24, *(len(row.name) for row in rows)])
+    env_width = max([14, *(len(row.env_id) for row in rows)])
+    header = (f"{'experiment':<{name_width}} {'env':<{env_width}} {'mean':>9} {'worst':>9} "
+              f"{'IQM [95% CI]':>26} {'threshold':>9} {'solved':>7} {'wall s':>8}  result")
     lines = [header]
     for row in rows:
         low, high = iqm_interval(row.means)
         iqm = f"{row.iqm:.1f} [{low:.1f}, {high:.1f}]"
-        lines.append(f"{row.name:<24} {row.env_id:<14} {row.means.mean():>9.1f} {row.means.min():>9.1f} "
+        lines.append(f"{row.name:<{name_width}} {row.env_id:<{env_width}} {row.means.mean():>9.1f} {row.means.min():>9.1f} "
                      f"{iqm:>26} {row.threshold:>9.1f} {row.solved:>3}/{len(row.means):<3} "
                      f"{row.wall_seconds:>8.1f}  {'PASS' if row.passed else 'FAIL'}")
     return "\n".join(lines)
