@@ -1,7 +1,7 @@
 """The classes of the second adversarial pass, for `tools/adversarial.py`: run folders written by
 two processes or edited by hand, numbers that overflow or are not flags, user code that breaks on
 rows or prompts a small check never tries, env params of the wrong kind or sign, evaluations that
-never end, machine limits, and API edges. Each case is judged as `adversarial.py` judges its own
+never end, machine limits, API edges, and normalisation and search settings. Each case is judged as `adversarial.py` judges its own
 (a clear error, a handled case, a traceback, a silent acceptance, a hang)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def run_trust(root: Path, adversarial) -> None:
     """Every class below, recorded through `adversarial.record`; a part that itself fails (on
     an older rollax, say) is recorded as one traceback and the others still run."""
     for part in (_run_folders, _read_only, _numbers, _user_code, _env_params, _evaluation,
-                 _resources, _api):
+                 _resources, _api, _normalisation_and_tune):
         try:
             part(root, adversarial)
         except Exception as error:  # noqa: BLE001 - what a user of that rollax would meet
@@ -356,3 +356,34 @@ def _api(root: Path, adv) -> None:
         adv.try_call(category, f"generate(['12='], {name})",
                      lambda o=options: token_agent.generate(["12="], greedy=False,
                                                             key=jax.random.key(0), **o))
+
+
+# -- normalisation settings and searches ---------------------------------------------------------
+def _normalisation_and_tune(root: Path, adv) -> None:
+    category = "normalisation and rollax tune"
+    where = ["--set", f"logging.root='{root / 'trust_tune'}'", "--quiet"]
+    for setting in ("env.clip_observations=0", "env.clip_rewards=-1", "env.clip_observations=nan",
+                    "env.normalize_rewards=1", "env.normalize_observations='yes'"):
+        adv.try_cli(category, ["train", "mountaincar_ppo", "--set", setting, *where])
+    for experiment, setting in (("gymnasium_cartpole_ppo", "env.normalize_rewards=true"),
+                                ("vae_grpo", "env.normalize_rewards=true"),
+                                ("vae_grpo", "env.normalize_observations=true"),
+                                ("tokens_reverse_grpo", "env.normalize_observations=true")):
+        adv.try_cli(category, ["train", experiment, "--set", setting, *where])
+    for params in (["agent.optimizer.learning_rate=log:0:1e-2"],
+                   ["agent.optimizer.learning_rate=log:-1e-3:1e-2"],
+                   ["agent.config.clip_param=float:0.3:0.1"], ["agent.config.num_epochs=int:4:4"],
+                   ["agent.config.clip_param=float:0.1"], ["agent.config.clip_param=normal:0:1"],
+                   ["agent.config.clip_param=float:nan:1"], ["agent.config.clip_param=cat:"],
+                   ["agent.config.clip_param=cat:0.1,0.1"], ["agent.config.no_such=float:0:1"],
+                   ["no_such_section.x=float:0:1"], ["seeds=int:1:3"], ["logging.root=cat:a,b"],
+                   ["agent.config.clip_param=float:-1:0.3"], ["agent.config.clip_param"], []):
+        adv.try_cli(category, ["tune", "cartpole_ppo", *[a for p in params for a in ("--param", p)],
+                               *where])
+    ok = ["--param", "agent.config.clip_param=float:0.1:0.3"]
+    for options in (["--metric", "eval/no_such_metric"], ["--metric", "train/loss"],
+                    ["--storage", "notadb://x"], ["--storage", f"sqlite:///{root}/missing/dir/s.db"],
+                    ["--trials", "0"], ["--batch", "-1"], ["--aggregate", "median"],
+                    ["--resume", str(root)], ["--resume", str(root / "missing")]):
+        adv.try_cli(category, ["tune", "cartpole_ppo", *ok, *options, *where]
+                    if options[0] != "--resume" else ["tune", *options])
