@@ -45,7 +45,7 @@ def run_code(code: list[str], cache_dir: str | None = None, timeout: float | Non
 
 
 def main() -> None:
-    print("PPO CartPole-v1 (the shipped preset): 8 envs x 32 steps, 20 full-batch epochs, 1e5 steps/seed")
+    print("PPO CartPole-v1 (the shipped preset): 8 envs x 32 steps, 20 full-batch epochs, 1.5e5 steps/seed")
     print(f"{'seeds':>5} {'cache':>5} {'compile s':>9} {'train s':>8} {'compile+train':>13} "
           f"{'process s':>9} {'env-steps/s':>11}  greedy eval per seed")
     for seeds in (1, 8):

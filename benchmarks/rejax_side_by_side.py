@@ -43,7 +43,7 @@ def train_rollax(seeds: int, first_seed: int) -> tuple[np.ndarray, np.ndarray, n
 
     curve = Curve()
     experiment = rollax.load_experiment(
-        "cartpole_ppo", [f"eval.every_steps={EVAL_EVERY}", "logging.enabled=false",
+        "cartpole_ppo", ["budget.total_steps=100000", f"eval.every_steps={EVAL_EVERY}", "logging.enabled=false",
                          f"seed={first_seed}", f"eval.episodes={EVAL_EPISODES}"], seeds=seeds)
     start = time.perf_counter()
     result = rollax.train(experiment, callbacks=[curve], progress=False)
