@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rollax.errors import RunFailed
 
@@ -63,25 +64,16 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from rollax.api import sweep
-    from rollax.presets import load_experiment
     from rollax.sweeps import check_metrics, parse_grid, read_sweep
 
     _import_modules(args.import_module)
     if args.resume:
-        given = [flag for flag, value in (("EXPERIMENT", args.experiment), ("--grid", args.grid),
-                                          ("--set", args.set), ("--seeds", args.seeds)) if value]
-        if given:
-            raise ValueError(f"--resume continues the sweep as it was started; drop {', '.join(given)}")
+        _nothing_besides_resume(args, "--grid", args.grid, "sweep")
         check_metrics(read_sweep(args.resume)[0], args.metric)
         result = sweep(resume=args.resume, progress=not args.quiet)
     else:
-        if args.experiment is None:
-            raise ValueError("name an experiment to sweep, or --resume SWEEP_DIR to continue a sweep")
-        if args.seeds is not None and args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        _check_dirs(args.dir)
         grid = parse_grid(args.grid)
-        experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
+        experiment = _experiment_to_search(args, "sweep", "SWEEP_DIR")
         check_metrics(experiment, args.metric)
         result = sweep(experiment, grid, progress=not args.quiet)
     print(result.table(args.metric))
@@ -92,24 +84,15 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from rollax.api import tune
-    from rollax.presets import load_experiment
     from rollax.tuning import parse_space
 
     _import_modules(args.import_module)
     if args.resume:
-        given = [flag for flag, value in (("EXPERIMENT", args.experiment), ("--param", args.param),
-                                          ("--set", args.set), ("--seeds", args.seeds)) if value]
-        if given:
-            raise ValueError(f"--resume continues the search as it was started; drop {', '.join(given)}")
+        _nothing_besides_resume(args, "--param", args.param, "search")
         result = tune(resume=args.resume, progress=not args.quiet)
     else:
-        if args.experiment is None:
-            raise ValueError("name an experiment to tune, or --resume TUNE_DIR to continue a search")
-        if args.seeds is not None and args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        _check_dirs(args.dir)
         space = parse_space(args.param)
-        experiment = load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
+        experiment = _experiment_to_search(args, "tune", "TUNE_DIR")
         result = tune(experiment, space, progress=not args.quiet, trials=args.trials,
                       batch=args.batch, metric=args.metric, aggregate=args.aggregate,
                       direction=args.direction, sampler=args.sampler, pruner=args.pruner,
@@ -117,6 +100,26 @@ def _tune(args: argparse.Namespace) -> int:
     print(result.table())
     print(f"search written to {result.folder}  (best preset: {result.folder / 'best.toml'})")
     return 0
+
+
+def _nothing_besides_resume(args: argparse.Namespace, flag: str, value: Any, what: str) -> None:
+    """A ValueError naming what was given besides `--resume` (it continues as it was started)."""
+    given = [name for name, v in (("EXPERIMENT", args.experiment), (flag, value), ("--set", args.set),
+                                  ("--seeds", args.seeds)) if v]
+    if given:
+        raise ValueError(f"--resume continues the {what} as it was started; drop {', '.join(given)}")
+
+
+def _experiment_to_search(args: argparse.Namespace, command: str, folder: str) -> Any:
+    """The experiment a sweep or search trains (its preset, `--set`, `--seeds`, `--dir`)."""
+    from rollax.presets import load_experiment
+
+    if args.experiment is None:
+        raise ValueError(f"name an experiment to {command}, or --resume {folder} to continue")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    _check_dirs(args.dir)
+    return load_experiment(args.experiment, args.set, seeds=args.seeds, dirs=args.dir)
 
 
 def _join_processes(args: argparse.Namespace) -> bool:
@@ -257,20 +260,25 @@ def _add_placement_flags(p: argparse.ArgumentParser) -> None:
                        help="give up joining after this long (default 60)")
 
 
-def _add_sweep_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="train every combination of a hyperparameter grid, "
-                       "numbers side by side in one compiled program; table and sweep.png")
+def _add_search_experiment_args(p: argparse.ArgumentParser, each: str) -> None:
+    """The experiment a sweep or search trains, and its settings for every `each` (run)."""
     p.add_argument("experiment", nargs="?", help="an experiment preset, as for train")
-    p.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2,...",
-                   help="a swept key and its values, e.g. agent.optimizer.learning_rate=1e-4,3e-4 "
-                   "(repeatable: every combination is trained)")
-    p.add_argument("--seeds", type=int, help="seeds per combination (default: the preset's)")
+    p.add_argument("--seeds", type=int, help=f"seeds per {each} (default: the preset's)")
     p.add_argument("--dir", action="append", default=[], metavar="FOLDER",
                    help="a folder of experiment presets searched first for NAME (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a preset value for every combination")
+                   help=f"override a preset value for every {each}")
     p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
                    help=IMPORT_HELP)
+
+
+def _add_sweep_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="train every combination of a hyperparameter grid, "
+                       "numbers side by side in one compiled program; table and sweep.png")
+    _add_search_experiment_args(p, "combination")
+    p.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2,...",
+                   help="a swept key and its values, e.g. agent.optimizer.learning_rate=1e-4,3e-4 "
+                   "(repeatable: every combination is trained)")
     p.add_argument("--metric", action="append", default=[], metavar="eval/NAME",
                    help="also tabulate an env's evaluation metric, e.g. eval/sampled_judge_success "
                    "(repeatable; every one is in sweep.json)")
@@ -284,7 +292,7 @@ def _add_sweep_parser(sub) -> None:
 def _add_tune_parser(sub) -> None:
     p = sub.add_parser("tune", help="Bayesian hyperparameter search with Optuna, each batch of "
                        "trials in compiled programs; best trials, plots and best.toml")
-    p.add_argument("experiment", nargs="?", help="an experiment preset, as for train")
+    _add_search_experiment_args(p, "trial")
     p.add_argument("--param", action="append", default=[], metavar="PATH=SPEC",
                    help="a searched key and its range: log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH "
                    "or cat:A,B,... (repeatable)")
@@ -301,13 +309,6 @@ def _add_tune_parser(sub) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="the Optuna storage, an SQLAlchemy URL (default: study.db in the tune folder)")
     p.add_argument("--study", default="rollax", help="the study's name in the storage")
-    p.add_argument("--seeds", type=int, help="seeds per trial (default: the preset's)")
-    p.add_argument("--dir", action="append", default=[], metavar="FOLDER",
-                   help="a folder of experiment presets searched first for NAME (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a preset value for every trial")
-    p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
-                   help=IMPORT_HELP)
     p.add_argument("--resume", metavar="TUNE_DIR",
                    help="continue a search (runs/<experiment>/<timestamp>_tune) until it has its "
                    "trials: finished trials are kept, interrupted ones asked again")

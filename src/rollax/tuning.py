@@ -5,8 +5,9 @@ spread out) proposes a batch of trials with `study.ask()`; the batch trains as `
 trains a grid: trials x seeds side by side in one program, trials whose values cannot vary
 inside one program (a static key such as `num_epochs`) in programs of their own. Every
 evaluation reports each trial's metric (aggregated over its seeds: mean or IQM) to Optuna, whose
-pruner (median by default) may prune it; a program whose trials are all pruned stops at that
-chunk. Each trial is told when its program ends, so a killed search loses no finished trial.
+pruner (median by default) may prune it; the program then stops at that chunk and its other
+trials go on from its checkpoint in a program without the pruned ones. Each trial is told when
+its program ends, so a killed search loses no finished trial.
 The study lives in an Optuna storage (a SQLite file in the tune folder by default, or any
 SQLAlchemy URL), readable with Optuna's own tools::
 
