@@ -29,6 +29,8 @@ TINY = ["budget.total_steps=256", "budget.num_envs=4", "budget.num_steps=16",
         "budget.iterations_per_chunk=1", "agent.config.num_minibatches=2",
         "agent.network.hidden_sizes=[16]", "eval.episodes=2", "eval.every_steps=128"]
 PARAMS = ["agent.optimizer.learning_rate=log:1e-4:1e-2", "agent.config.clip_param=float:0.1:0.3"]
+SEARCH = {"agent.optimizer.learning_rate": "log:1e-4:3e-3", "agent.config.clip_param": "float:0.1:0.3",
+          "agent.config.gae_lambda": "float:0.8:0.99"}
 
 
 def tiny(root, *extra: str):
@@ -37,13 +39,13 @@ def tiny(root, *extra: str):
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """`rollax tune` of 4 trials in batches of 2 x 2 seeds; its folder and what it printed."""
+    """`rollax tune` of 4 trials in batches of 2 x 2 seeds over the preset's [search] space;
+    its folder and what it printed."""
     root = tmp_path_factory.mktemp("tune")
     sets = [arg for setting in [*TINY, f"logging.root='{root}'"] for arg in ("--set", setting)]
-    params = [arg for param in PARAMS for arg in ("--param", param)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["tune", "cartpole_ppo", *params, "--trials", "4", "--batch", "2", "--seeds", "2",
+        code = main(["tune", "cartpole_ppo", "--trials", "4", "--batch", "2", "--seeds", "2",
                      "--quiet", *sets])
     printed = out.getvalue()
     assert code == 0, printed
@@ -65,9 +67,11 @@ def test_each_trials_value_is_its_runs_final_evaluation(searched):
         assert results["seeds"] == [0, 1]
         assert trial.value == pytest.approx(np.mean(results["eval_mean_return"]))
         config = json.loads((folder / f"trial_{trial.number}" / "seed_0" / "config.json").read_text())
+        assert set(trial.params) == set(SEARCH)  # the preset's [search] table
         assert config["agent"]["optimizer"]["learning_rate"] == trial.params["agent.optimizer.learning_rate"]
         assert config["agent"]["config"]["clip_param"] == trial.params["agent.config.clip_param"]
-        assert 1e-4 <= trial.params["agent.optimizer.learning_rate"] <= 1e-2
+        assert config["agent"]["config"]["gae_lambda"] == trial.params["agent.config.gae_lambda"]
+        assert 1e-4 <= trial.params["agent.optimizer.learning_rate"] <= 3e-3
         # every periodic evaluation was reported: 128 and 256 env steps
         assert sorted(trial.intermediate_values) == [128]
 
@@ -199,6 +203,14 @@ def test_bad_searches_are_named_before_anything_is_written(tmp_path, space, sett
     with pytest.raises(ValueError, match=message):
         tune(tiny(tmp_path), space, progress=False, **settings)
     assert not (tmp_path / "cartpole_ppo").exists()
+
+
+def test_a_preset_without_a_search_table_needs_a_space_and_a_bad_table_is_named(tmp_path):
+    assert load_experiment("cartpole_ppo").search == SEARCH
+    with pytest.raises(ValueError, match=r"at least one --param KEY=SPEC .* or a \[search\] table"):
+        tune(load_experiment("acrobot_ppo", [f"logging.root='{tmp_path}'"]), progress=False)
+    with pytest.raises(ValueError, match="search.agent.config.clip_param must be a range"):
+        load_experiment("cartpole_ppo", ["search={'agent.config.clip_param' = 0.2}"])
 
 
 def test_a_storage_that_cannot_be_opened_is_named(tmp_path):

@@ -61,8 +61,8 @@ def tune(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None =
          space: Mapping[str, str] | None = None, *, progress: bool = True,
          resume: str | Path | None = None, **settings: Any) -> TuneResult:
     """Bayesian search of `space` (`{"agent.optimizer.learning_rate": "log:1e-4:1e-2", ...}`,
-    specs as `--param` takes them) with Optuna, a batch of trials per compiled program
-    (`rollax.tuning`). `settings` are `TuneSettings`' fields (`trials`, `batch`, `metric`,
+    specs as `--param` takes them; None: the experiment's `[search]` table) with Optuna, a batch
+    of trials per compiled program (`rollax.tuning`). `settings` are `TuneSettings`' fields (`trials`, `batch`, `metric`,
     `aggregate`, `sampler`, `pruner`, `seed`, `storage`, `study_name`, `direction`); `resume`
     continues a tune folder instead. Returns the `TuneResult` (its `study`, `table()`, folder)."""
     enable_compilation_cache()
@@ -71,10 +71,12 @@ def tune(experiment: Experiment | Mapping[str, Any] | str | os.PathLike | None =
             raise ValueError("tune(resume=...) continues the search as it was started: give no "
                              "experiment, space or settings")
         return resume_tune(resume, progress=progress)
-    if experiment is None or space is None:
-        raise ValueError("tune needs an experiment and a space, or resume=TUNE_DIR")
-    return run_tune(_experiment(experiment, "tune"), TuneSettings(space=dict(space), **settings),
-                    progress=progress)
+    if experiment is None:
+        raise ValueError("tune needs an experiment (and a space, or its [search] table), or "
+                         "resume=TUNE_DIR")
+    experiment = _experiment(experiment, "tune")
+    space = experiment.search if space is None else space
+    return run_tune(experiment, TuneSettings(space=dict(space), **settings), progress=progress)
 
 
 def _experiment(experiment: Any, what: str) -> Experiment:

@@ -91,7 +91,7 @@ def _tune(args: argparse.Namespace) -> int:
         _nothing_besides_resume(args, "--param", args.param, "search")
         result = tune(resume=args.resume, progress=not args.quiet)
     else:
-        space = parse_space(args.param)
+        space = parse_space(args.param) if args.param else None  # None: the preset's [search]
         experiment = _experiment_to_search(args, "tune", "TUNE_DIR")
         result = tune(experiment, space, progress=not args.quiet, trials=args.trials,
                       batch=args.batch, metric=args.metric, aggregate=args.aggregate,
@@ -295,7 +295,7 @@ def _add_tune_parser(sub) -> None:
     _add_search_experiment_args(p, "trial")
     p.add_argument("--param", action="append", default=[], metavar="PATH=SPEC",
                    help="a searched key and its range: log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH "
-                   "or cat:A,B,... (repeatable)")
+                   "or cat:A,B,... (repeatable; default: the preset's [search] table)")
     p.add_argument("--trials", type=int, default=32, help="finished trials to reach (default 32)")
     p.add_argument("--batch", type=int, default=8, help="trials asked and trained at once (default 8)")
     p.add_argument("--metric", default="eval/mean_reward", metavar="eval/NAME",

@@ -56,7 +56,7 @@ from rollax.run.program import make_program
 from rollax.run.result import TrainResult
 from rollax.run.run_folder import config_changes
 
-NOT_SWEPT = ("name", "seed", "seeds", "logging")  # --seeds gives the seeds; logging says where
+NOT_SWEPT = ("name", "seed", "seeds", "logging", "search")  # --seeds gives the seeds; logging says where
 PLAN = "sweep.json"  # the sweep's experiment and grid (written first), then its results too
 
 

@@ -114,7 +114,8 @@ def distributions(space: Mapping[str, str]) -> dict[str, Any]:
     import optuna
 
     if not isinstance(space, Mapping) or not space:
-        raise ValueError(f"a search needs at least one --param KEY=SPEC ({SPACE_HELP})")
+        raise ValueError(f"a search needs at least one --param KEY=SPEC ({SPACE_HELP}), or a "
+                         "[search] table in the experiment preset")
     out = {}
     for key, spec in space.items():
         if not isinstance(key, str) or key.split(".", 1)[0] in NOT_SWEPT:

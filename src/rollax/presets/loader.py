@@ -44,7 +44,7 @@ ENV_SCHEMA: dict[str, Any] = _defaults(EnvSpec)
 # `network`'s keys are its policy kind's (`rollax.networks.kinds`), checked by the typed section
 AGENT_SCHEMA: dict[str, Any] = {**_defaults(AgentSpec), "config": {}, "network": {}}
 # tables whose keys are free (passed on to a factory or config class), not a fixed schema
-OPEN_TABLES = ("params", "kwargs", "config", "network", "overrides", *LOGGING_CALLBACKS)
+OPEN_TABLES = ("params", "kwargs", "config", "network", "overrides", "search", *LOGGING_CALLBACKS)
 
 
 def _apply_schema(data: dict, schema: dict, where: str) -> dict:

@@ -184,10 +184,16 @@ class Experiment:
     seed: int = 0  # the first one
     description: str = ""
     tags: tuple[str, ...] = ()
+    # what `rollax tune` searches when no --param is given: {"agent.config.clip_param":
+    # "float:0.1:0.3", ...} (the specs are checked by rollax.tuning when a search starts)
+    search: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         check_types(self, "")
         object.__setattr__(self, "tags", tuple(self.tags))  # TOML/JSON lists
+        for key, spec in self.search.items():
+            if not isinstance(spec, str):
+                raise ValueError(f"search.{key} must be a range such as 'log:1e-4:1e-2', got {spec!r}")
         if not is_folder_name(self.name):
             raise ValueError(f"name={self.name!r} must be a folder name: letters, digits and "
                              "'._+-', not starting with '.' and without '..'")
