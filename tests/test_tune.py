@@ -94,9 +94,7 @@ def test_a_search_left_with_running_trials_asks_them_again_and_keeps_the_finishe
     subprocess.run(["cp", "-r", str(folder), str(copy)], check=True)
     study = load_study(copy)
     finished = {t.number: t.params for t in study.trials}
-    interrupted = study.ask()  # what a killed search leaves: a running trial
-    interrupted.suggest_float("agent.optimizer.learning_rate", 1e-4, 1e-2, log=True)
-    interrupted.suggest_float("agent.config.clip_param", 0.1, 0.3)
+    interrupted = study.ask(distributions(SEARCH))  # what a killed search leaves: a running trial
     (copy / f"trial_{interrupted.number}").mkdir()  # and its partial folder
     settings = json.loads((copy / "tune.json").read_text())
     settings["settings"]["trials"] = 5
