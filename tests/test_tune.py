@@ -129,7 +129,7 @@ def test_the_reporter_asks_for_a_stop_once_the_pruner_prunes_a_trial():
 def batch_of_two(root, pruner):
     """Two asked trials of a search with `pruner`, trained side by side by `_Batch`."""
     settings = TuneSettings(space=parse_space(PARAMS))
-    experiment = tiny(root, "budget.total_steps=384")
+    experiment = tiny(root, "budget.total_steps=256")
     study = optuna.create_study(pruner=pruner, direction="maximize")
     for values in ({"agent.optimizer.learning_rate": 3e-3, "agent.config.clip_param": 0.2},
                    {"agent.optimizer.learning_rate": 1e-4, "agent.config.clip_param": 0.1}):
@@ -152,7 +152,7 @@ def learning_records(seed_dir):
 
 
 def test_a_pruned_trial_leaves_the_program_and_the_other_trains_on_as_if_alone(tmp_path):
-    """Pruned at the first evaluation (128 steps of 384), the second trial's slot is dropped:
+    """Pruned at the first evaluation (128 steps of 256), the second trial's slot is dropped:
     the first continues in a program of its own from that chunk's checkpoint and ends exactly
     where it ends beside an unpruned second trial."""
 
@@ -166,7 +166,7 @@ def test_a_pruned_trial_leaves_the_program_and_the_other_trains_on_as_if_alone(t
     assert [t.state for t in pruned_study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
     assert pruned_study.trials[0].value == full_study.trials[0].value
     ours, alone = (learning_records(folder / "trial_0" / "seed_1") for folder in (pruned_folder, full_folder))
-    assert ours == alone and max(record["step"] for record in ours) == 384
+    assert ours == alone and max(record["step"] for record in ours) == 256
     stopped = [json.loads(line)["step"] for line in
                (pruned_folder / "trial_1" / "seed_0" / "metrics.jsonl").read_text().splitlines()]
     assert max(stopped) == 128  # the pruned trial trained no further

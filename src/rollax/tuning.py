@@ -42,7 +42,6 @@ from rollax.logging.checkpoint import load_checkpoint, save_checkpoint
 from rollax.logging.run_dir import claim_run_folder, write_text_atomically
 from rollax.logging.writer_lock import hold_writer_lock
 from rollax.presets import parse_override
-from rollax.run.baselines import interquartile_mean
 from rollax.run.experiment import Experiment
 from rollax.run.loop import check_run_options
 from rollax.run.plan import iteration_layout
@@ -383,7 +382,11 @@ def _final_values(result: Any, metric: str) -> np.ndarray:
 
 def _aggregate(values: np.ndarray, how: str) -> float:
     values = np.asarray(values, float)
-    return float(values.mean() if how == "mean" else interquartile_mean(values))
+    if how == "mean":
+        return float(values.mean())
+    from rollax.run.baselines import interquartile_mean  # scipy.stats: 1 s to import
+
+    return float(interquartile_mean(values))
 
 
 class _Reporter(Callback):
