@@ -377,9 +377,10 @@ def _normalisation_and_tune(root: Path, adv) -> None:
                    ["agent.config.clip_param=float:nan:1"], ["agent.config.clip_param=cat:"],
                    ["agent.config.clip_param=cat:0.1,0.1"], ["agent.config.no_such=float:0:1"],
                    ["no_such_section.x=float:0:1"], ["seeds=int:1:3"], ["logging.root=cat:a,b"],
-                   ["agent.config.clip_param=float:-1:0.3"], ["agent.config.clip_param"], []):
+                   ["agent.config.clip_param=float:-1:0.3"], ["agent.config.clip_param"]):
         adv.try_cli(category, ["tune", "cartpole_ppo", *[a for p in params for a in ("--param", p)],
                                *where])
+    adv.try_cli(category, ["tune", "acrobot_ppo", *where])  # no --param and no [search] table
     ok = ["--param", "agent.config.clip_param=float:0.1:0.3"]
     for options in (["--metric", "eval/no_such_metric"], ["--metric", "train/loss"],
                     ["--storage", "notadb://x"], ["--storage", f"sqlite:///{root}/missing/dir/s.db"],

@@ -229,7 +229,8 @@ def _storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as err:  # noqa: BLE001 (SQLAlchemy's errors vary by database)
-        raise ValueError(f"storage={url!r} cannot be opened: {err}") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__  # not SQLAlchemy's link
+        raise ValueError(f"storage={url!r} cannot be opened: {reason}") from None
 
 
 def _ends(distribution: Any) -> list[Any]:
