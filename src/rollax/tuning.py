@@ -346,7 +346,8 @@ class _Batch:
             if done or not kept:
                 for index in kept:
                     self.study.tell(self.trials[index], _aggregate(
-                        _final_values(results[index], self.settings.metric), self.settings.aggregate))
+                        _metric_values(results[index].eval_returns, results[index].eval_metrics,
+                                       self.settings.metric), self.settings.aggregate))
                 shutil.rmtree(self.folder / f"program_{name}", ignore_errors=True)
                 return part + 1
             runs = [members.index(i) * seeds + s for i in kept for s in range(seeds)]
@@ -374,11 +375,11 @@ def _keep_runs(source: Path, target: Path, runs: list[int], experiment: Experime
     shutil.rmtree(source)
 
 
-def _final_values(result: Any, metric: str) -> np.ndarray:
-    """Per seed, the metric at the final evaluation."""
+def _metric_values(returns: np.ndarray, metrics: Mapping[str, Any], metric: str) -> np.ndarray:
+    """Per run, `metric` of an evaluation (`returns [runs, episodes]`, the env's metrics)."""
     if metric == "eval/mean_reward":
-        return result.eval_returns.mean(axis=1)
-    return np.asarray(result.eval_metrics[metric.removeprefix("eval/")], float)
+        return np.asarray(returns, float).mean(axis=1)
+    return np.asarray(metrics[metric.removeprefix("eval/")], float)
 
 
 def _aggregate(values: np.ndarray, how: str) -> float:
@@ -405,9 +406,7 @@ class _Reporter(Callback):
     def on_evaluation(self, trainer: Any, evaluation: Any) -> None:
         if evaluation.final:
             return  # the final value is told, not reported
-        metric = self.settings.metric
-        values = (evaluation.returns.mean(axis=1) if metric == "eval/mean_reward"
-                  else np.asarray(evaluation.metrics[metric.removeprefix("eval/")], float))
+        values = _metric_values(evaluation.returns, evaluation.metrics, self.settings.metric)
         for position, trial in enumerate(self.trials):
             if self.pruned[position]:
                 continue
