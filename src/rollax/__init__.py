@@ -12,7 +12,7 @@ defer_gymnax_init()
 
 # Registers every env id with Gymnasium (`gymnasium.make("rollax/CartPole-v1")`), and the
 # domains' env ids, policy kinds and batch sources; imports no jax.
-from rollax import generative, tokens  # noqa: F401
+from rollax import diffusion, generative, tokens  # noqa: F401
 from rollax.envs import make, register, registered_ids
 from rollax.lazy import lazy_exports
 

@@ -70,7 +70,7 @@ ACTIONS = ("latent", "sample")
 SAMPLE_RANGE = (0.0, 1.0)  # what a sample-valued action is clipped to (pixel intensities)
 
 
-class _Frozen:
+class Frozen:
     """A module split into (graph, weights), or a plain function with no weights."""
 
     def __init__(self, fn: Callable | nnx.Module):
@@ -136,9 +136,9 @@ class LatentEnv(EnvHooks, environment.Environment[LatentEnvState, LatentEnvParam
         self._conditions = jnp.asarray(table, jnp.float32)
         low, high = float(table.min()), float(table.max())
         self._condition_bounds = (low, high if high > low else low + 1.0)  # no degenerate Box
-        self._decoder = _Frozen(decoder)
-        self._reward = _Frozen(reward_fn)
-        self._evaluator = None if evaluator is None else _Frozen(evaluator)
+        self._decoder = Frozen(decoder)
+        self._reward = Frozen(reward_fn)
+        self._evaluator = None if evaluator is None else Frozen(evaluator)
         self._one_hot = bool(table.shape[0] == table.shape[1] and np.array_equal(
             table, np.eye(table.shape[0])))
         self.sample_shape = self._probe()
@@ -291,7 +291,7 @@ class LatentEnv(EnvHooks, environment.Environment[LatentEnvState, LatentEnvParam
         images = self.decode(params, observations, actions)
         if not self._one_hot:
             return images[:RENDER_LIMIT]
-        return _rows_by_class(images, self.conditions_of(observations).argmax(-1),
+        return rows_by_class(images, self.conditions_of(observations).argmax(-1),
                               self._conditions.shape[0])
 
     # --- gymnax interface
@@ -395,7 +395,7 @@ class LatentEnv(EnvHooks, environment.Environment[LatentEnvState, LatentEnvParam
         return spaces.Box(jnp.asarray(low), jnp.asarray(high), low.shape, jnp.float32)
 
 
-def _rows_by_class(images: jax.Array, classes: jax.Array, num_classes: int) -> jax.Array:
+def rows_by_class(images: jax.Array, classes: jax.Array, num_classes: int) -> jax.Array:
     """`[M * M, H, W]`: slot `c * M + j` is the j-th image of class c, zeros if there is none."""
     count = images.shape[0]
     order = jnp.argsort(classes * count + jnp.arange(count))  # stable: by class, then position

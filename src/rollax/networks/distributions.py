@@ -38,6 +38,10 @@ class Distribution:
         """The greedy action."""
         raise NotImplementedError
 
+    def kl(self, other: Distribution) -> jax.Array:
+        """KL(self || other) in closed form, of the batch shape."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form KL")
+
 
 @struct.dataclass
 class Categorical(Distribution):
@@ -57,6 +61,10 @@ class Categorical(Distribution):
 
     def mode(self) -> jax.Array:
         return jnp.argmax(self.logits, axis=-1)
+
+    def kl(self, other: Categorical) -> jax.Array:
+        log_p, log_q = jax.nn.log_softmax(self.logits, -1), jax.nn.log_softmax(other.logits, -1)
+        return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 @struct.dataclass
@@ -80,6 +88,13 @@ class DiagGaussian(Distribution):
 
     def mode(self) -> jax.Array:
         return self.mean
+
+    def kl(self, other: DiagGaussian) -> jax.Array:
+        """sum over dims of log(s_q / s_p) + (s_p^2 + (m_p - m_q)^2) / (2 s_q^2) - 1/2."""
+        per_dim = (other.log_std - self.log_std - 0.5
+                   + 0.5 * jnp.exp(2 * (self.log_std - other.log_std))
+                   + 0.5 * ((self.mean - other.mean) * jnp.exp(-other.log_std)) ** 2)
+        return jnp.sum(jnp.broadcast_to(per_dim, jnp.broadcast_shapes(self.mean.shape, per_dim.shape)), axis=-1)
 
 
 GaussianParams = DiagGaussian  # the name the public API has exported since the first version

@@ -58,20 +58,24 @@ def is_discrete(actions: jax.Array) -> bool:
 
 class PolicyTerms(NamedTuple):
     """The policy's log-probabilities and entropies of scored actions on the batch's grid, and
-    its values `[R, ...]` (None without a critic)."""
+    its values `[R, ...]` (None without a critic), and its closed-form KL to a reference's
+    distributions on the grid (None without one)."""
 
     log_probs: jax.Array
     entropy: jax.Array
     values: jax.Array | None
+    kl: jax.Array | None = None
 
 
 def score_actions(model: Any, observations: jax.Array, actions: jax.Array,
-                  grid: tuple[int, ...]) -> PolicyTerms:
+                  grid: tuple[int, ...], reference: Distribution | None = None) -> PolicyTerms:
     """Run `model(observations)` once and score `actions`, laid out on `grid`: `[R]` for one
     action per row, `[R, L]` for rows of L parts (a completion's tokens, a chain's steps), which
-    a sequence model scores in one pass. Values come as `[R, -1]`."""
+    a sequence model scores in one pass. Values come as `[R, -1]`; with `reference` (the frozen
+    reference's distributions for the same observations), the closed-form KL per part."""
     output = policy_output(model(observations), is_discrete(actions))
     distribution = output.distribution
     values = None if output.value is None else output.value.reshape(grid[0], -1)
+    kl = None if reference is None else distribution.kl(reference).reshape(grid)
     return PolicyTerms(distribution.log_prob(actions).reshape(grid),
-                       distribution.entropy().reshape(grid), values)
+                       distribution.entropy().reshape(grid), values, kl)

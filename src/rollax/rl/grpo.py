@@ -36,7 +36,7 @@ class GRPOConfig(Config):
     epsilon_high: float | None = None  # DAPO clip-higher upper bound; None = clip_param
     loss_type: str = "grpo"  # part aggregation: grpo | bnpo | dr_grpo | dapo
     scale_rewards: str = "group"  # group | batch | none
-    kl_estimator: str = "k3"
+    kl_estimator: str = "k3"  # k1 | k2 | k3 (Schulman's estimators) | exact (closed form)
     mask_zero_std_groups: bool = False  # drop groups with equal rewards from the loss average
     max_grad_norm: float | None = None
 
@@ -49,7 +49,7 @@ class GRPOConfig(Config):
         self._optional_positive("epsilon_high")
         self._choice("loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
         self._choice("scale_rewards", ("group", "batch", "none"))
-        self._choice("kl_estimator", ("k1", "k2", "k3"))
+        self._choice("kl_estimator", ("k1", "k2", "k3", "exact"))
         self._optional_positive("max_grad_norm")
 
 
@@ -96,15 +96,21 @@ class GRPO(Algorithm):
         """GRPO loss; returns `(loss, metrics)`. Without the sampling policy's log-probs the
         step is on-policy (ratio 1); without the reference's there is no KL term."""
         samples = groups.samples
-        terms = score_actions(model, samples.observations, samples.actions, samples.mask.shape)
+        exact = config.kl_estimator == "exact" and samples.ref_distribution is not None
+        terms = score_actions(model, samples.observations, samples.actions, samples.mask.shape,
+                              samples.ref_distribution if exact else None)
         log_probs, mask = terms.log_probs, samples.mask
         old = jax.lax.stop_gradient(log_probs) if samples.log_probs is None else samples.log_probs
         if config.mask_zero_std_groups:
             mask = mask & ~groups.zero_std[:, None]
         surrogate, clipped = clipped_surrogate_terms(log_probs, old, groups.advantages[:, None],
                                                      config.clip_param, config.epsilon_high)
-        kl = jnp.zeros_like(log_probs) if samples.ref_log_probs is None else \
-            estimate_kl(log_probs, samples.ref_log_probs, config.kl_estimator)
+        if exact:  # the reference's distributions came with the batch: KL(pi || pi_ref) itself
+            kl = terms.kl
+        elif samples.ref_log_probs is None:
+            kl = jnp.zeros_like(log_probs)
+        else:
+            kl = estimate_kl(log_probs, samples.ref_log_probs, config.kl_estimator)
         part_loss = surrogate + config.beta * kl - config.entropy_coeff * terms.entropy
         log_ratio = log_probs - old
         metrics = {

@@ -147,7 +147,10 @@ def estimate_kl(log_probs: jax.Array, ref_log_probs: jax.Array, estimator: str =
         return 0.5 * log_ratio**2
     if estimator == "k3":
         return jnp.exp(log_ratio) - 1.0 - log_ratio
-    raise ValueError(f"unknown KL estimator {estimator!r}; expected one of k1, k2, k3")
+    if estimator == "exact":
+        raise ValueError("kl_estimator='exact' needs the reference's distributions with the batch "
+                         "(denoising-chain sources provide them); this batch has its log-probs only")
+    raise ValueError(f"unknown KL estimator {estimator!r}; expected one of k1, k2, k3, exact")
 
 
 def kl_shaped_rewards(rewards: jax.Array, log_probs: jax.Array | None,

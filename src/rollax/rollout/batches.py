@@ -63,6 +63,7 @@ class Sequences:
     log_probs: jax.Array | None = None
     ref_log_probs: jax.Array | None = None
     values: jax.Array | None = None
+    ref_distribution: Any = None  # the reference's distributions on the grid (closed-form KL)
     group_size: int = struct.field(pytree_node=False, default=1)
 
     def learned_by(self, algorithm: Any, config: Any) -> tuple[Any, dict]:

@@ -1,0 +1,114 @@
+"""Groups of sampled denoising chains: the batch source of every algorithm on a denoising-chain
+env, and their evaluation by the env's judge.
+
+Each condition (an env reset) is repeated G times in contiguous rows; the policy samples a whole
+chain of K Gaussian steps per row, and the env rewards its last image. The batch is
+`Sequences [B, K]`: observations `[B, K, D + 1 + C]` (each step's image, step and condition),
+actions `[B, K, D]` (the next images), per-step log-probs, one reward per chain. Every
+algorithm's converter then reads a chain as it reads a token completion, its steps as parts.
+
+Evaluation samples chains for a balanced set of conditions (class i % C for chain i): a chain's
+"greedy" path of step means is not a sample of the model, so the judge scores the sampling
+policy, the figures a user gets from `sample_images`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rollax.networks.policy import policy_output
+from rollax.rollout.batches import Sequences
+from rollax.rollout.sources import FAULT, BatchSource, check_whole_samples
+
+PICTURE_ROWS = 10  # chains per class in the pictures TensorBoard shows
+
+
+class Chains(BatchSource):
+    """`num_envs / group_size` conditions, `group_size` chains each, per iteration."""
+
+    batch_type = Sequences
+
+    def check(self, algorithm_name: str) -> None:
+        check_whole_samples(self.settings, algorithm_name, "denoising chain")
+        if not self.env.sampler.stochastic:
+            raise ValueError(f"{algorithm_name} learns from the log-probabilities of the chain's "
+                             f"steps; a deterministic sampler ({type(self.env.sampler).__name__} "
+                             "with noise 0) has none: set the env param noise > 0")
+
+    def sample(self, policy: Any, reference: Any, state: Any, key: jax.Array):
+        settings, env, group_size = self.settings, self.env, self.settings.group_size
+        start_key, chain_key = jax.random.split(key)
+        num_prompts = settings.num_envs // group_size
+        _, starts = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(start_key, num_prompts),
+                                                           self.env_params)
+        conditions = jnp.repeat(starts.condition, group_size, axis=0)
+        chain = sample_chains(policy, env, self.env_params, chain_key, conditions)
+        samples = settings.shard(chain.samples.replace(group_size=group_size))
+        reference_output = policy_output(reference(samples.observations), False).distribution
+        kl = jnp.mean(jnp.sum(chain.distribution.kl(reference_output), axis=1))
+        if settings.needs_reference:
+            samples = samples.replace(ref_log_probs=reference_output.log_prob(samples.actions),
+                                      ref_distribution=reference_output)
+        if settings.needs_values:
+            samples = samples.replace(values=policy_output(policy(samples.observations), False).value)
+        rewards = samples.rewards
+        metrics = {"kl_to_reference": kl,
+                   f"{FAULT}env {env.name!r}: the reward of a chain's image is not finite":
+                       jnp.sum(~jnp.isfinite(rewards))}
+        episodes = (rewards, jnp.full(rewards.shape, env.num_steps, jnp.int32),
+                    jnp.ones(rewards.shape, bool))
+        return state, samples, episodes, metrics
+
+    def evaluate(self, policy: Any, key: jax.Array) -> tuple[jax.Array, dict]:
+        env, count = self.env, self.settings.eval_episodes
+        conditions = self.env_params.conditions[jnp.arange(count) % self.env_params.conditions.shape[0]]
+        chain = sample_chains(policy, env, self.env_params, key, conditions)
+        return chain.samples.rewards, env.evaluate_samples(self.env_params, chain.images, conditions)
+
+    @property
+    def shows_images(self) -> bool:
+        return True
+
+    def images(self, policy: Any, key: jax.Array) -> jax.Array:
+        rows = self.env_params.conditions.shape[0]
+        conditions = jnp.repeat(self.env_params.conditions, PICTURE_ROWS, axis=0)[:rows * rows]
+        chain = sample_chains(policy, self.env, self.env_params, key, conditions)
+        return self.env.picture(self.env_params, chain.images, conditions)
+
+
+class Chain:
+    """A batch of sampled chains: the `Sequences`, the policy's step distributions on its grid,
+    and the final images `[B, D]` (data range)."""
+
+    def __init__(self, samples: Sequences, distribution: Any, images: jax.Array):
+        self.samples, self.distribution, self.images = samples, distribution, images
+
+
+def sample_chains(policy: Any, env: Any, env_params: Any, key: jax.Array, conditions: jax.Array
+                  ) -> Chain:
+    """Chains from noise for condition rows `[B, C]`, stepped through the env (its rewards)."""
+    count = conditions.shape[0]
+    start_key, steps_key = jax.random.split(key)
+    observations, state = jax.vmap(env.start)(jax.random.split(start_key, count), conditions)
+    step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def one_step(carry, step_key):
+        observations, state = carry
+        distribution = policy_output(policy(observations), False).distribution
+        action_key, env_key = jax.random.split(step_key)
+        actions = distribution.sample(action_key)
+        next_observations, state, rewards = step(jax.random.split(env_key, count), state,
+                                                 actions, env_params)[:3]
+        return (next_observations, state), (observations, actions, distribution.log_prob(actions),
+                                            distribution, rewards)
+
+    _, (observations, actions, log_probs, distribution, rewards) = jax.lax.scan(
+        one_step, (observations, state), jax.random.split(steps_key, env.num_steps))
+    batch_first = lambda x: jnp.swapaxes(x, 0, 1)
+    samples = Sequences(batch_first(observations), batch_first(actions),
+                        jnp.ones(log_probs.shape[::-1], bool), jnp.sum(rewards, axis=0),
+                        batch_first(log_probs), group_size=1)
+    return Chain(samples, jax.tree.map(batch_first, distribution), actions[-1])
