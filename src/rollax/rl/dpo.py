@@ -9,9 +9,16 @@ prompt's pair is its best sample (chosen) and its worst (rejected). An optional 
 those alone, and `tied_pairs` reports the share left out (groups of equally rewarded samples).
 An optional `preference` `[B]` is each pair's probability that the chosen side is preferred (a
 soft label in place of `1 - label_smoothing`).
+
+`kl_coeff > 0` (an extra, for sampled pairs whose batch carries the reference's distributions,
+such as denoising chains) adds the closed-form KL of both sides' parts to the reference, summed
+over the parts, to the loss: DPO constrains only the gap between the two sides, and on a
+640-dimensional Gaussian chain both sides otherwise drift off together.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +53,7 @@ class DPOConfig(Config):
     preference_temperature: float = 0.0
     max_grad_norm: float | None = None
     num_generations: int = 4  # the training loop's samples per prompt, ranked into a pair
+    kl_coeff: float = 0.0  # extra: closed-form KL anchor of both sides (see the module docstring)
 
     def _check_values(self):
         self._range("beta", 0.0, low_open=True)
@@ -59,6 +67,7 @@ class DPOConfig(Config):
         self._range("simpo_gamma", 0.0)
         self._optional_positive("max_grad_norm")
         self._int("num_generations", 2)
+        self._range("kl_coeff", 0.0)
 
 
 @struct.dataclass
@@ -68,6 +77,7 @@ class Side:
     observations: jax.Array
     actions: jax.Array
     mask: jax.Array
+    reference: Any = None  # the reference's distributions per part (for `kl_coeff`)
 
 
 @struct.dataclass
@@ -83,11 +93,13 @@ class Pairs:
         return self, {}
 
 
-def log_probs(model, side: Side, length_normalize: bool = False) -> jax.Array:
-    """`[B]` log pi(y|x) of one side of the pairs (mean over parts when length-normalised)."""
-    terms = score_actions(model, side.observations, side.actions, side.mask.shape)
+def log_probs(model, side: Side, length_normalize: bool = False) -> tuple[jax.Array, Any]:
+    """`[B]` log pi(y|x) of one side of the pairs (mean over parts when length-normalised), and
+    the closed-form KL to `side.reference` summed over the parts `[B]` (None without one)."""
+    terms = score_actions(model, side.observations, side.actions, side.mask.shape, side.reference)
     total = sequence_sum(terms.log_probs, side.mask)
-    return total / jnp.maximum(jnp.sum(side.mask, 1), 1) if length_normalize else total
+    kl = None if terms.kl is None else sequence_sum(terms.kl, side.mask)
+    return (total / jnp.maximum(jnp.sum(side.mask, 1), 1) if length_normalize else total), kl
 
 
 class DPO(Algorithm):
@@ -114,7 +126,10 @@ class DPO(Algorithm):
         grouped = samples.rewards.reshape(prompts, size)
         first = jnp.arange(prompts) * size
         index = {"chosen": first + jnp.argmax(grouped, 1), "rejected": first + jnp.argmin(grouped, 1)}
-        sides = {side: Side(samples.observations[rows], samples.actions[rows], samples.mask[rows])
+        anchored = config.kl_coeff > 0 and samples.ref_distribution is not None
+        sides = {side: Side(samples.observations[rows], samples.actions[rows], samples.mask[rows],
+                            jax.tree.map(lambda x, r=rows: x[r], samples.ref_distribution)
+                            if anchored else None)
                  for side, rows in index.items()}
         refs = {side: None if samples.ref_log_probs is None else
                 sequence_sum(samples.ref_log_probs[rows], samples.mask[rows])
@@ -128,8 +143,8 @@ class DPO(Algorithm):
     def loss(self, model, pairs: Pairs, config: DPOConfig):
         """Preference loss on a batch of pairs; returns `(loss, metrics)`."""
         normalize = config.reference_free and config.length_normalize
-        logps = {"chosen": log_probs(model, pairs.chosen, normalize),
-                 "rejected": log_probs(model, pairs.rejected, normalize)}
+        scored = {side: log_probs(model, getattr(pairs, side), normalize) for side in SIDES}
+        logps = {side: logp for side, (logp, _) in scored.items()}
         if config.reference_free:
             logratios, margin = logps, config.simpo_gamma
         else:
@@ -143,8 +158,14 @@ class DPO(Algorithm):
         rejected_reward = config.beta * jax.lax.stop_gradient(logratios["rejected"])
         mean = lambda x: masked_mean(x, pairs.pair_mask)
         loss = mean(losses)
+        anchor = {}
+        if pairs.chosen.reference is not None:  # the extra closed-form KL anchor
+            kl = 0.5 * (scored["chosen"][1] + scored["rejected"][1])
+            anchor = {"kl_penalty": jnp.mean(kl)}
+            loss = loss + config.kl_coeff * anchor["kl_penalty"]
         metrics = {
-            "dpo_loss": loss,
+            "dpo_loss": mean(losses),
+            **anchor,
             "chosen_reward": mean(chosen_reward),
             "rejected_reward": mean(rejected_reward),
             "reward_margin": mean(chosen_reward - rejected_reward),

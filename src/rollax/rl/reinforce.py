@@ -15,9 +15,15 @@ in rolling advantage estimation. Per update, in this order:
 
 A sampled sequence (a token completion, a denoising chain) is one step of an episode of its
 own: its return is its reward, its log-prob the sum over its parts.
+
+The KL anchor (`kl_coeff`) shapes the reward with the sampled log-ratio, except where the batch
+carries the reference's distributions (a denoising chain's Gaussian steps): then it is their
+closed-form KL summed over the parts, added to the loss (DPOK, Fan et al., 2023).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +80,7 @@ class Returns:
     mask: jax.Array
     returns: jax.Array  # [R]: the advantage (return, minus the baseline, normalised)
     rewards: jax.Array  # [R]
+    ref_distribution: Any = None  # per part `[R, L]`, for the closed-form KL
 
 
 def update_baseline(baseline_state: dict, returns: jax.Array, task_ids: jax.Array, decay: float) -> dict:
@@ -116,16 +123,21 @@ class REINFORCE(Algorithm):
     def from_sequences(self, sequences: Sequences, config: REINFORCEConfig):
         """Each sample is one step `[1, B]` of its own episode (see the module docstring)."""
         mask, rewards = sequences.mask, sequences.rewards
-        log_probs = ref_log_probs = None
-        if self.uses_reference(config):
+        log_probs = ref_log_probs = ref_distribution = None
+        if self.uses_reference(config) and sequences.ref_distribution is not None:
+            ref_distribution = jax.tree.map(lambda x: x[None], sequences.ref_distribution)
+        elif self.uses_reference(config):
             log_probs = sequence_sum(sequences.log_probs, mask)[None]
             ref_log_probs = sequence_sum(sequences.ref_log_probs, mask)[None]
         zeros = jnp.zeros((1, rewards.shape[0]), rewards.dtype)
+        task_ids = jnp.zeros(zeros.shape, jnp.int32) if sequences.task_ids is None else \
+            sequences.task_ids[None]
         return Steps(observations=sequences.observations[None], actions=sequences.actions[None],
                      mask=mask[None], rewards=rewards[None], dones=jnp.ones(zeros.shape, bool),
                      truncated=jnp.zeros(zeros.shape, bool), values=zeros, last_values=zeros[0],
-                     bootstrap_values=zeros, task_ids=jnp.zeros(zeros.shape, jnp.int32),
-                     log_probs=log_probs, ref_log_probs=ref_log_probs), {}
+                     bootstrap_values=zeros, task_ids=task_ids,
+                     log_probs=log_probs, ref_log_probs=ref_log_probs,
+                     ref_distribution=ref_distribution), {}
 
     def prepare(self, steps: Steps, config: REINFORCEConfig, baseline_state):
         rewards, metrics = kl_shaped_rewards(steps.rewards, steps.log_probs, steps.ref_log_probs,
@@ -143,17 +155,22 @@ class REINFORCE(Algorithm):
             advantages = normalize_advantages(advantages)
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # [T, N, ...] -> [T * N, ...]
         return Returns(flat(steps.observations), flat(steps.actions), flat(steps.mask),
-                       flat(advantages), flat(steps.rewards)), baseline_state, metrics
+                       flat(advantages), flat(steps.rewards),
+                       jax.tree.map(flat, steps.ref_distribution)), baseline_state, metrics
 
     def loss(self, model, batch: Returns, config: REINFORCEConfig):
         """Policy-gradient loss on the rows; returns `(loss, metrics)`."""
-        terms = score_actions(model, batch.observations, batch.actions, batch.mask.shape)
+        terms = score_actions(model, batch.observations, batch.actions, batch.mask.shape,
+                              batch.ref_distribution)
         log_probs = sequence_sum(terms.log_probs, batch.mask)
         policy_loss = -jnp.mean(log_probs * batch.returns)
         entropy = masked_mean(terms.entropy, batch.mask)
         loss = policy_loss - config.entropy_coeff * entropy
         metrics = {"policy_loss": policy_loss, "entropy": entropy,
                    "mean_reward": jnp.mean(batch.rewards), "reward_std": jnp.std(batch.rewards)}
+        if terms.kl is not None:  # the closed-form anchor
+            metrics["kl_penalty"] = jnp.mean(sequence_sum(terms.kl, batch.mask))
+            loss = loss + config.kl_coeff * metrics["kl_penalty"]
         return loss, metrics
 
 

@@ -12,9 +12,16 @@ With `beta > 0` the reward is KL-shaped before the baseline, `r_i - beta * (logp
 them (the KL of the rollout, as TRL), else the current policy's log-prob (the same policy for an
 on-policy step). With `log_probs` the loss is PPO's clipped surrogate on the sample ratio;
 without them the ratio is 1 and the loss is `-mean(logp * A)`.
+
+When the batch carries the reference's distributions (a denoising chain's Gaussian steps), the
+anchor is their closed-form KL in the loss instead, `+ beta * mean_i sum_parts KL(pi || pi_ref)`
+(DPOK, Fan et al., 2023): exact and differentiable, where the sampled log-ratio of 640
+Gaussian dimensions is too noisy to hold the policy near its start.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +70,7 @@ class SampleLogProbs:
     rewards: jax.Array
     log_probs: jax.Array | None = None
     ref_log_probs: jax.Array | None = None
+    ref_distribution: Any = None  # per part, for the closed-form KL
     group_size: int = struct.field(pytree_node=False, default=2)
 
     def learned_by(self, algorithm, config) -> tuple[SampleLogProbs, dict]:
@@ -92,19 +100,24 @@ class RLOO(Algorithm):
         total = lambda x: None if x is None else sequence_sum(x, mask)
         return SampleLogProbs(sequences.observations, sequences.actions, mask, sequences.rewards,
                               total(sequences.log_probs), total(sequences.ref_log_probs),
-                              group_size=sequences.group_size), {}
+                              sequences.ref_distribution, group_size=sequences.group_size), {}
 
     def loss(self, model, batch: SampleLogProbs, config: RLOOConfig):
         """RLOO loss on a grouped batch; returns `(loss, metrics)`."""
-        terms = score_actions(model, batch.observations, batch.actions, batch.mask.shape)
+        exact = batch.ref_distribution if self.uses_reference(config) else None
+        terms = score_actions(model, batch.observations, batch.actions, batch.mask.shape, exact)
         log_probs = sequence_sum(terms.log_probs, batch.mask)
         entropy = masked_mean(terms.entropy, batch.mask)
         rewards = batch.rewards.astype(log_probs.dtype)
         old = batch.log_probs
         sampling_log_probs = jax.lax.stop_gradient(log_probs) if old is None else old
-        kl = jnp.zeros_like(rewards) if batch.ref_log_probs is None else \
-            sampling_log_probs - batch.ref_log_probs
-        shaped = rewards - config.beta * kl
+        if terms.kl is not None:  # closed form, in the loss
+            kl, shaped = sequence_sum(terms.kl, batch.mask), rewards
+        elif batch.ref_log_probs is None:
+            kl, shaped = jnp.zeros_like(rewards), rewards
+        else:
+            kl = sampling_log_probs - batch.ref_log_probs
+            shaped = rewards - config.beta * kl
         advantages = jax.lax.stop_gradient(rloo_advantages(shaped, batch.group_size))
         advantage_mean = jnp.mean(advantages)
         if config.normalize_advantages:
@@ -117,6 +130,8 @@ class RLOO(Algorithm):
             policy_loss = jnp.mean(surrogate)
             clip_ratio = jnp.mean(clipped.astype(log_probs.dtype))
         loss = policy_loss - config.entropy_coeff * entropy
+        if terms.kl is not None:
+            loss = loss + config.beta * jnp.mean(kl)
         metrics = {"policy_loss": policy_loss, "mean_reward": jnp.mean(rewards),
                    "reward_std": jnp.std(rewards), "advantage_mean": advantage_mean,
                    "kl_penalty": jnp.mean(kl), "entropy": entropy, "clip_ratio": clip_ratio}

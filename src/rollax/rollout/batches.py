@@ -44,6 +44,7 @@ class Steps:
     task_ids: jax.Array
     log_probs: jax.Array | None = None  # the sampling policy's, per step
     ref_log_probs: jax.Array | None = None  # the frozen reference policy's, per step
+    ref_distribution: Any = None  # the reference's distributions per step (closed-form KL)
 
     def learned_by(self, algorithm: Any, config: Any) -> tuple[Any, dict]:
         return algorithm.from_steps(self, config)
@@ -64,6 +65,7 @@ class Sequences:
     ref_log_probs: jax.Array | None = None
     values: jax.Array | None = None
     ref_distribution: Any = None  # the reference's distributions on the grid (closed-form KL)
+    task_ids: jax.Array | None = None  # the env's task key per sample `[B]` (e.g. its class)
     group_size: int = struct.field(pytree_node=False, default=1)
 
     def learned_by(self, algorithm: Any, config: Any) -> tuple[Any, dict]:
