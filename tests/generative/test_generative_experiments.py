@@ -297,6 +297,17 @@ def test_loaded_agent_and_video_of_a_generative_run(digit_models, tmp_path):
     space = agent.action_space
     expected = np.clip(evaluation_policy_actions(run_dir, 0, observations), space.low, space.high)
     np.testing.assert_allclose(agent.predict(observations)[0], expected, rtol=1e-5, atol=1e-7)
+    # sample_images: the decoder's pictures of the policy's latents for the requested classes
+    pictures = agent.sample_images(classes=[3, 7], greedy=True)
+    latents = agent.predict(np.eye(10, dtype=np.float32)[[3, 7]])[0]
+    decoded = agent.env.decode_latents(agent.env_params, jnp.asarray(latents))
+    np.testing.assert_allclose(pictures, np.asarray(decoded).reshape(2, 8, 8), rtol=1e-5, atol=1e-6)
+    drawn = agent.sample_images(n=5, seed=1)
+    assert drawn.shape == (5, 8, 8) and 0 <= drawn.min() and drawn.max() <= 1
+    with pytest.raises(ValueError, match="class 12 is out of range"):
+        agent.sample_images(classes=[12])
+    with pytest.raises(ValueError, match="classes or n, not both"):
+        agent.sample_images(classes=[1], n=2)
     path, frames = rollax.record_video(run_dir, tmp_path / "samples.gif")
     with Image.open(run_dir / "seed_0/images/samples_0.png") as before:
         first = np.asarray(before.convert("RGB"))

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rollax.diffusion.env import to_images
 from rollax.networks.policy import policy_output
 from rollax.rollout.batches import Sequences
 from rollax.rollout.sources import FAULT, BatchSource, check_whole_samples
@@ -46,7 +47,8 @@ class Chains(BatchSource):
                                                            self.env_params)
         conditions = jnp.repeat(starts.condition, group_size, axis=0)
         chain = sample_chains(policy, env, self.env_params, chain_key, conditions)
-        samples = settings.shard(chain.samples.replace(group_size=group_size))
+        samples = settings.shard(chain.samples.replace(
+            group_size=group_size, task_ids=jnp.argmax(conditions, axis=-1).astype(jnp.int32)))
         reference_output = policy_output(reference(samples.observations), False).distribution
         kl = jnp.mean(jnp.sum(chain.distribution.kl(reference_output), axis=1))
         if settings.needs_reference:
@@ -79,6 +81,29 @@ class Chains(BatchSource):
         return self.env.picture(self.env_params, chain.images, conditions)
 
 
+    def sample_images(self, policy: Any, tasks: Any, count: int, key: jax.Array,
+                      greedy: bool) -> jax.Array:
+        """Chains for the classes `tasks` (or `count` of uniformly drawn classes); `greedy`
+        follows each step's mean (a deterministic path, not a sample of the model)."""
+        table = self.env_params.conditions
+        condition_key, chain_key = jax.random.split(key)
+        rows = jax.random.randint(condition_key, (count,), 0, table.shape[0]) if tasks is None \
+            else jnp.asarray(tasks)
+        chain = sample_chains(policy, self.env, self.env_params, chain_key, table[rows],
+                              greedy=greedy)
+        return to_images(chain.images).reshape(-1, *self.env.image_shape)
+
+
+    def film(self, policy: Any, key: jax.Array) -> jax.Array:
+        """The class grid of `images` at every step of its chains: from noise to the digits."""
+        rows = self.env_params.conditions.shape[0]
+        conditions = jnp.repeat(self.env_params.conditions, PICTURE_ROWS, axis=0)[:rows * rows]
+        chain = sample_chains(policy, self.env, self.env_params, key, conditions)
+        states = jnp.concatenate([jnp.swapaxes(chain.samples.observations[..., :self.env.data_dim], 0, 1),
+                                  chain.images[None]])
+        return jax.vmap(lambda x: self.env.picture(self.env_params, x, conditions))(states)
+
+
 class Chain:
     """A batch of sampled chains: the `Sequences`, the policy's step distributions on its grid,
     and the final images `[B, D]` (data range)."""
@@ -87,9 +112,10 @@ class Chain:
         self.samples, self.distribution, self.images = samples, distribution, images
 
 
-def sample_chains(policy: Any, env: Any, env_params: Any, key: jax.Array, conditions: jax.Array
-                  ) -> Chain:
-    """Chains from noise for condition rows `[B, C]`, stepped through the env (its rewards)."""
+def sample_chains(policy: Any, env: Any, env_params: Any, key: jax.Array, conditions: jax.Array,
+                  greedy: bool = False) -> Chain:
+    """Chains from noise for condition rows `[B, C]`, stepped through the env (its rewards);
+    `greedy`: every step its mean."""
     count = conditions.shape[0]
     start_key, steps_key = jax.random.split(key)
     observations, state = jax.vmap(env.start)(jax.random.split(start_key, count), conditions)
@@ -99,7 +125,7 @@ def sample_chains(policy: Any, env: Any, env_params: Any, key: jax.Array, condit
         observations, state = carry
         distribution = policy_output(policy(observations), False).distribution
         action_key, env_key = jax.random.split(step_key)
-        actions = distribution.sample(action_key)
+        actions = distribution.mode() if greedy else distribution.sample(action_key)
         next_observations, state, rewards = step(jax.random.split(env_key, count), state,
                                                  actions, env_params)[:3]
         return (next_observations, state), (observations, actions, distribution.log_prob(actions),

@@ -37,6 +37,14 @@ class EnvHooks:
         """Pictures `[B', H, W]` of what `actions` produce from `observations`."""
         raise NotImplementedError(f"{type(self).__name__} draws no pictures")
 
+    def pictures(self, params: Any, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        """One picture `[B, H, W]` in [0, 1] per action `[B, ...]` from reset `observations`."""
+        raise ValueError(f"{type(self).__name__} makes no pictures of its samples")
+
+    def with_task(self, params: Any, task: int) -> Any:
+        """`params` whose resets all pick task key `task` (e.g. a condition class)."""
+        raise ValueError(f"{type(self).__name__} has no tasks to ask for")
+
 
 _DEFAULTS = EnvHooks()
 

@@ -244,6 +244,15 @@ class LatentEnv(EnvHooks, environment.Environment[LatentEnvState, LatentEnvParam
             return None
         return observations[:, : self._conditions.shape[1]]
 
+    def pictures(self, params: LatentEnvParams, observations: jax.Array,
+                 actions: jax.Array) -> jax.Array:
+        return self.decode(params, observations, actions)
+
+    def with_task(self, params: LatentEnvParams, task: int) -> LatentEnvParams:
+        if not self.conditioned:
+            raise ValueError(f"{self.name} is unconditioned: ask for n samples, not classes")
+        return with_target(self, params, task)
+
     def num_tasks(self, params: LatentEnvParams) -> int:
         """How many task keys `task_ids` gives: the condition rows (1 when unconditioned)."""
         return int(self._conditions.shape[0]) if self.conditioned else 1

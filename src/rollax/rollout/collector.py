@@ -263,6 +263,21 @@ class EnvSource(BatchSource):
         observations, distribution = self._reset_batch(policy, key)
         return env_hooks(self.env).render(self.env_params, observations, distribution.mode())
 
+    def sample_images(self, policy: Any, tasks: Any, count: int, key: jax.Array,
+                      greedy: bool) -> jax.Array:
+        hooks, reset_key, action_key = env_hooks(self.env), *jax.random.split(key)
+        if tasks is None:
+            observations, _ = jax.vmap(self.env.reset, in_axes=(0, None))(
+                jax.random.split(reset_key, count), self.env_params)
+        else:
+            keys = jax.random.split(reset_key, len(tasks))
+            observations = jnp.stack([self.env.reset(k, hooks.with_task(self.env_params, task))[0]
+                                      for k, task in zip(keys, tasks, strict=True)])
+        distribution = act(policy, observations, self.env.action_space(self.env_params)).distribution
+        actions = distribution.mode() if greedy else distribution.sample(action_key)
+        return hooks.pictures(self.env_params, observations,
+                              env_actions(actions, self.env.action_space(self.env_params)))
+
     def _reset_batch(self, policy: Any, key: jax.Array):
         """`(observations [eval_episodes, ...], the policy's distribution)` on a batch of resets."""
         observations, _ = jax.vmap(self.env.reset, in_axes=(0, None))(

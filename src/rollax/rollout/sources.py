@@ -74,6 +74,17 @@ class BatchSource:
         """Pictures `[B, H, W]` in [0, 1] of the greedy policy's samples."""
         raise NotImplementedError(f"{type(self).__name__} draws no pictures")
 
+    def sample_images(self, policy: Any, tasks: Any, count: int, key: Any, greedy: bool) -> Any:
+        """Pictures `[B, H, W]` in [0, 1] of the policy's samples: one per task key in `tasks`
+        (e.g. classes), or, with `tasks` None, `count` of them from the env's own resets."""
+        raise ValueError(f"{type(self).__name__} draws no samples as pictures (sample_images is "
+                         "for generative runs)")
+
+    def film(self, policy: Any, key: Any) -> Any:
+        """Pictures `[F, B, H, W]` of the policy's samples being made, one frame per stage (a
+        denoising chain's steps), or None when its samples are made in one step."""
+        return None
+
     @property
     def shows_texts(self) -> bool:
         """Whether `text_samples` shows anything."""

@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from rollax.envs.gymnasium_ids import GYMNASIUM_PREFIX, check_gymnasium_id
+from rollax.envs.hooks import env_hooks
 from rollax.logging.checkpoint import load_checkpoint
 from rollax.logging.run_callbacks import CHECKPOINT_FORMAT
 from rollax.networks.normalization import SAVED_VARIABLES
@@ -111,6 +112,46 @@ class Agent:
         else:
             key = checked_key(key)
         return self.source.generate_texts(self.model, prompts, key, greedy, temperature, top_k)
+
+
+    def sample_images(self, classes: Any = None, n: int | None = None, seed: int = 0,
+                      greedy: bool = False) -> np.ndarray:
+        """Pictures `[B, H, W]` in [0, 1] drawn by a generative run's policy: one per class in
+        `classes` (a list of ints), or `n` with the env's own conditions (drawn as at reset);
+        neither: one per class. `greedy`: the policy's mode instead of a sample."""
+        checked_flag("greedy", greedy)
+        if classes is not None and n is not None:
+            raise ValueError("give classes or n, not both")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        tasks = None
+        if n is not None:
+            if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+                raise ValueError(f"n={n!r} must be a positive int")
+        else:
+            tasks = self._classes(classes)
+        if self.source is None:
+            raise ValueError("sample_images needs a generative run; this one was trained on the "
+                             f"Gymnasium env {self.experiment.env.id!r}")
+        images = self.source.sample_images(self.model, tasks, n or 0, jax.random.key(seed), greedy)
+        return np.asarray(images, np.float32)
+
+    def _classes(self, classes: Any) -> list[int]:
+        hooks = env_hooks(self.env)
+        count = hooks.num_tasks(self.env_params)
+        if classes is None:
+            if count < 2:
+                raise ValueError(f"{self.experiment.env.id} is unconditioned: ask for n samples")
+            return list(range(count))
+        if isinstance(classes, (int, np.integer)) or not all(
+                isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
+            raise ValueError(f"classes must be a list of ints, got {classes!r}")
+        if not classes:
+            raise ValueError("classes is empty: ask for at least one class")
+        if outside := [int(c) for c in classes if not 0 <= c < count]:
+            raise ValueError(f"class {outside[0]} is out of range: {self.experiment.env.id} has "
+                             f"classes 0 to {count - 1}")
+        return [int(c) for c in classes]
 
 
 def checked_observations(observations: Any, name: str) -> Any:

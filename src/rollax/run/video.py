@@ -4,7 +4,8 @@ Classic-control envs (gymnax ids through rollax's Gymnasium adapter, and `gymnas
 play greedy episodes in a Gymnasium env made with `render_mode="rgb_array"`, driven by
 `Agent.predict`; an env whose batch source draws pictures of its samples has no episodes to
 watch, so its video is the run's sample grids over training (`seed_<k>/images/samples_*.png`,
-one frame per picture, in step order).
+one frame per picture, in step order), or, when its source films its samples being made (a
+denoising chain: `BatchSource.film`), the trained policy's samples from noise to the end.
 MP4 needs the `video` extra (imageio + imageio-ffmpeg, which ships its own ffmpeg); GIF is
 written with Pillow, which matplotlib already brings.
 """
@@ -18,12 +19,14 @@ import warnings
 from pathlib import Path
 
 import gymnasium
+import jax
 import numpy as np
 from PIL import Image
 
 from rollax.envs.gymnasium_ids import is_host_env_id
 from rollax.envs.registry import gymnasium_id
 from rollax.envs.render import can_render, prepare_pygame
+from rollax.logging.logger import image_grid
 from rollax.rollout.host_collector import DEFAULT_EVAL_EPISODE_STEPS
 from rollax.run.agent import Agent, load_agent
 from rollax.run.run_folder import find_run
@@ -44,7 +47,10 @@ def record_video(run_dir: str | Path, out: str | Path, *, episodes: int = 1,
     agent = load_agent(run_dir, seed, checkpoint)
     if out.suffix not in FORMATS:
         out = out / f"{agent.experiment.name}_seed{agent.seed}{'.mp4' if _has_mp4() else '.gif'}"
-    if agent.source is not None and agent.source.shows_images:
+    film = None if agent.source is None else agent.source.film(agent.model, jax.random.key(agent.seed))
+    if film is not None:  # the samples being made (a denoising chain, from noise to digits)
+        frames, fps = [_frame(pictures) for pictures in np.asarray(film)], 3
+    elif agent.source is not None and agent.source.shows_images:
         frames, fps = _sample_grids(Path(run_dir), agent), 1
     else:
         frames, fps = _episodes(agent, episodes)
@@ -118,6 +124,13 @@ def _sample_grids(run_dir: Path, agent: Agent) -> list[np.ndarray]:
         with Image.open(path) as image:
             frames.append(np.asarray(image.convert("RGB")))
     return frames
+
+
+def _frame(pictures: np.ndarray, scale: int = 4) -> np.ndarray:
+    """Pictures `[B, H, W]` in [0, 1] as one `uint8 [H', W', 3]` frame, each pixel `scale`
+    times larger (8x8 digits are too small to watch)."""
+    grid = np.round(image_grid(pictures) * 255).astype(np.uint8)
+    return np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
 
 
 def _has_mp4() -> bool:
