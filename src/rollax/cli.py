@@ -234,9 +234,14 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from rollax.generative import pretrain
+    if args.model in ("ddpm", "flow"):
+        from rollax.diffusion.pretrained import load_denoiser
 
-    report = pretrain(args.model, force=args.force)
+        report = load_denoiser({"model": args.model}, force=args.force)[1]
+    else:
+        from rollax.generative import pretrain
+
+        report = pretrain(args.model, force=args.force)
     for key, value in report.items():
         print(f"{key}: {value}")
     return 0
@@ -397,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_plot)
 
     p = sub.add_parser("pretrain", help="pretrain (or load from cache) a generative model on digits")
-    p.add_argument("model", choices=["vae", "gan", "classifier"])
+    p.add_argument("model", choices=["vae", "gan", "classifier", "ddpm", "flow"])
     p.add_argument("--force", action="store_true", help="retrain even if cached")
     p.set_defaults(func=_pretrain)
     return parser

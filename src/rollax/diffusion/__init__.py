@@ -16,4 +16,15 @@ _NAMES = {
     **dict.fromkeys(("Chains", "sample_chains"), "rollax.diffusion.source"),
 }
 __getattr__, __dir__ = lazy_exports(globals(), _NAMES)
-__all__ = sorted(_NAMES)
+__all__ = [
+    "Chains",
+    "DDIMSampler",
+    "Denoiser",
+    "DenoiserConfig",
+    "DenoiserPolicy",
+    "DenoisingChain",
+    "FlowSampler",
+    "load_denoiser",
+    "sample_chains",
+    "to_images",
+]
