@@ -3,11 +3,11 @@
 Trains one diffusion experiment at several anchor strengths (`agent.config.beta` for GRPO and
 RLOO, `kl_coeff` for REINFORCE and DPO; all seeds in one vmapped run each) and prints, per
 strength, the reward model's score against what it cannot see: the independent judge's success,
-the per-class diversity against real digits, the realistic share, and the KL to the base model.
-With `--figure` it draws the four against the strength.
+the per-class diversity against real digits and the realistic share. With `--figure` it draws
+the four against the strength.
 
-    python benchmarks/diffusion_kl_tradeoff.py diffusion_grpo --kl 0 0.0003 0.001 0.003 0.01 \\
-        --figure docs/diffusion_kl_tradeoff.png
+    python benchmarks/diffusion_kl_tradeoff.py diffusion_reinforce --kl 0 0.001 0.01 0.1 \\
+        --set env.params.class_reward=log_prob --figure docs/diffusion_kl_tradeoff.png
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--total-steps", type=int, default=None)
     parser.add_argument("--figure", type=Path, default=None, help="PNG to write")
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a preset value for every strength (repeatable)")
     args = parser.parse_args()
 
     anchor = load_experiment(args.experiment).agent.config
@@ -40,13 +42,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         for kl in args.kl:
             sets = [f"logging.root='{root}'", "logging.checkpoint=false", "logging.plot=false",
-                    f"agent.config.{key}={kl}"]
+                    f"agent.config.{key}={kl}", *args.set]
             if args.total_steps:
                 sets.append(f"budget.total_steps={args.total_steps}")
             start = time.perf_counter()
             result = train(load_experiment(args.experiment, seeds=args.seeds, overrides=sets),
                            progress=False)
             metrics = {name: np.asarray(values) for name, values in result.eval_metrics.items()}
+            metrics["mean_reward"] = np.asarray(result.eval_returns).mean(axis=1)  # per seed
             rows.append((kl, metrics))
             cells = "  ".join(f"{name} {metrics[name].mean():.3f} (worst {metrics[name].min():.3f})"
                               for name in SHOWN if name in metrics)

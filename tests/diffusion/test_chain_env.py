@@ -73,7 +73,14 @@ def preset(algorithm: str, noise: float = 0.7, **config):
             "budget": {"total_steps": 16, "num_envs": 8, "num_steps": 1}, "eval": {"episodes": 4}}
 
 
-@pytest.mark.parametrize("algorithm", ["reinforce", "ppo", "grpo", "rloo", "dpo"])
+# GRPO (group source, exact KL, pictures, video) and PPO (the critic) in the default suite; the
+# other converters' math is checked in test_chain_math.py, their whole runs under -m slow
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("algorithm", [pytest.param("reinforce", marks=SLOW), "ppo", "grpo",
+                                       pytest.param("rloo", marks=SLOW),
+                                       pytest.param("dpo", marks=SLOW)])
 def test_every_algorithm_trains_on_the_chain(algorithm, tmp_path, monkeypatch):
     config = {"grpo": {"beta": 0.1, "kl_estimator": "exact"}, "rloo": {"beta": 0.1},
               "ppo": {"kl_coeff": 0.1}}.get(algorithm, {})

@@ -53,7 +53,6 @@ def to_images(x: jax.Array) -> jax.Array:
 class DenoisingChain(EnvHooks, environment.Environment[ChainState, ChainParams]):
     """K steps of a stochastic sampler from noise to an image, rewarded at the end."""
 
-    renders_images = True
 
     def __init__(self, denoiser: nnx.Module, sampler: Any, reward_fn: Callable | nnx.Module, *,
                  num_conditions: int, image_shape: tuple[int, int] = (8, 8),

@@ -2,9 +2,9 @@
 distribution of each chain step.
 
 The policy holds its own copy of the env's base denoiser, fine-tuned in place, and reads the
-condition through a linear layer initialised at zero whose output joins the denoiser's first
-hidden layer (ControlNet's zero initialisation): the untrained policy is exactly the base
-model, which is therefore the frozen reference of KL anchors. The step's std is the sampler's,
+condition through linear layers initialised at zero whose outputs join each of the denoiser's
+hidden layers (ControlNet's zero initialisation, Zhang et al., 2023): the untrained policy is
+exactly the base model, which is therefore the frozen reference of KL anchors. The step's std is the sampler's,
 never learned; the log-probability is that of the exact Gaussian. `critic=True` (PPO) adds a
 value MLP over the observation.
 """

@@ -14,7 +14,7 @@ policy, the figures a user gets from `sample_images`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -75,11 +75,13 @@ class Chains(BatchSource):
         return True
 
     def images(self, policy: Any, key: jax.Array) -> jax.Array:
-        rows = self.env_params.conditions.shape[0]
-        conditions = jnp.repeat(self.env_params.conditions, PICTURE_ROWS, axis=0)[:rows * rows]
+        conditions = self._grid_conditions()
         chain = sample_chains(policy, self.env, self.env_params, key, conditions)
         return self.env.picture(self.env_params, chain.images, conditions)
 
+    def _grid_conditions(self) -> jax.Array:
+        """`PICTURE_ROWS` chains of each class, class by class."""
+        return jnp.repeat(self.env_params.conditions, PICTURE_ROWS, axis=0)
 
     def sample_images(self, policy: Any, tasks: Any, count: int, key: jax.Array,
                       greedy: bool) -> jax.Array:
@@ -93,23 +95,22 @@ class Chains(BatchSource):
                               greedy=greedy)
         return to_images(chain.images).reshape(-1, *self.env.image_shape)
 
-
     def film(self, policy: Any, key: jax.Array) -> jax.Array:
         """The class grid of `images` at every step of its chains: from noise to the digits."""
-        rows = self.env_params.conditions.shape[0]
-        conditions = jnp.repeat(self.env_params.conditions, PICTURE_ROWS, axis=0)[:rows * rows]
+        conditions = self._grid_conditions()
         chain = sample_chains(policy, self.env, self.env_params, key, conditions)
-        states = jnp.concatenate([jnp.swapaxes(chain.samples.observations[..., :self.env.data_dim], 0, 1),
-                                  chain.images[None]])
+        steps = jnp.swapaxes(chain.samples.observations[..., :self.env.data_dim], 0, 1)
+        states = jnp.concatenate([steps, chain.images[None]])
         return jax.vmap(lambda x: self.env.picture(self.env_params, x, conditions))(states)
 
 
-class Chain:
+class Chain(NamedTuple):
     """A batch of sampled chains: the `Sequences`, the policy's step distributions on its grid,
     and the final images `[B, D]` (data range)."""
 
-    def __init__(self, samples: Sequences, distribution: Any, images: jax.Array):
-        self.samples, self.distribution, self.images = samples, distribution, images
+    samples: Sequences
+    distribution: Any
+    images: jax.Array
 
 
 def sample_chains(policy: Any, env: Any, env_params: Any, key: jax.Array, conditions: jax.Array,

@@ -199,7 +199,7 @@ def build(arrays: dict, static: dict, parts: tuple, config: DPOConfig, reference
     if config.reference_free:
         refs = dict.fromkeys(SIDES)
     elif reference is not None:
-        refs = {side: log_probs(reference, sides[side]) for side in SIDES}
+        refs = {side: log_probs(reference, sides[side])[0] for side in SIDES}
     pair_mask = arrays.get("pair_mask")
     return Pairs(sides["chosen"], sides["rejected"], refs["chosen"], refs["rejected"],
                  None if pair_mask is None else jnp.asarray(pair_mask, bool), arrays.get("preference"))

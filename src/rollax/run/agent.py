@@ -116,7 +116,7 @@ class Agent:
 
     def sample_images(self, classes: Any = None, n: int | None = None, seed: int = 0,
                       greedy: bool = False) -> np.ndarray:
-        """Pictures `[B, H, W]` in [0, 1] drawn by a generative run's policy: one per class in
+        """Pictures `[B, H, W]` in [0, 1] drawn by the policy of a run whose env makes pictures: one per class in
         `classes` (a list of ints), or `n` with the env's own conditions (drawn as at reset);
         neither: one per class. `greedy`: the policy's mode instead of a sample."""
         checked_flag("greedy", greedy)
@@ -131,7 +131,7 @@ class Agent:
         else:
             tasks = self._classes(classes)
         if self.source is None:
-            raise ValueError("sample_images needs a generative run; this one was trained on the "
+            raise ValueError("sample_images needs a run whose env makes pictures; this one was trained on the "
                              f"Gymnasium env {self.experiment.env.id!r}")
         images = self.source.sample_images(self.model, tasks, n or 0, jax.random.key(seed), greedy)
         return np.asarray(images, np.float32)

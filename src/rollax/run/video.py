@@ -5,7 +5,7 @@ play greedy episodes in a Gymnasium env made with `render_mode="rgb_array"`, dri
 `Agent.predict`; an env whose batch source draws pictures of its samples has no episodes to
 watch, so its video is the run's sample grids over training (`seed_<k>/images/samples_*.png`,
 one frame per picture, in step order), or, when its source films its samples being made (a
-denoising chain: `BatchSource.film`), the trained policy's samples from noise to the end.
+chain of steps: `BatchSource.film`), the trained policy's samples from start to end.
 MP4 needs the `video` extra (imageio + imageio-ffmpeg, which ships its own ffmpeg); GIF is
 written with Pillow, which matplotlib already brings.
 """
@@ -48,7 +48,7 @@ def record_video(run_dir: str | Path, out: str | Path, *, episodes: int = 1,
     if out.suffix not in FORMATS:
         out = out / f"{agent.experiment.name}_seed{agent.seed}{'.mp4' if _has_mp4() else '.gif'}"
     film = None if agent.source is None else agent.source.film(agent.model, jax.random.key(agent.seed))
-    if film is not None:  # the samples being made (a denoising chain, from noise to digits)
+    if film is not None:  # the samples being made, stage by stage
         frames, fps = [_frame(pictures) for pictures in np.asarray(film)], 3
     elif agent.source is not None and agent.source.shows_images:
         frames, fps = _sample_grids(Path(run_dir), agent), 1
