@@ -26,7 +26,7 @@ CASES = [
                  marks=missed("success 0.945 and diversity 0.673 worst seed")),
     pytest.param("diffusion_rloo", 0.95, 0.7, 0.9,
                  marks=missed("success 0.920 and diversity 0.660 worst seed")),
-    pytest.param("diffusion_dpo", 0.9, 0.7, 0.9, marks=missed("success 0.875 on seed 0")),
+    pytest.param("diffusion_dpo", 0.9, 0.7, 0.9, marks=missed("success 0.825 and diversity 0.679 worst seed")),
 ]
 SEEDS = 5
 
