@@ -1,6 +1,6 @@
 """Speed of the diffusion domain on this machine: chains per second of the shipped samplers
-(each step's log-probability and the env's reward, as training samples them, against the bare
-sampler), and seconds per training iteration of each diffusion experiment, split into sampling
+(a policy's chains with each step's log-probability and the env's reward, as training samples
+them, against the base model's bare sampler), and seconds per training iteration of each diffusion experiment, split into sampling
 and the update.
 
     python benchmarks/diffusion_speed.py [--chains 256] [--iterations 40]
@@ -19,27 +19,12 @@ from timing import best_seconds
 import rollax
 from rollax.api import train
 from rollax.diffusion.policy import DenoiserPolicy
+from rollax.diffusion.samplers import sample
 from rollax.diffusion.source import sample_chains
 from rollax.presets import load_experiment
 
 EXPERIMENTS = ("diffusion_reinforce", "diffusion_ppo", "diffusion_grpo", "diffusion_rloo",
                "diffusion_dpo", "flow_grpo")
-
-
-def bare_chains(policy, env, key, conditions):
-    """The sampler alone: each step's mean and noise, no log-probability, no reward."""
-    _, state = jax.vmap(env.start)(jax.random.split(key, conditions.shape[0]), conditions)
-    x = state.x
-
-    def step(x, inputs):
-        k, step_key = inputs
-        observation = jnp.concatenate([x, jnp.full((x.shape[0], 1), k, x.dtype), conditions], -1)
-        distribution = policy(observation).distribution
-        return distribution.mean + jnp.exp(distribution.log_std) * jax.random.normal(
-            step_key, x.shape), None
-
-    steps = jnp.arange(env.num_steps, dtype=jnp.float32)
-    return jax.lax.scan(step, x, (steps, jax.random.split(key, env.num_steps)))[0]
 
 
 def sampler_speed(env_id: str, chains: int) -> tuple[float, float]:
@@ -50,9 +35,10 @@ def sampler_speed(env_id: str, chains: int) -> tuple[float, float]:
     conditions = params.conditions[jnp.arange(chains) % env.num_conditions]
     with_log_probs = jax.jit(lambda s, key: sample_chains(
         nnx.merge(graphdef, s), env, params, key, conditions).samples.log_probs)
-    bare = jax.jit(lambda s, key: bare_chains(nnx.merge(graphdef, s), env, key, conditions))
+    bare = jax.jit(lambda key: sample(env.denoiser, env.sampler, key, chains, env.data_dim))
     key = jax.random.key(0)
-    return tuple(chains / best_seconds(lambda f=f: f(state, key), 5) for f in (with_log_probs, bare))
+    return (chains / best_seconds(lambda: with_log_probs(state, key), 5),
+            chains / best_seconds(lambda: bare(key), 5))
 
 
 def iteration_seconds(name: str, iterations: int) -> tuple[float, int]:

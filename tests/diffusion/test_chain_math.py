@@ -40,24 +40,33 @@ def flow_numpy(v, x, k, K, a=0.7):
     return mean, sigma * math.sqrt(h)
 
 
-@pytest.mark.parametrize("k", [0, 4, 9])
-def test_ddim_step_matches_the_paper(k):
-    eps, x = RNG.normal(size=(3, 64)), RNG.normal(size=(3, 64))
-    mean, std = DDIMSampler(10).transition(jnp.asarray(eps, jnp.float32), jnp.asarray(x, jnp.float32),
-                                           jnp.full((3,), k))
-    want_mean, want_std = ddim_numpy(eps, x, k, 10)
+@pytest.mark.parametrize("sampler, reference", [(DDIMSampler(10), ddim_numpy),
+                                                (FlowSampler(10), flow_numpy)], ids=["ddim", "flow"])
+@pytest.mark.parametrize("k", [0, 1, 4, 9])
+def test_a_step_matches_its_published_formula(sampler, reference, k):
+    """DDIM's step (the output is the predicted noise) and Flow-GRPO's (the velocity)."""
+    output, x = RNG.normal(size=(3, 64)), RNG.normal(size=(3, 64))
+    mean, std = sampler.transition(jnp.asarray(output, jnp.float32), jnp.asarray(x, jnp.float32),
+                                   jnp.full((3,), k))
+    want_mean, want_std = reference(output, x, k, 10)
     np.testing.assert_allclose(mean, want_mean, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(std, np.full(3, want_std), rtol=1e-5)
 
 
-@pytest.mark.parametrize("k", [0, 1, 9])
-def test_flow_sde_step_matches_flow_grpo(k):
-    v, x = RNG.normal(size=(2, 64)), RNG.normal(size=(2, 64))
-    mean, std = FlowSampler(10).transition(jnp.asarray(v, jnp.float32), jnp.asarray(x, jnp.float32),
-                                           jnp.full((2,), k))
-    want_mean, want_std = flow_numpy(v, x, k, 10)
-    np.testing.assert_allclose(mean, want_mean, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(std, np.full(2, want_std), rtol=1e-5)
+def test_the_bare_sampler_is_the_step_loop():
+    """`samplers.sample` = a plain loop of NumPy steps on the same keys."""
+    from rollax.diffusion.samplers import sample
+
+    sampler = FlowSampler(3)
+    denoiser = lambda x, t: 0.5 * x - t[:, None]  # any function of (x, t)
+    got = sample(denoiser, sampler, jax.random.key(0), 4, 64)
+    start_key, steps_key = jax.random.split(jax.random.key(0))
+    x = np.asarray(jax.random.normal(start_key, (4, 64)))
+    for k, step_key in enumerate(jax.random.split(steps_key, 3)):
+        t = float(sampler.model_time(k))
+        mean, std = flow_numpy(0.5 * x - t, x, k, 3)
+        x = mean + std * np.asarray(jax.random.normal(step_key, (4, 64)))
+    np.testing.assert_allclose(got, x, rtol=1e-4, atol=1e-4)
 
 
 def test_the_flow_sde_keeps_the_ode_marginals_on_gaussian_data():

@@ -16,7 +16,7 @@ from flax import nnx
 from rollax.cache import models_dir
 from rollax.checks import check_int
 from rollax.diffusion.models import Denoiser
-from rollax.diffusion.samplers import DDIMSampler, FlowSampler
+from rollax.diffusion.samplers import DDIMSampler, FlowSampler, sample
 from rollax.weights import cached_or_trained
 
 CACHE_FORMAT_VERSION = 2  # bump when the model, its training or its report changes
@@ -114,17 +114,9 @@ def quality(model: Denoiser, config: DenoiserConfig) -> dict:
 
     sampler = config.sampler(10, 1.0 if config.model == "ddpm" else 0.7)
 
-    @jax.jit
-    def chain(key):
-        x = jax.random.normal(key, (QUALITY_SAMPLES, model.data_dim))
-        for k, step_key in enumerate(jax.random.split(key, sampler.num_steps)):
-            mean, std = sampler.transition(model(x, jnp.full(x.shape[:1], sampler.model_time(k))),
-                                           x, jnp.asarray(k))
-            x = mean + std * jax.random.normal(step_key, x.shape)
-        return to_images(x)
-
     judge = load_digit_judge()
-    images = chain(jax.random.key(config.seed + 1))
+    images = to_images(jax.jit(lambda key: sample(model, sampler, key, QUALITY_SAMPLES,
+                                                 model.data_dim))(jax.random.key(config.seed + 1)))
     judged = judge.judge(images).argmax(-1)
     metrics = judge(images, jax.nn.one_hot(judged, 10))
     return {"judge_class_histogram": np.bincount(np.asarray(judged), minlength=10).tolist(),

@@ -126,6 +126,23 @@ class FlowSampler:
         return (1 - t[:, None]) * images + t[:, None] * noise, t, noise - images
 
 
+def sample(denoiser, sampler, key: jax.Array, count: int, data_dim: int) -> jax.Array:
+    """`count` unconditional samples `[count, data_dim]` (data range) of `denoiser` along
+    `sampler`'s chain: each step's mean plus its noise, no log-probability (the base model's
+    sampler; a policy's chains with log-probs and rewards are `rollax.diffusion.sample_chains`)."""
+    start_key, steps_key = jax.random.split(key)
+
+    def step(x, inputs):
+        k, step_key = inputs
+        mean, std = sampler.transition(denoiser(x, jnp.full(x.shape[:1], sampler.model_time(k))),
+                                       x, k)
+        return mean + std[..., None] * jax.random.normal(step_key, x.shape), None
+
+    x = jax.random.normal(start_key, (count, data_dim))
+    steps = (jnp.arange(sampler.num_steps), jax.random.split(steps_key, sampler.num_steps))
+    return jax.lax.scan(step, x, steps)[0]
+
+
 def _check_steps(num_steps: object, limit: int | None, what: str) -> None:
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
         raise ValueError(f"num_steps={num_steps!r} must be a positive int (the chain's length)")
