@@ -263,3 +263,122 @@ def test_dpo_group_batch_pairs_best_with_worst_and_flags_ties(batch):
         want = batch["ref"][row][batch["mask"][row]].sum()
         assert float(pairs[f"ref_{side}_log_probs"][0]) == pytest.approx(want, rel=1e-5)
     assert not math.isnan(float(pairs["ref_chosen_log_probs"][1]))
+
+
+# ----------------------------------------------------------------- TRL's GRPO and RLOO options
+
+
+def group_batch(batch, per_sample=False, **extra):
+    """The four completions as two prompts x 2 with the sampling log-probs per token (GRPO) or
+    summed per sample (RLOO's documented batch)."""
+    old = np.where(batch["mask"], batch["old"], 0.0).sum(1) if per_sample else batch["old"]
+    return {"observations": batch["observations"], "actions": batch["actions"], "mask": batch["mask"],
+            "rewards": batch["rewards"], "log_probs": old, "group_size": 2, **extra}
+
+
+def np_group_advantages(rewards, eps=1e-8):
+    grouped = rewards.reshape(-1, 2).astype(np.float64)
+    centred = grouped - grouped.mean(1, keepdims=True)
+    return (centred / (grouped.std(1, keepdims=True) + eps)).reshape(-1)
+
+
+def test_grpo_sequence_importance_sampling_is_gspo(model, batch):
+    """GSPO (Zheng et al., 2025, eq. 5-7): s_i = exp(mean over the sample's tokens of
+    log pi - log pi_old), loss_i = -min(s_i A_i, clip(s_i, 1 - eps, 1 + eps) A_i)."""
+    config = GRPOConfig(beta=0.0, entropy_coeff=0.0, clip_param=0.1,
+                        importance_sampling_level="sequence")
+    metrics = trainer(GRPOTrainer, model, config).train_step(group_batch(batch))
+    advantages = np_group_advantages(batch["rewards"])
+    losses = []
+    for row, keep in enumerate(batch["mask"]):
+        s = np.exp(np.mean(batch["current"][row][keep] - batch["old"][row][keep]))
+        a = advantages[row]
+        losses.append(-min(s * a, np.clip(s, 0.9, 1.1) * a))
+    # the advantages of a pair cancel to a loss near 0: float32 error against terms of size 1
+    assert float(metrics["policy_loss"]) == pytest.approx(np.mean(losses), abs=3e-5)
+    token_level = trainer(GRPOTrainer, model, GRPOConfig(beta=0.0, entropy_coeff=0.0, clip_param=0.1)
+                          ).train_step(group_batch(batch))["policy_loss"]
+    assert abs(float(token_level) - np.mean(losses)) > 1e-3, float(token_level)
+
+
+@pytest.mark.parametrize("trainer_class, config_class", [(GRPOTrainer, GRPOConfig),
+                                                         (RLOOTrainer, RLOOConfig)])
+def test_masked_truncated_completions_leave_the_loss_not_the_baseline(model, batch, trainer_class,
+                                                                      config_class):
+    """DAPO's overlong filtering as TRL's `mask_truncated_completions`: the truncated sample's
+    terms leave the loss; every reward still shapes its group's advantages."""
+    truncated = np.array([False, True, False, False])
+    config = config_class(num_generations=2, entropy_coeff=0.0, mask_truncated_completions=True,
+                          **({"beta": 0.0} if config_class is GRPOConfig else {}))
+    rloo = config_class is RLOOConfig
+    metrics = trainer(trainer_class, model, config).train_step(
+        group_batch(batch, rloo, truncated=truncated))
+    rewards = batch["rewards"].reshape(2, 2)
+    if config_class is GRPOConfig:
+        advantages = np_group_advantages(batch["rewards"])
+        ratio = np.exp(batch["current"] - batch["old"])
+        per_token = -np.minimum(ratio * advantages[:, None],
+                                np.clip(ratio, 0.8, 1.2) * advantages[:, None])
+        per_sample = [per_token[row][batch["mask"][row]].mean() for row in range(4)]
+    else:
+        advantages = (rewards - (rewards.sum(1, keepdims=True) - rewards)).reshape(-1)
+        ratio = np.exp(np.where(batch["mask"], batch["current"] - batch["old"], 0.0).sum(1))
+        per_sample = -np.minimum(ratio * advantages, np.clip(ratio, 0.8, 1.2) * advantages)
+    want = np.mean([per_sample[row] for row in range(4) if not truncated[row]])
+    assert float(metrics["policy_loss"]) == pytest.approx(want, rel=1e-4)
+    with pytest.raises(ValueError, match="mask_truncated_completions=True needs the batch's 'truncated'"):
+        trainer(trainer_class, model, config).train_step(group_batch(batch, rloo))
+
+
+def np_free_reference_steps(model, batch, advantages, steps, learning_rate, per_sample_ratio):
+    """`steps` plain SGD steps on the clipped surrogate written out here (TRL's GRPO/RLOO loss,
+    ratios to the fixed sampling log-probs `batch['old']`), gradients by jax.grad on the
+    model's own logits: the reference for `num_iterations`."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    mask = jnp.asarray(batch["mask"])
+    old = jnp.asarray(batch["old"])
+    adv = jnp.asarray(advantages, jnp.float32)
+
+    def loss(params):
+        logits = nnx.merge(graphdef, params, rest)(jnp.asarray(batch["observations"]))[0].logits
+        log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits), batch["actions"][..., None], -1)[..., 0]
+        if per_sample_ratio:  # RLOO: the sample's ratio
+            ratio = jnp.exp(jnp.sum(jnp.where(mask, log_probs - old, 0.0), 1))
+            return jnp.mean(-jnp.minimum(ratio * adv, jnp.clip(ratio, 0.8, 1.2) * adv))
+        ratio = jnp.exp(log_probs - old)
+        per_token = -jnp.minimum(ratio * adv[:, None], jnp.clip(ratio, 0.8, 1.2) * adv[:, None])
+        return jnp.mean(jnp.sum(jnp.where(mask, per_token, 0.0), 1) / mask.sum(1))
+
+    for _ in range(steps):
+        params = jax.tree.map(lambda p, g: p - learning_rate * g, params, jax.grad(loss)(params))
+    return params
+
+
+@pytest.mark.parametrize("given_log_probs", [True, False])
+@pytest.mark.parametrize("trainer_class, config_class", [(GRPOTrainer, GRPOConfig),
+                                                         (RLOOTrainer, RLOOConfig)])
+def test_num_iterations_takes_that_many_steps_with_ratios_to_the_sampling_policy(
+        batch, trainer_class, config_class, given_log_probs):
+    """Without the sampling log-probs in the batch, the model before the first step is the
+    sampling policy."""
+    config = config_class(num_generations=2, entropy_coeff=0.0, num_iterations=3,
+                          **({"beta": 0.0} if config_class is GRPOConfig else {}))
+    fresh = lambda: TransformerPolicy(VOCAB, LENGTH, width=16, layers=1, heads=2, value_head=True,
+                                      rngs=nnx.Rngs(0))
+    learner = fresh()
+    given = group_batch(batch, config_class is RLOOConfig)
+    if not given_log_probs:
+        del given["log_probs"]
+        batch = {**batch, "old": batch["current"].astype(np.float32)}
+    trainer_class(learner, nnx.Optimizer(learner, optax.sgd(0.5), wrt=nnx.Param),
+                  config).train_step(given)
+    rewards = batch["rewards"].reshape(2, 2)
+    advantages = (np_group_advantages(batch["rewards"]) if config_class is GRPOConfig
+                  else (rewards - (rewards.sum(1, keepdims=True) - rewards)).reshape(-1))
+    want = np_free_reference_steps(fresh(), batch, advantages, 3, 0.5, config_class is RLOOConfig)
+    got = nnx.state(learner, nnx.Param)
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), want,
+                         nnx.state(fresh(), nnx.Param))
+    assert max(jax.tree.leaves(moved)) > 1e-3  # the steps did move the parameters
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)

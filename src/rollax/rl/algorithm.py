@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from rollax.networks.policy import score_actions
+
 
 class TrainState(NamedTuple):
     """What `update` carries: the split `(model, optimizer)` state and the algorithm's own
@@ -144,6 +146,8 @@ def minibatch_update(
         return (new_state, stopped), metrics
 
     def one_epoch(carry, epoch_key):
+        if num_minibatches == 1:  # the whole batch each time (GRPO's num_iterations)
+            return jax.lax.scan(one_minibatch, carry, jax.tree.map(lambda x: x[None], batch))
         order = jax.random.permutation(epoch_key, size)
         shuffled = jax.tree.map(
             lambda x: x[order].reshape(num_minibatches, minibatch_size, *x.shape[1:]), batch
@@ -154,6 +158,15 @@ def minibatch_update(
         one_epoch, (state, jnp.array(False)), jax.random.split(key, num_epochs)
     )
     return state, jax.tree.map(jnp.mean, metrics)
+
+
+def sampling_log_probs(graphdef: nnx.GraphDef, model_optimizer: nnx.State, observations: Any,
+                       actions: Any, mask: jax.Array) -> jax.Array:
+    """Per-part log-probs `[B, L]` of `actions` under the model before an update: the sampling
+    policy's, for batches that did not bring them and take several steps (GRPO's and RLOO's
+    `num_iterations`)."""
+    model, _ = nnx.merge(graphdef, model_optimizer)
+    return jax.lax.stop_gradient(score_actions(model, observations, actions, mask.shape).log_probs)
 
 
 def check_minibatches(rows: int, num_minibatches: int, what: str) -> None:

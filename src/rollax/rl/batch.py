@@ -295,6 +295,14 @@ def check_group_size(arrays: dict, static: dict, default: int) -> None:
                          "(rows are contiguous groups of generations per prompt)")
 
 
+def check_group_options(arrays: dict, static: dict, config: Any) -> None:
+    """`check_group_size`, and `mask_truncated_completions` only with the batch's `truncated`."""
+    check_group_size(arrays, static, config.num_generations)
+    if config.mask_truncated_completions and "truncated" not in arrays:
+        raise ValueError("mask_truncated_completions=True needs the batch's 'truncated' [B] "
+                         "(which samples were cut at the length limit)")
+
+
 def require_reference(arrays: Mapping[str, Any], kl_coeff: float) -> None:
     """A KL anchor (`kl_coeff > 0`) needs the actions' log-probs under the sampling policy and
     under the reference."""

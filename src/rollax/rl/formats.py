@@ -53,7 +53,8 @@ def build_sequences(arrays: dict, static: dict, parts: tuple, *, group_size: int
                     gamma: float = 1.0) -> Sequences:
     """Sequences `[B, L]` from a documented batch: one reward per sample (per-part rewards
     become their `gamma`-discounted sum), per-part log-probs and values (`[B]` when a sample is
-    one part), contiguous groups of the batch's `group_size` (else `group_size`)."""
+    one part), contiguous groups of the batch's `group_size` (else `group_size`), and which
+    samples were `truncated` `[B]` when the batch says."""
     mask = jnp.asarray(arrays.get("mask", jnp.ones(parts[0], bool)), bool)
     rewards = jnp.asarray(arrays["rewards"], jnp.float32)
     if rewards.shape != mask.shape[:1]:  # one per part
@@ -62,6 +63,8 @@ def build_sequences(arrays: dict, static: dict, parts: tuple, *, group_size: int
     def per_part(key):
         return None if key not in arrays else arrays[key].reshape(mask.shape)
 
+    truncated = arrays.get("truncated")
     return Sequences(arrays["observations"], arrays["actions"], mask, rewards,
                      per_part("log_probs"), per_part("ref_log_probs"), per_part("values"),
+                     truncated=None if truncated is None else jnp.asarray(truncated, bool),
                      group_size=static.get("group_size", group_size))

@@ -17,6 +17,10 @@ When the batch carries the reference's distributions (a denoising chain's Gaussi
 anchor is their closed-form KL in the loss instead, `+ beta * mean_i sum_parts KL(pi || pi_ref)`
 (DPOK, Fan et al., 2023): exact and differentiable, where the sampled log-ratio of 640
 Gaussian dimensions is too noisy to hold the policy near its start.
+
+TRL's `num_iterations` (gradient steps per generation batch, each sample's ratio to the sampling
+policy) and `mask_truncated_completions` (samples cut at the length limit leave the loss, the
+KL and the entropy; their rewards still count in the leave-one-out baselines) as in GRPO.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from rollax.networks.policy import score_actions
-from rollax.rl.algorithm import Algorithm
-from rollax.rl.batch import STEP, STEP_OR_PART, BatchFormat, check_group_size
+from rollax.rl.algorithm import Algorithm, minibatch_update, sampling_log_probs
+from rollax.rl.batch import STEP, STEP_OR_PART, BatchFormat, check_group_options
 from rollax.rl.config import Config, algorithm_config, traced
 from rollax.rl.formats import build_sequences
 from rollax.rl.utils import clipped_surrogate_terms, masked_mean, normalize_advantages, sequence_sum
@@ -50,6 +54,8 @@ class RLOOConfig(Config):
     normalize_advantages: bool = False
     clip_param: float = traced(0.2)
     entropy_coeff: float = traced(0.0)
+    num_iterations: int = 1  # gradient steps per generation batch (TRL's)
+    mask_truncated_completions: bool = False  # samples cut at the length limit leave the loss
     max_grad_norm: float | None = None
 
     def _check_values(self):
@@ -57,6 +63,7 @@ class RLOOConfig(Config):
         self._range("beta", 0.0)
         self._range("clip_param", 0.0, low_open=True)
         self._range("entropy_coeff", 0.0)
+        self._int("num_iterations")
         self._optional_positive("max_grad_norm")
 
 
@@ -71,6 +78,7 @@ class SampleLogProbs:
     log_probs: jax.Array | None = None
     ref_log_probs: jax.Array | None = None
     ref_distribution: Any = None  # per part, for the closed-form KL
+    truncated: jax.Array | None = None  # `[B]`, cut at the length limit
     group_size: int = struct.field(pytree_node=False, default=2)
 
     def learned_by(self, algorithm, config) -> tuple[SampleLogProbs, dict]:
@@ -94,20 +102,38 @@ class RLOO(Algorithm):
     def uses_reference(self, config: RLOOConfig) -> bool:
         return config.beta > 0
 
+    def updates_per_iteration(self, config: RLOOConfig) -> int:
+        return config.num_iterations
+
+    def optimize(self, graphdef, model_optimizer, batch: SampleLogProbs, key, config: RLOOConfig):
+        """`num_iterations` gradient steps on the whole batch, ratios to the sampling policy
+        (scored before the first step when the batch did not bring its log-probs)."""
+        if config.num_iterations > 1 and batch.log_probs is None:
+            per_part = sampling_log_probs(graphdef, model_optimizer, batch.observations,
+                                          batch.actions, batch.mask)
+            batch = batch.replace(log_probs=sequence_sum(per_part, batch.mask))
+        return minibatch_update(self.loss, graphdef, model_optimizer, batch, key, config,
+                                num_epochs=config.num_iterations, max_grad_norm=config.max_grad_norm)
+
     def from_sequences(self, sequences: Sequences, config: RLOOConfig):
         """Per-part log-probs summed into each sample's."""
         mask = sequences.mask
         total = lambda x: None if x is None else sequence_sum(x, mask)
         return SampleLogProbs(sequences.observations, sequences.actions, mask, sequences.rewards,
                               total(sequences.log_probs), total(sequences.ref_log_probs),
-                              sequences.ref_distribution, group_size=sequences.group_size), {}
+                              sequences.ref_distribution, sequences.truncated,
+                              group_size=sequences.group_size), {}
 
     def loss(self, model, batch: SampleLogProbs, config: RLOOConfig):
         """RLOO loss on a grouped batch; returns `(loss, metrics)`."""
         exact = batch.ref_distribution if self.uses_reference(config) else None
         terms = score_actions(model, batch.observations, batch.actions, batch.mask.shape, exact)
         log_probs = sequence_sum(terms.log_probs, batch.mask)
-        entropy = masked_mean(terms.entropy, batch.mask)
+        keep = jnp.ones_like(log_probs)  # the samples in the loss
+        if config.mask_truncated_completions and batch.truncated is not None:
+            keep = (~batch.truncated).astype(log_probs.dtype)
+        mean = lambda x: jnp.sum(x * keep) / jnp.maximum(jnp.sum(keep), 1.0)
+        entropy = masked_mean(terms.entropy, batch.mask & (keep[:, None] > 0))
         rewards = batch.rewards.astype(log_probs.dtype)
         old = batch.log_probs
         sampling_log_probs = jax.lax.stop_gradient(log_probs) if old is None else old
@@ -123,18 +149,18 @@ class RLOO(Algorithm):
         if config.normalize_advantages:
             advantages = normalize_advantages(advantages)
         if old is None:  # on-policy single step: ratio 1, gradient of log pi * A
-            policy_loss = -jnp.mean(log_probs * advantages)
+            policy_loss = mean(-log_probs * advantages)
             clip_ratio = jnp.zeros((), log_probs.dtype)
         else:
             surrogate, clipped = clipped_surrogate_terms(log_probs, old, advantages, config.clip_param)
-            policy_loss = jnp.mean(surrogate)
-            clip_ratio = jnp.mean(clipped.astype(log_probs.dtype))
+            policy_loss = mean(surrogate)
+            clip_ratio = mean(clipped.astype(log_probs.dtype))
         loss = policy_loss - config.entropy_coeff * entropy
         if terms.kl is not None:
-            loss = loss + config.beta * jnp.mean(kl)
+            loss = loss + config.beta * mean(kl)
         metrics = {"policy_loss": policy_loss, "mean_reward": jnp.mean(rewards),
                    "reward_std": jnp.std(rewards), "advantage_mean": advantage_mean,
-                   "kl_penalty": jnp.mean(kl), "entropy": entropy, "clip_ratio": clip_ratio}
+                   "kl_penalty": mean(kl), "entropy": entropy, "clip_ratio": clip_ratio}
         return loss, metrics
 
 
@@ -145,13 +171,13 @@ def build(arrays: dict, static: dict, parts: tuple, config: RLOOConfig, referenc
     samples = build_sequences(given, static, parts, group_size=config.num_generations)
     return SampleLogProbs(samples.observations, samples.actions, samples.mask, samples.rewards,
                           arrays.get("log_probs"), arrays.get("ref_log_probs"),
-                          group_size=samples.group_size)
+                          truncated=samples.truncated, group_size=samples.group_size)
 
 
 RLOO.formats = (BatchFormat(
     required=("observations", "actions", "rewards"),
-    optional=("log_probs", "ref_log_probs", "mask", "group_size"), batch_ndim=1,
-    shapes={"rewards": STEP_OR_PART, "log_probs": STEP, "ref_log_probs": STEP},
-    check=lambda arrays, static, parts, config: check_group_size(arrays, static, config.num_generations),
+    optional=("log_probs", "ref_log_probs", "mask", "group_size", "truncated"), batch_ndim=1,
+    shapes={"rewards": STEP_OR_PART, "log_probs": STEP, "ref_log_probs": STEP, "truncated": STEP},
+    check=lambda arrays, static, parts, config: check_group_options(arrays, static, config),
     build=build),)
 ALGORITHM = RLOO()

@@ -66,6 +66,7 @@ class Sequences:
     values: jax.Array | None = None
     ref_distribution: Any = None  # the reference's distributions on the grid (closed-form KL)
     task_ids: jax.Array | None = None  # the env's task key per sample `[B]` (e.g. its class)
+    truncated: jax.Array | None = None  # `[B]`: cut at a length limit (a completion without EOS)
     group_size: int = struct.field(pytree_node=False, default=1)
 
     def learned_by(self, algorithm: Any, config: Any) -> tuple[Any, dict]:
