@@ -32,7 +32,7 @@ def tiny(algorithm: str, *changes: str) -> list[str]:
 def test_sampled_groups_are_scored_by_the_verifier_and_the_trainers():
     env, params = rollax.make("rollax/Tokens-Sort-v0", min_digits=2, max_digits=4)
     model = token_policy(env.task, WarmStartConfig(width=16, layers=1, heads=2), rngs=nnx.Rngs(0))
-    samples = jax.jit(lambda key: sample_completions(model, env, params, key, 6, 4))(jax.random.key(0))
+    samples, _ = jax.jit(lambda key: sample_completions(model, env, params, key, 6, 4))(jax.random.key(0))
     tokens = np.concatenate([np.asarray(samples.observations[:, :1]), np.asarray(samples.actions)], 1)
     prompts, completions = tokens[:, :env.prompt_length], tokens[:, env.prompt_length:]
     assert (prompts.reshape(6, 4, -1) == prompts.reshape(6, 4, -1)[:, :1]).all()  # contiguous groups
@@ -45,6 +45,7 @@ def test_sampled_groups_are_scored_by_the_verifier_and_the_trainers():
     np.testing.assert_allclose(np.where(samples.mask, terms.log_probs, 0.0), samples.log_probs, atol=1e-4)
     ends = [list(c).index(1) + 1 if 1 in list(c) else len(c) for c in completions]  # EOS included
     assert np.asarray(samples.mask.sum(1)).tolist() == ends
+    assert np.asarray(samples.truncated).tolist() == [1 not in list(c) for c in completions]
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo", "dpo", "reinforce", "ppo"])

@@ -97,8 +97,8 @@ class MetricsLogger(Callback):
         for s, logger in enumerate(self.loggers):
             for k in range(num_iterations):
                 step = chunk.iteration_step(k)
-                logger.log_scalars({name: values[s, k] for name, values in chunk.metrics.items()},
-                                   step, prefix="train")
+                logger.log_scalars({f"train/{name}": values[s, k]  # train/rewards/<name>/mean too
+                                    for name, values in chunk.metrics.items()}, step)
                 logger.log_scalars(chunk.rollout[s][k], step)
             # seeds train side by side in one program: each advanced chunk.fps / S steps per second
             logger.log_scalars({"time/fps": chunk.fps / len(trainer.seeds)}, chunk.step)

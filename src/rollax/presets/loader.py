@@ -166,6 +166,8 @@ def _resolve(raw: dict, where: str, root: Path, default_name: str, overrides: It
     parsed = [parse_override(text) for text in overrides]
     for key, value in parsed:
         apply_override(experiment, key, value)
+    _place_data_file(experiment["env"]["params"], env_where, where,
+                     explicit=any(key.startswith("env.params") for key, _ in parsed))
     if not experiment["logging"]["run_name"]:  # runs of one experiment told apart by what differs
         experiment["logging"]["run_name"] = overrides_label(parsed)
     if seeds is not None:
@@ -179,6 +181,33 @@ def _resolve(raw: dict, where: str, root: Path, default_name: str, overrides: It
     except ValueError as err:
         raise PresetError(f"{where}: {err}") from None
     return typed
+
+
+def _place_data_file(params: dict, env_where: str, where: str, explicit: bool) -> None:
+    """An env's `data` file (`rollax/Tokens-Text-v0`) named by a preset: relative, no `..`,
+    found next to the preset that names it (the env preset's file, else the experiment's) or
+    in the working folder; made absolute, so the run records the file it read. The command
+    line (`--set env.params.data=PATH`, `explicit`) may name any file."""
+    data = params.get("data") if isinstance(params, dict) else None
+    if not isinstance(data, str):
+        return
+    path = Path(data)
+    if explicit:
+        if not path.is_file():
+            raise PresetError(f"{where}: env.params.data={data!r} not found at {path.resolve()}")
+        params["data"] = str(path.resolve())
+        return
+    if path.is_absolute() or ".." in path.parts:
+        raise PresetError(f"{where}: env.params.data={data!r} in a preset must be a relative "
+                          "path inside the preset's or the working folder (no '..'); name "
+                          "another file on the command line: --set env.params.data=PATH")
+    preset = next((Path(w).parent for w in (env_where, where) if w.endswith(".toml")), None)
+    places = ([preset / path] if preset else []) + [Path.cwd() / path]
+    found = next((p for p in places if p.is_file()), None)
+    if found is None:
+        raise PresetError(f"{where}: env.params.data={data!r} not found at "
+                          f"{' or '.join(map(str, places))}")
+    params["data"] = str(found.resolve())
 
 
 def check_preset_paths(experiment: Experiment, explicit: Iterable[str] = ()) -> None:

@@ -61,6 +61,11 @@ class BatchSource:
         compiled chunk cannot raise): a nonzero count stops the run with that description."""
         raise NotImplementedError
 
+    def fault_detail(self, description: str) -> str:
+        """The message for a `FAULT` metric's description (a source whose host code knows
+        more, e.g. which Python function failed on which prompt, says it here)."""
+        return description
+
     def evaluate(self, policy: Any, key: Any) -> tuple[Any, dict]:
         """`(returns [eval_episodes], {name: scalar})` of the greedy policy."""
         raise NotImplementedError

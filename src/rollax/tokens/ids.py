@@ -4,7 +4,7 @@ here imports jax: a task's module loads when its env is made."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rollax.envs.registry import EnvFactory, register
@@ -25,6 +25,45 @@ def register_task(name: str, factory: Callable[..., Any]) -> None:
         raise ValueError(f"token task {name!r} is already registered")
     _TASKS[name] = factory
     register(token_env_id(name), _factory(name))
+
+
+def register_text_task(task: Any, reward_funcs: Sequence[str | Callable] | None = None,
+                       reward_weights: Sequence[float] | None = None) -> str:
+    """Make a `TextTask` (`TextTask.from_jsonl`, `from_csv`) the env `rollax/Tokens-<Name>-v0`
+    and return that id. `reward_funcs` (registered names or callables) train it with their
+    `reward_weights`-weighted sum; without them, with exact match to the answers."""
+    from rollax.tokens.text import TextTask, with_rewards
+
+    if not isinstance(task, TextTask):
+        raise ValueError(f"register_text_task takes a TextTask (TextTask.from_jsonl or "
+                         f"from_csv), got {type(task).__name__}")
+    task = with_rewards(task, reward_funcs, reward_weights)
+    register_task(task.name, lambda: task)
+    return token_env_id(task.name)
+
+
+def make_text_env(data: str, name: str = "text", rewards: Sequence[str] | None = None,
+                  reward_weights: Sequence[float] | None = None, partial_credit: bool = False,
+                  **options: Any):
+    """`rollax/Tokens-Text-v0`: the task of a data file (`TextTask.from_file(data, name,
+    **options)`) trained with the registered `rewards`, as a preset names it."""
+    from rollax.tokens.env import make_token_env
+    from rollax.tokens.text import TextTask, with_rewards
+
+    if not isinstance(data, str):
+        raise ValueError(f"rollax/Tokens-Text-v0: data={data!r} must be a file path")
+    task = with_rewards(TextTask.from_file(data, name, **options), rewards, reward_weights)
+    return make_token_env(task, partial_credit)
+
+
+def make_edits_env(partial_credit: bool = False, **options: Any):
+    """`rollax/Tokens-Edits-v0`: the shipped word-edit data set (`tools/make_edits_data.py`),
+    trained with correctness (`exact_answer`, weight 1) and format (`word_count`, 0.1)."""
+    from importlib.resources import files
+
+    data = str(files("rollax.tokens") / "data" / "edits.jsonl")
+    return make_text_env(data, "edits", ["exact_answer", "word_count"], [1.0, 0.1],
+                         partial_credit, **options)
 
 
 def _factory(task: str) -> EnvFactory:
@@ -48,5 +87,7 @@ def _factory(task: str) -> EnvFactory:
 
 for _task in _TASKS:
     register(token_env_id(_task), _factory(_task))
+register("rollax/Tokens-Text-v0", make_text_env)
+register("rollax/Tokens-Edits-v0", make_edits_env)
 register_policy_kind("transformer", "rollax.tokens.policy:TRANSFORMER_KIND")
 register_batch_sources("rollax.tokens.env:TokenEnv", "rollax.tokens.source:Completions")

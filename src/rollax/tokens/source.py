@@ -40,6 +40,10 @@ class Completions(BatchSource):
     def __init__(self, env: Any, env_params: Any, settings: Any):
         super().__init__(env, env_params, settings)
         self.task = env.task
+        held_out = self.task.held_out
+        if held_out is not None and settings.eval_episodes > len(held_out):
+            raise ValueError(f"eval.episodes={settings.eval_episodes} is more than task "
+                             f"{self.task.name!r}'s {len(held_out)} held-out prompts")
         self.eval_prompts = np.asarray(held_out_prompts(self.task, settings.eval_episodes))
         vocab = self.task.tokenizer.vocab_size
         if outside := [int(i) for i in self.eval_prompts.ravel() if not 0 <= i < vocab]:
@@ -54,13 +58,14 @@ class Completions(BatchSource):
 
     def sample(self, policy: Any, reference: Any, state: Any, key: jax.Array):
         settings, group_size = self.settings, self.settings.group_size
-        samples = settings.shard(sample_completions(
-            policy, self.env, self.env_params, key, settings.num_envs // group_size, group_size))
+        samples, reward_metrics = sample_completions(
+            policy, self.env, self.env_params, key, settings.num_envs // group_size, group_size)
+        samples = settings.shard(samples)
         mask = samples.mask
         # every algorithm's KL to the reference, measured the same way
         reference_log_probs = score_actions(reference, samples.observations, samples.actions,
                                             mask.shape).log_probs
-        metrics = {**completion_metrics(samples.actions, mask),
+        metrics = {**completion_metrics(samples.actions, mask), **reward_metrics,
                    "kl_to_reference": sequence_kl(samples.log_probs, reference_log_probs, mask)}
         if group_size > 1:  # prompts whose completions all scored the same
             metrics["frac_reward_zero_std"] = jnp.mean(tied_groups(samples.rewards, group_size)
@@ -77,6 +82,13 @@ class Completions(BatchSource):
 
     def evaluate(self, policy: Any, key: jax.Array):
         return evaluate_completions(policy, self.task, self.eval_prompts)
+
+    def fault_detail(self, description: str) -> str:
+        rewards = self.task.rewards
+        if rewards is not None and rewards.failure and \
+                description == python_reward_fault(self.task).removeprefix(FAULT):
+            return rewards.failure
+        return description
 
     @property
     def shows_texts(self) -> bool:
@@ -131,7 +143,10 @@ def check_model_fits(model: Any, task: Any) -> None:
 
 def held_out_prompts(task: Any, count: int, seed: int = 0) -> jax.Array:
     """`[count, prompt_length]` prompts of `task` from a key stream training never draws from:
-    what the warm start and every evaluation of a token run are judged on."""
+    what the warm start and every evaluation of a token run are judged on. A task with fixed
+    `held_out` prompts (a data set's test rows) gives those, in order, repeated to `count`."""
+    if task.held_out is not None:
+        return jnp.asarray(np.resize(task.held_out, (count, task.prompt_length)))
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), HELD_OUT), count)
     return jax.vmap(task.sample)(keys)
 
@@ -144,29 +159,49 @@ def shifted(generation: Generation, prompt_length: int) -> tuple[jax.Array, ...]
 
 
 def sample_completions(model: Callable, env: Any, env_params: Any, key: jax.Array,
-                       num_prompts: int, group_size: int) -> Sequences:
-    """`num_prompts * group_size` completions `[p0g0, p0g1, ..., p1g0, ...]` with the
-    verifier's rewards, in the token-model convention (see the module docstring)."""
+                       num_prompts: int, group_size: int) -> tuple[Sequences, dict[str, jax.Array]]:
+    """`num_prompts * group_size` completions `[p0g0, p0g1, ..., p1g0, ...]` with their rewards,
+    in the token-model convention (see the module docstring), and the metrics of the task's
+    Python rewards (each one's mean and std; none for a verifier)."""
     prompt_key, sample_key = jax.random.split(key)
     task = env.task
     check_model_fits(model, task)
     prompts = jnp.repeat(jax.vmap(task.sample)(jax.random.split(prompt_key, num_prompts)), group_size, axis=0)
     generation = generate(model, prompts, sample_key, task.completion_length)
-    rewards = jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, generation.completions,
-                                                        env_params.partial_credit)
+    rewards, metrics = completion_rewards(task, env_params, prompts, generation.completions)
     observations, actions, mask, log_probs = shifted(generation, task.prompt_length)
-    return Sequences(observations, actions, mask, rewards.astype(jnp.float32), log_probs,
-                     group_size=group_size)
+    return Sequences(observations, actions, mask, rewards, log_probs,
+                     truncated=cut_without_eos(actions, mask), group_size=group_size), metrics
+
+
+def completion_rewards(task: Any, env_params: Any, prompts: jax.Array, completions: jax.Array
+                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Training rewards `[B]`: the task's Python rewards (weighted sum) where it has them,
+    else its verifier; with each Python reward's `rewards/<name>/mean` and `.../std`."""
+    if task.rewards is None:
+        return jax.vmap(task.verify, in_axes=(0, 0, None))(
+            prompts, completions, env_params.partial_credit).astype(jnp.float32), {}
+    values = task.rewards.score(prompts, completions)
+    metrics = {}
+    for i, name in enumerate(task.rewards.names):
+        metrics[f"rewards/{name}/mean"] = jnp.mean(values[:, i])
+        metrics[f"rewards/{name}/std"] = jnp.std(values[:, i])
+    return task.rewards.total(values), metrics
+
+
+def cut_without_eos(actions: jax.Array, mask: jax.Array) -> jax.Array:
+    """`[B]`: the completion `actions [B, T]` (under `mask`) reached the length limit without
+    an EOS."""
+    return ~jnp.any((actions == EOS) & mask, axis=1)
 
 
 def completion_metrics(actions: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
     """Lengths (tokens, EOS included) of completions `actions [B, T]` under `mask`, and the
     share cut at the maximum length without an EOS."""
     lengths = jnp.sum(mask, axis=1).astype(jnp.float32)
-    finished = jnp.any((actions == EOS) & mask, axis=1)
     return {"completion_length": jnp.mean(lengths), "completion_length_min": jnp.min(lengths),
             "completion_length_max": jnp.max(lengths),
-            "frac_truncated": jnp.mean((~finished).astype(jnp.float32))}
+            "frac_truncated": jnp.mean(cut_without_eos(actions, mask).astype(jnp.float32))}
 
 
 def completion_samples(model: Callable, env: Any, env_params: Any, prompts: jax.Array,
@@ -174,23 +209,36 @@ def completion_samples(model: Callable, env: Any, env_params: Any, prompts: jax.
     """Greedy and sampled completions `[N, L]` of `prompts` with their rewards `[N]`: what
     `samples_table` shows."""
     out = {"prompts": prompts}
+    rewards = env.task.rewards
     for name, greedy in (("greedy", True), ("sampled", False)):
         completions = generate(model, prompts, key, env.task.completion_length, greedy=greedy).completions
         out[name] = completions
-        out[f"{name}_reward"] = jax.vmap(env.task.verify, in_axes=(0, 0, None))(
-            prompts, completions, env_params.partial_credit)
+        if rewards is None:
+            out[f"{name}_reward"] = jax.vmap(env.task.verify, in_axes=(0, 0, None))(
+                prompts, completions, env_params.partial_credit)
+        else:  # each Python reward's value, shown beside their weighted sum
+            out[f"{name}_rewards"] = values = rewards.score(prompts, completions)
+            out[f"{name}_reward"] = rewards.total(values)
     return out
 
 
 def samples_table(task: Any, samples: dict) -> str:
     """`completion_samples` (host arrays) as a Markdown table of texts: TensorBoard's text tab
-    renders it."""
+    renders it (with a task's Python rewards, each one's value after the sum)."""
     text = task.tokenizer.decode
+
+    def reward(kind, i):
+        cell = f"{float(samples[f'{kind}_reward'][i]):.2f}"
+        if task.rewards is None:
+            return cell
+        parts = ", ".join(f"{name} {float(value):.2f}" for name, value in
+                          zip(task.rewards.names, samples[f"{kind}_rewards"][i], strict=True))
+        return f"{cell} ({parts})"
+
     rows = ["| prompt | greedy | reward | sampled | reward |", "|---|---|---|---|---|"]
     for i, prompt in enumerate(samples["prompts"]):
-        rows.append(f"| `{text(prompt)}` | `{text(samples['greedy'][i])}` | "
-                    f"{float(samples['greedy_reward'][i]):.2f} | `{text(samples['sampled'][i])}` | "
-                    f"{float(samples['sampled_reward'][i]):.2f} |")
+        rows.append(f"| `{text(prompt)}` | `{text(samples['greedy'][i])}` | {reward('greedy', i)} "
+                    f"| `{text(samples['sampled'][i])}` | {reward('sampled', i)} |")
     return "\n".join(rows)
 
 
@@ -203,14 +251,21 @@ def sequence_kl(log_probs: jax.Array, reference_log_probs: jax.Array, mask: jax.
 def task_faults(task: Any, tokens: jax.Array, rewards: jax.Array) -> dict[str, jax.Array]:
     """Counts of the batch's breaks of the task's contract, which the loop turns into an error
     naming the task: prompt ids outside the vocabulary (the embedding would give NaN logits for
-    them) and verifier rewards that are not finite."""
+    them) and rewards that are not finite (from the verifier, or a failed Python reward)."""
     vocab = task.tokenizer.vocab_size
+    not_finite = python_reward_fault(task) if task.rewards is not None else (
+        f"{FAULT}task {task.name!r}: verify(prompt, completion, partial) gave a reward that "
+        "is not finite")
     return {
         f"{FAULT}task {task.name!r}: sample(key) gave token ids outside the vocabulary "
         f"[0, {vocab})": jnp.sum((tokens < 0) | (tokens >= vocab)),
-        f"{FAULT}task {task.name!r}: verify(prompt, completion, partial) gave a reward that "
-        "is not finite": jnp.sum(~jnp.isfinite(rewards)),
+        not_finite: jnp.sum(~jnp.isfinite(rewards)),
     }
+
+
+def python_reward_fault(task: Any) -> str:
+    """The fault a failed Python reward reports; `Completions.fault_detail` says which."""
+    return f"{FAULT}task {task.name!r}: a Python reward function failed"
 
 
 def evaluate_completions(model: Callable, task: Any, prompts: jax.Array

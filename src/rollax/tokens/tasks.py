@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,9 @@ class TokenTask:
     - `sample(key) -> prompt [prompt_length]` (left-padded, ends with the task's separator);
     - `demonstrate(prompt) -> completion [completion_length]` (the answer, EOS, then PAD);
     - `verify(prompt, completion, partial) -> reward`: 1.0 for the demonstration's tokens up
-      to its EOS, else 0.0; with `partial`, the share of those tokens that match.
+      to its EOS, else 0.0; with `partial`, the share of those tokens that match;
+    - optionally `held_out`, the prompts evaluations are judged on (a data set's test rows),
+      and `rewards`, Python functions on texts that replace `verify` in training.
     """
 
     name: str
@@ -40,6 +43,10 @@ class TokenTask:
     demonstrate: Callable[[jax.Array], jax.Array]
     verify: Callable[[jax.Array, jax.Array, bool], jax.Array] | None = None
     layout: Callable[[str], list[int]] | None = None  # a prompt text's ids; None: left-padded
+    # fixed held-out prompts [N, prompt_length]; None: sampled from a key stream of their own
+    held_out: np.ndarray | None = dataclasses.field(default=None, compare=False)
+    # training rewards in Python (`rewards.PythonRewards`); None: `verify`
+    rewards: Any = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
         if self.verify is None:

@@ -85,6 +85,8 @@ def warm_start(env_id: str, config: WarmStartConfig | None = None, **env_params:
         raise ValueError(f"{env_id!r} is not a token-task env (rollax/Tokens-<Task>-v0)")
     payload = {"format": CACHE_FORMAT_VERSION, "env": env_id, "params": env_params,
                **dataclasses.asdict(config)}
+    if fingerprint := getattr(task, "fingerprint", None):  # a data set's rows, not its id
+        payload["data"] = fingerprint
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     path = models_dir() / f"tokens-{task.name}-{digest}.npz"
 

@@ -1,0 +1,58 @@
+"""Write the shipped word-edit data set, `src/rollax/tokens/data/edits.jsonl`.
+
+Each row asks for one edit of the order of 2 to 4 words: `reverse` (the words backwards),
+`swap` (the first and last word exchanged), `rotate` (the first word moved to the end).
+Columns: `prompt` ("swap: lamp fox tree="), `answer` ("tree fox lamp"), `op`, `words`
+(the answer's word count, which the format reward reads). Deterministic: the same file for
+the same seed. Run `python tools/make_edits_data.py` after changing it; the tests read the
+shipped file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+WORDS = ["ant", "bee", "cat", "dog", "elk", "fox", "gnu", "hen", "jay", "kid", "owl", "pig",
+         "ram", "yak", "lamp", "tree", "rock", "sand", "moon", "star", "rain", "wind", "fire",
+         "snow", "leaf", "seed", "bird", "fish"]
+OPS = {
+    "reverse": lambda words: words[::-1],
+    "swap": lambda words: [words[-1], *words[1:-1], words[0]],
+    "rotate": lambda words: [*words[1:], words[0]],
+}
+OUT = Path(__file__).resolve().parent.parent / "src" / "rollax" / "tokens" / "data" / "edits.jsonl"
+
+
+def rows(count: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    seen, out = set(), []
+    while len(out) < count:
+        op = rng.choice(sorted(OPS))
+        words = rng.sample(WORDS, rng.randint(2, 4))
+        prompt = f"{op}: {' '.join(words)}="
+        if prompt in seen:
+            continue
+        seen.add(prompt)
+        answer = OPS[op](words)
+        out.append({"prompt": prompt, "answer": " ".join(answer), "op": op, "words": len(answer)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8") as file:
+        for row in rows(args.count, args.seed):
+            file.write(json.dumps(row) + "\n")
+    print(f"wrote {args.count} rows to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
