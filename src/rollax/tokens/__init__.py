@@ -3,10 +3,16 @@ transformer with a key/value cache, sampling, the supervised warm start, and the
 of sampled completions. Importing the package registers its env ids, its policy kind and its
 batch source (no jax); `register_task` adds a task."""
 
-from rollax.tokens.ids import register_task, register_text_task, token_env_id
+from rollax.tokens.ids import (
+    register_task,
+    register_text_task,
+    register_token_model,
+    token_env_id,
+)
 from rollax.tokens.rewards import register_reward
 
-__all__ = ["TextTask", "register_reward", "register_task", "register_text_task", "token_env_id"]
+__all__ = ["TextTask", "register_reward", "register_task", "register_text_task",
+           "register_token_model", "token_env_id"]
 
 
 def __getattr__(name: str):

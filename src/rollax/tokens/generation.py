@@ -50,7 +50,11 @@ def _next(output) -> jax.Array:
 
 def generate(model, prompts: jax.Array, key: jax.Array, max_new_tokens: int, *,
              temperature: float = 1.0, top_k: int = 0, greedy: bool = False) -> Generation:
-    """`max_new_tokens` completion tokens per prompt, sampled with the model's cache."""
+    """`max_new_tokens` completion tokens per prompt, sampled with the model's cache (a model
+    without one, `init_cache` and `decode`, recomputes the prefix for every token)."""
+    if not hasattr(model, "decode"):
+        return generate_without_cache(model, prompts, key, max_new_tokens, temperature=temperature,
+                                      top_k=top_k, greedy=greedy)
     _check_sampling(model, prompts, max_new_tokens, temperature, top_k)
     b, p = prompts.shape
     output, cache = model.decode(prompts, 0, model.init_cache(b))

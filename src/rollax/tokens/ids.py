@@ -27,6 +27,14 @@ def register_task(name: str, factory: Callable[..., Any]) -> None:
     register(token_env_id(name), _factory(name))
 
 
+def register_token_model(name: str, factory: Callable[..., Any], **options: Any) -> None:
+    """Your own causal language model as `[agent.network] kind = name` (the protocol:
+    `rollax.tokens.models`)."""
+    from rollax.tokens.models import register_token_model as register_model
+
+    register_model(name, factory, **options)
+
+
 def register_text_task(task: Any, reward_funcs: Sequence[str | Callable] | None = None,
                        reward_weights: Sequence[float] | None = None) -> str:
     """Make a `TextTask` (`TextTask.from_jsonl`, `from_csv`) the env `rollax/Tokens-<Name>-v0`

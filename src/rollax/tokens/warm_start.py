@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -23,6 +24,7 @@ from flax import nnx
 from rollax.cache import models_dir
 from rollax.checks import check_int, check_number
 from rollax.envs.registry import make
+from rollax.networks.policy import policy_output
 from rollax.tokens.source import evaluate_completions, held_out_prompts
 from rollax.tokens.tasks import TokenTask, through_first_eos
 from rollax.tokens.transformer import TransformerPolicy
@@ -68,17 +70,23 @@ def demonstration_loss(model, prompts: jax.Array, task: TokenTask) -> jax.Array:
     """Mean cross-entropy of the demonstrations' tokens (up to and including EOS)."""
     demos = jax.vmap(task.demonstrate)(prompts)
     tokens = jnp.concatenate([prompts, demos], axis=1)
-    logits = model(tokens[:, :-1]).distribution.logits[:, task.prompt_length - 1:]
+    logits = policy_output(model(tokens[:, :-1]), True).distribution.logits[:, task.prompt_length - 1:]
     counted = jax.vmap(through_first_eos)(demos)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, demos)
     return jnp.sum(nll * counted) / jnp.sum(counted)
 
 
-def warm_start(env_id: str, config: WarmStartConfig | None = None, **env_params: Any
-               ) -> tuple[TransformerPolicy, dict[str, Any]]:
+def warm_start(env_id: str, config: WarmStartConfig | None = None, *,
+               build: Callable[[TokenTask, nnx.Rngs], nnx.Module] | None = None,
+               model_id: dict[str, Any] | None = None, **env_params: Any
+               ) -> tuple[nnx.Module, dict[str, Any]]:
     """`(model, report)`: the warm-started policy for the token env `env_id` (trained on first
-    use, then read from the cache); the report has its held-out `success` and `steps`."""
+    use, then read from the cache); the report has its held-out `success` and `steps`. The
+    model is config's transformer, or `build(task, rngs)` (a registered token model, cached
+    by its `model_id`)."""
     config = config or WarmStartConfig()
+    if build is None:
+        build = lambda task, rngs: token_policy(task, config, rngs=rngs)
     env, _ = make(env_id, **env_params)
     task = getattr(env, "task", None)
     if not isinstance(task, TokenTask):
@@ -87,18 +95,20 @@ def warm_start(env_id: str, config: WarmStartConfig | None = None, **env_params:
                **dataclasses.asdict(config)}
     if fingerprint := getattr(task, "fingerprint", None):  # a data set's rows, not its id
         payload["data"] = fingerprint
+    if model_id is not None:
+        payload["model"] = model_id
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     path = models_dir() / f"tokens-{task.name}-{digest}.npz"
+    fresh = lambda: build(task, nnx.Rngs(config.seed))
 
     def train():
-        model = token_policy(task, config)
+        model = fresh()
         return model, _train(model, task, config)
 
-    return cached_or_trained(path, lambda: token_policy(task, config), train,
-                             f"a token policy on {env_id} (warm start)")
+    return cached_or_trained(path, fresh, train, f"a token policy on {env_id} (warm start)")
 
 
-def _train(model: TransformerPolicy, task: TokenTask, config: WarmStartConfig) -> dict[str, Any]:
+def _train(model: nnx.Module, task: TokenTask, config: WarmStartConfig) -> dict[str, Any]:
     optimizer = nnx.Optimizer(model, optax.adam(config.learning_rate), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
     evaluation_prompts = held_out_prompts(task, config.eval_prompts, config.seed)
