@@ -1,9 +1,9 @@
 """Write the shipped word-edit data set, `src/rollax/tokens/data/edits.jsonl`.
 
-Each row asks for one edit of the order of 2 to 4 words: `reverse` (the words backwards),
-`swap` (the first and last word exchanged), `rotate` (the first word moved to the end).
-Columns: `prompt` ("swap: lamp fox tree="), `answer` ("tree fox lamp"), `op`, `words`
-(the answer's word count, which the format reward reads). Deterministic: the same file for
+Each row asks for one edit of the order of 2 or 3 three-letter words: `rev` (the words
+backwards), `swap` (the first and last word exchanged), `rot` (the first word moved to the
+end). Columns: `prompt` ("swap owl fox yak="), `answer` ("yak fox owl"), `op`, `words`
+(the answer's word count). Deterministic: the same file for
 the same seed. Run `python tools/make_edits_data.py` after changing it; the tests read the
 shipped file.
 """
@@ -16,12 +16,11 @@ import random
 from pathlib import Path
 
 WORDS = ["ant", "bee", "cat", "dog", "elk", "fox", "gnu", "hen", "jay", "kid", "owl", "pig",
-         "ram", "yak", "lamp", "tree", "rock", "sand", "moon", "star", "rain", "wind", "fire",
-         "snow", "leaf", "seed", "bird", "fish"]
+         "ram", "yak", "bat", "cow", "eel", "emu", "ape", "asp", "koi", "ray", "rat", "yew"]
 OPS = {
-    "reverse": lambda words: words[::-1],
+    "rev": lambda words: words[::-1],
     "swap": lambda words: [words[-1], *words[1:-1], words[0]],
-    "rotate": lambda words: [*words[1:], words[0]],
+    "rot": lambda words: [*words[1:], words[0]],
 }
 OUT = Path(__file__).resolve().parent.parent / "src" / "rollax" / "tokens" / "data" / "edits.jsonl"
 
@@ -31,8 +30,8 @@ def rows(count: int, seed: int) -> list[dict]:
     seen, out = set(), []
     while len(out) < count:
         op = rng.choice(sorted(OPS))
-        words = rng.sample(WORDS, rng.randint(2, 4))
-        prompt = f"{op}: {' '.join(words)}="
+        words = rng.sample(WORDS, rng.randint(2, 3))
+        prompt = f"{op} {' '.join(words)}="
         if prompt in seen:
             continue
         seen.add(prompt)

@@ -15,7 +15,11 @@ from rollax.errors import RunFailed
 
 
 def _import_modules(modules: list[str]) -> None:
-    """`--import-module`: the user's explicit choice; presets and run folders never import."""
+    """`--import-module`: the user's explicit choice; presets and run folders never import.
+    A module in the working folder is found as with `python -m` (the console script's
+    `sys.path` does not hold that folder)."""
+    if modules and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)

@@ -5,6 +5,7 @@ data file, and the bad inputs."""
 
 import csv
 import json
+import os
 import re
 
 import jax.numpy as jnp
@@ -187,6 +188,48 @@ def test_a_preset_names_its_data_file_next_to_itself(tmp_path, monkeypatch):
                                ["env.params={data = 'nowhere.jsonl'}"])
 
 
+MODULE = """
+import rollax.tokens as tokens
+
+def shorter(prompts, completions, answer, **columns):
+    return [1.0 - abs(len(c) - len(a)) / 10 for c, a in zip(completions, answer)]
+
+tokens.register_reward("shorter", shorter)
+tokens.register_text_task(tokens.TextTask.from_jsonl("mine.jsonl", "mine", test_fraction=0.25),
+                          ["exact_answer", "shorter"], [1.0, 0.5])
+"""
+
+
+def test_the_console_script_trains_a_module_s_data_set_and_load_agent_generates(tmp_path):
+    """As a user does it: their module (in the working folder) registers a data set and a
+    reward; `rollax train --import-module` trains it; `load_agent(run).generate` answers the
+    held-out prompts after the same import."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_jsonl(tmp_path / "mine.jsonl", ROWS)
+    (tmp_path / "mymodule.py").write_text(MODULE)
+    script = Path(sys.executable).parent / "rollax"
+    done = subprocess.run(
+        [str(script), "train", "tokens_reverse_grpo", "--quiet", "--import-module", "mymodule",
+         "--set", "env.id=rollax/Tokens-Mine-v0", *(a for t in TINY for a in ("--set", t)),
+         "--set", "env.params={}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=False)
+    assert done.returncode == 0, done.stderr
+    run = next((tmp_path / "runs" / "tokens_reverse_grpo").iterdir())
+    check = ("import mymodule, rollax, json; agent = rollax.load_agent('" + str(run) + "'); "
+             "print(json.dumps(agent.generate(['rev ab ca=', 'keep b c='])))")
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    texts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    records = (run / "seed_0" / "metrics.jsonl").read_text()
+    assert "train/rewards/shorter/mean" in records and "train/rewards/exact_answer/std" in records
+
+
 BAD_FILES = [
     ("missing.jsonl", None, {}, r"data file '.*missing.jsonl' does not exist"),
     ("empty.jsonl", "\n\n", {}, r"empty.jsonl' holds no rows"),
@@ -245,3 +288,38 @@ def test_bad_rewards_are_named(tmp_path):
         register_reward("exact_answer", short)
     with pytest.raises(ValueError, match="register_text_task takes a TextTask"):
         register_text_task("d.jsonl")
+
+
+def missed(why: str):
+    """A target the shipped data set experiment does not reach yet (docs/language.md)."""
+    return pytest.mark.xfail(reason=why, strict=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [
+    pytest.param("tokens_edits_grpo", marks=missed("held-out exact match 0.740 mean, 0.540 worst "
+                                                   "seed: 'rot' of 3 words stays unsolved")),
+    pytest.param("tokens_edits_rloo", marks=missed("held-out exact match 0.797 mean, 0.785 worst "
+                                                   "seed: 'rot' of 3 words stays unsolved")),
+])
+def test_the_shipped_data_set_is_learned_on_every_seed(name, shared_cache, tmp_path, capsys):
+    """5 seeds: greedy exact match on the 400 held-out rows reaches 0.9 and rises by 0.3 above
+    the warm start, on every seed."""
+    import time
+
+    import jax
+
+    from rollax.run.program import make_program
+    from rollax.run.seeds import eval_keys
+
+    experiment = rollax.load_experiment(name, [f"logging.root={tmp_path}"], seeds=5)
+    _, program = make_program(experiment)
+    seeds = experiment.seed_list
+    before, _ = jax.device_get(program.evaluate(program.init(seeds), eval_keys(seeds, 0)))
+    start = time.perf_counter()
+    after = rollax.train(experiment, progress=False).eval_returns
+    with capsys.disabled():
+        print(f"\n{name} ({time.perf_counter() - start:.0f} s): warm start "
+              f"{np.round(before.mean(1), 3)}, after {np.round(after.mean(1), 3)}")
+    assert (after.mean(1) >= 0.9).all() and (after.mean(1) - before.mean(1) >= 0.3).all(), \
+        (before.mean(1), after.mean(1))
