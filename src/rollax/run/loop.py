@@ -266,7 +266,8 @@ def _divergence(run: RunContext, metrics: dict, finite: np.ndarray, first_iterat
     """The message for the chunk's first iteration with a fault of the source's batch (a
     `FAULT` metric), a NaN/inf loss (`[S, K]` metrics) or an update that left non-finite
     parameters (`finite` `[S, K]`), or None."""
-    detail = run.plan.source.fault_detail
+    source = run.plan.source  # None for an env stepped on the host, which reports no faults
+    detail = source.fault_detail if source is not None else str
     problems = [(int(k), 0, int(seed), detail(name.removeprefix(FAULT)), "the run is stopped")
                 for name in sorted(n for n in metrics if n.startswith(FAULT))
                 for seed, k in np.argwhere(metrics.pop(name) != 0)]
