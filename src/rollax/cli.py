@@ -19,7 +19,7 @@ def _import_modules(modules: list[str]) -> None:
     A module in the working folder is found as with `python -m` (the console script's
     `sys.path` does not hold that folder)."""
     if modules and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+        sys.path.insert(0, os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)

@@ -306,7 +306,9 @@ def test_grpo_sequence_importance_sampling_is_gspo(model, batch):
 def test_masked_truncated_completions_leave_the_loss_not_the_baseline(model, batch, trainer_class,
                                                                       config_class):
     """DAPO's overlong filtering as TRL's `mask_truncated_completions`: the truncated sample's
-    terms leave the loss; every reward still shapes its group's advantages."""
+    terms leave the loss; every reward still shapes its group's advantages. GRPO's `grpo` loss
+    still divides by all B samples (TRL's `.mean()` over sequences, the truncated adding 0);
+    RLOO averages over the samples kept."""
     truncated = np.array([False, True, False, False])
     config = config_class(num_generations=2, entropy_coeff=0.0, mask_truncated_completions=True,
                           **({"beta": 0.0} if config_class is GRPOConfig else {}))
@@ -324,7 +326,8 @@ def test_masked_truncated_completions_leave_the_loss_not_the_baseline(model, bat
         advantages = (rewards - (rewards.sum(1, keepdims=True) - rewards)).reshape(-1)
         ratio = np.exp(np.where(batch["mask"], batch["current"] - batch["old"], 0.0).sum(1))
         per_sample = -np.minimum(ratio * advantages, np.clip(ratio, 0.8, 1.2) * advantages)
-    want = np.mean([per_sample[row] for row in range(4) if not truncated[row]])
+    kept = [per_sample[row] for row in range(4) if not truncated[row]]
+    want = np.sum(kept) / 4 if config_class is GRPOConfig else np.mean(kept)
     assert float(metrics["policy_loss"]) == pytest.approx(want, rel=1e-4)
     with pytest.raises(ValueError, match="mask_truncated_completions=True needs the batch's 'truncated'"):
         trainer(trainer_class, model, config).train_step(group_batch(batch, rloo))

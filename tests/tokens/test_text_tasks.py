@@ -71,6 +71,13 @@ def test_rows_become_a_task_with_a_seeded_held_out_split(tmp_path):
     assert other.fingerprint != task.fingerprint
 
 
+def shown(task, ids):
+    """A completion's text as the rewards get it: up to the first EOS, a PAD as U+FFFD."""
+    ids = list(ids)
+    ids = ids[:ids.index(EOS)] if EOS in ids else ids
+    return "".join("\ufffd" if i == PAD else task.tokenizer.chars[i - 2] for i in ids)
+
+
 def lengths(prompts, completions, **columns):
     return [float(len(c)) for c in completions]
 
@@ -89,7 +96,7 @@ def test_python_rewards_score_decoded_texts_with_their_rows_columns(tmp_path):
     completions[::3] = [np.asarray(task.demonstrate(jnp.asarray(p))) for p in prompts[::3]]
     import jax
     values = np.asarray(jax.jit(rewards.score)(jnp.asarray(prompts), jnp.asarray(completions)))
-    texts = [task.tokenizer.decode(c) for c in completions]
+    texts = [shown(task, c) for c in completions]
     want = np.array([[len(t), float(t == ROWS[r]["answer"]) * ROWS[r]["weight"]]
                      for t, r in zip(texts, rows, strict=True)])
     np.testing.assert_allclose(values, want)
@@ -147,7 +154,7 @@ def test_a_reward_that_fails_mid_run_names_itself_and_keeps_the_records(tmp_path
     experiment = rollax.load_experiment("tokens_reverse_grpo", [
         *TINY, f"env.id={env_id}", "env.params={}", "budget.total_steps=128"])
     with pytest.raises(rollax.TrainingDiverged, match=r"reward function 'flaky' of task 'flaky' "
-                       r"returned nan, not a finite number, for prompt '.*=' and completion .* at "
+                       r"returned nan, not a finite float32, for prompt '.*=' and completion .* at "
                        r"iteration 3 \(env step 96\) for seed 0: the run is stopped"):
         rollax.train(experiment, progress=False)
     run = next((tmp_path / "runs").glob("*/*/seed_0"))
@@ -323,3 +330,75 @@ def test_the_shipped_data_set_is_learned_on_every_seed(name, shared_cache, tmp_p
               f"{np.round(before.mean(1), 3)}, after {np.round(after.mean(1), 3)}")
     assert (after.mean(1) >= 0.9).all() and (after.mean(1) - before.mean(1) >= 0.3).all(), \
         (before.mean(1), after.mean(1))
+
+
+def test_answers_reach_the_rewards_as_text_under_both_names(tmp_path):
+    rows = [{"question": f"{a}*{b}=", "target": a * b, "kind": "mul"} for a in range(1, 5)
+            for b in range(1, 5)]
+    task = TextTask.from_jsonl(write_jsonl(tmp_path / "n.jsonl", rows), "numbers",
+                               prompt_key="question", answer_key="target")
+    assert task.rows.columns["target"] == task.rows.columns["answer"] == \
+        tuple(str(r["target"]) for r in rows)
+    assert task.rows.columns["kind"] == ("mul",) * len(rows)
+    rewards = PythonRewards.build(task, ["exact_answer"], None)
+    prompts = np.stack([task.encode_prompt(r["question"]) for r in rows[:4]])
+    answers = np.stack([np.asarray(task.demonstrate(jnp.asarray(p))) for p in prompts])
+    assert rewards.host_values(prompts, answers).ravel().tolist() == [1.0] * 4
+
+
+def test_reward_texts_show_a_pad_inside_a_completion(tmp_path):
+    task = TextTask.from_jsonl(write_jsonl(tmp_path / "d.jsonl", ROWS), "padded")
+    seen = []
+
+    def spy(prompts, completions, **columns):
+        seen.extend(completions)
+        return [0.0] * len(completions)
+
+    rewards = PythonRewards.build(task, [spy], None)
+    ids = task.tokenizer.encode("ca ab")
+    completion = np.array([[ids[0], PAD, *ids[1:], EOS, PAD]])
+    prompt = task.encode_prompt(ROWS[0]["prompt"])[None]
+    seen.clear()
+    rewards.host_values(prompt, completion)
+    assert seen == ["c\ufffda ab"]  # not "ca ab": the exact-match verifier would not take it
+
+
+def test_a_float32_overflow_is_a_named_failure_of_that_completion_only(tmp_path):
+    task = TextTask.from_jsonl(write_jsonl(tmp_path / "d.jsonl", ROWS), "overflow")
+
+    def big(prompts, completions, **columns):
+        return [1e39 if i == 1 else 0.5 for i in range(len(completions))]
+
+    rewards = PythonRewards.build(task, [big], None)
+    prompts = np.stack([task.encode_prompt(r["prompt"]) for r in ROWS[:3]])
+    values = rewards.host_values(prompts, np.full((3, task.completion_length), EOS))
+    assert np.isnan(values[1, 0]) and values[0, 0] == values[2, 0] == 0.5
+    assert re.match(r"reward function 'big' of task 'overflow' returned 1e\+39, not a finite "
+                    r"float32, for prompt '.*'", rewards.failure)
+
+
+def test_only_the_command_line_names_a_data_file_outside_the_preset(tmp_path, monkeypatch):
+    folder = tmp_path / "presets"
+    (folder / "envs").mkdir(parents=True)
+    (folder / "experiments").mkdir()
+    write_jsonl(tmp_path / "elsewhere.jsonl", ROWS)
+    (folder / "envs" / "outside.toml").write_text(
+        'id = "rollax/Tokens-Text-v0"\n[params]\ndata = "../../elsewhere.jsonl"\n')
+    (folder / "experiments" / "outside_grpo.toml").write_text(
+        'env = "outside"\nagent = "grpo_tokens"\n[budget]\ntotal_steps = 64\nnum_envs = 32\n'
+        'num_steps = 1\n')
+    monkeypatch.chdir(tmp_path)
+    for sets in ([], ["env.params.partial_credit=true"]):  # another env param is not the file
+        with pytest.raises(PresetError, match=r"data='../../elsewhere.jsonl' in a preset must"):
+            rollax.load_experiment(folder / "experiments" / "outside_grpo.toml", sets)
+
+
+def test_bad_env_params_of_the_text_envs_are_named():
+    with pytest.raises(ValueError, match=r"rollax/Tokens-Text-v0: missing a required argument: "
+                       r"'data'"):
+        rollax.make("rollax/Tokens-Text-v0")
+    with pytest.raises(ValueError, match=r"rollax/Tokens-Edits-v0: got an unexpected keyword "
+                       r"argument 'name'"):
+        rollax.make("rollax/Tokens-Edits-v0", name="mine")
+    with pytest.raises(ValueError, match=r"seed='x' must be an integer >= 0"):
+        rollax.make("rollax/Tokens-Edits-v0", seed="x")

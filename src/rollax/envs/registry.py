@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,14 @@ def make(env_id: str, **params: Any) -> tuple[Environment, Any]:
                          "rollax.rollout.host_collector.make_host(env_id, num_envs) (the training "
                          "loop does this for presets)")
     if env_id in _FACTORIES:
-        return _FACTORIES[env_id](**params)
+        factory = _FACTORIES[env_id]
+        try:  # a missing or unknown parameter, named for this env (not the factory's traceback)
+            inspect.signature(factory).bind(**params)
+        except TypeError as err:
+            raise ValueError(f"{env_id}: {err}") from None
+        except ValueError:  # a callable without a readable signature: call it as it is
+            pass
+        return factory(**params)
     if env_id in GYMNAX_ENVS:
         env, env_params = make_gymnax(env_id)
         return env, override_params(env_params, params, env_id, physical=True)

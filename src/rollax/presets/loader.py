@@ -166,8 +166,9 @@ def _resolve(raw: dict, where: str, root: Path, default_name: str, overrides: It
     parsed = [parse_override(text) for text in overrides]
     for key, value in parsed:
         apply_override(experiment, key, value)
-    _place_data_file(experiment["env"]["params"], env_where, where,
-                     explicit=any(key.startswith("env.params") for key, _ in parsed))
+    _place_data_file(experiment["env"]["params"], env_where, where, explicit=any(
+        key == "env.params.data" or (key == "env.params" and isinstance(value, dict)
+                                     and "data" in value) for key, value in parsed))
     if not experiment["logging"]["run_name"]:  # runs of one experiment told apart by what differs
         experiment["logging"]["run_name"] = overrides_label(parsed)
     if seeds is not None:

@@ -123,14 +123,17 @@ def gradient_step(
 def minibatch_update(
     loss_fn: Callable, graphdef: nnx.GraphDef, state: nnx.State, batch: Any, key: jax.Array,
     config: Any, *, num_epochs: int = 1, num_minibatches: int = 1,
-    max_grad_norm: float | None = None, target_kl: float | None = None,
+    max_grad_norm: float | None = None, target_kl: float | None = None, shuffle: bool = True,
 ) -> tuple[nnx.State, dict[str, jax.Array]]:
     """`num_epochs` passes of shuffled minibatches over the rows (leading axis) of `batch`;
     metrics averaged over steps.
 
     With `target_kl`, once a step's `approx_kl` (measured before it) exceeds the target, that
-    step and every later one leave the state unchanged.
+    step and every later one leave the state unchanged. `shuffle=False`: each epoch is one step
+    on the whole batch as it is (GRPO's and RLOO's `num_iterations`; one minibatch).
     """
+    if not shuffle and num_minibatches != 1:
+        raise ValueError(f"shuffle=False takes the whole batch: num_minibatches={num_minibatches}")
     step = partial(gradient_step, loss_fn, graphdef, config=config, max_grad_norm=max_grad_norm)
     if num_epochs == 1 and num_minibatches == 1:
         return step(state, batch)
@@ -146,7 +149,7 @@ def minibatch_update(
         return (new_state, stopped), metrics
 
     def one_epoch(carry, epoch_key):
-        if num_minibatches == 1:  # the whole batch each time (GRPO's num_iterations)
+        if not shuffle:  # the whole batch each time, in order (GRPO's num_iterations)
             return jax.lax.scan(one_minibatch, carry, jax.tree.map(lambda x: x[None], batch))
         order = jax.random.permutation(epoch_key, size)
         shuffled = jax.tree.map(

@@ -16,6 +16,8 @@ length limit leave the loss; their rewards still count in their group's advantag
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -73,13 +75,16 @@ class Groups:
     zero_std: jax.Array
 
 
-def aggregate(part_loss: jax.Array, mask: jax.Array, loss_type: str) -> jax.Array:
-    """Reduce a `[B, L]` per-part loss to a scalar the way `loss_type` prescribes."""
+def aggregate(part_loss: jax.Array, mask: jax.Array, loss_type: str,
+              samples: jax.Array | None = None) -> jax.Array:
+    """Reduce a `[B, L]` per-part loss to a scalar the way `loss_type` prescribes; `grpo`
+    averages over `samples` samples (default: those with parts in `mask`)."""
     weights = mask.astype(part_loss.dtype)
     if loss_type == "grpo":
         per_sample = jnp.sum(part_loss * weights, 1) / jnp.maximum(jnp.sum(weights, 1), 1.0)
-        has_parts = jnp.sum(weights, 1) > 0
-        return jnp.sum(per_sample) / jnp.maximum(jnp.sum(has_parts), 1)
+        if samples is None:
+            samples = jnp.sum(jnp.sum(weights, 1) > 0)
+        return jnp.sum(per_sample) / jnp.maximum(samples, 1)
     if loss_type in ("bnpo", "dapo"):
         return jnp.sum(part_loss * weights) / jnp.maximum(jnp.sum(weights), 1.0)
     return jnp.sum(part_loss * weights) / part_loss.size  # dr_grpo: constant normaliser
@@ -115,7 +120,8 @@ class GRPO(Algorithm):
                                            samples.actions, samples.mask)
             groups = groups.replace(samples=samples.replace(log_probs=log_probs))
         return minibatch_update(self.loss, graphdef, model_optimizer, groups, key, config,
-                                num_epochs=config.num_iterations, max_grad_norm=config.max_grad_norm)
+                                num_epochs=config.num_iterations, max_grad_norm=config.max_grad_norm,
+                                shuffle=False)
 
     def loss(self, model, groups: Groups, config: GRPOConfig):
         """GRPO loss; returns `(loss, metrics)`. Without the sampling policy's log-probs the
@@ -128,6 +134,7 @@ class GRPO(Algorithm):
         old = jax.lax.stop_gradient(log_probs) if samples.log_probs is None else samples.log_probs
         if config.mask_zero_std_groups:
             mask = mask & ~groups.zero_std[:, None]
+        counted = jnp.sum(jnp.any(mask, 1))  # TRL: a truncated sample adds 0 to the mean
         if config.mask_truncated_completions and samples.truncated is not None:
             mask = mask & ~samples.truncated[:, None]  # (a source that never truncates: None)
         log_ratio = log_probs - old
@@ -147,17 +154,18 @@ class GRPO(Algorithm):
         else:
             kl = estimate_kl(log_probs, samples.ref_log_probs, config.kl_estimator)
         part_loss = surrogate + config.beta * kl - config.entropy_coeff * terms.entropy
+        reduce = partial(aggregate, mask=mask, loss_type=config.loss_type, samples=counted)
         metrics = {
-            "policy_loss": aggregate(surrogate, mask, config.loss_type),
+            "policy_loss": reduce(surrogate),
             "mean_reward": jnp.mean(samples.rewards),
             "group_advantage_std": jnp.std(groups.advantages),
-            "kl_penalty": aggregate(kl, mask, config.loss_type),
-            "approx_kl": aggregate(jnp.expm1(log_ratio) - log_ratio, mask, config.loss_type),
-            "entropy": aggregate(terms.entropy, mask, config.loss_type),
+            "kl_penalty": reduce(kl),
+            "approx_kl": reduce(jnp.expm1(log_ratio) - log_ratio),
+            "entropy": reduce(terms.entropy),
             "frac_reward_zero_std": jnp.mean(groups.zero_std.astype(jnp.float32)),
-            "clip_ratio": aggregate(clipped.astype(jnp.float32), mask, config.loss_type),
+            "clip_ratio": reduce(clipped.astype(jnp.float32)),
         }
-        return aggregate(part_loss, mask, config.loss_type), metrics
+        return reduce(part_loss), metrics
 
 
 GRPO.formats = (BatchFormat(

@@ -20,7 +20,8 @@ Gaussian dimensions is too noisy to hold the policy near its start.
 
 TRL's `num_iterations` (gradient steps per generation batch, each sample's ratio to the sampling
 policy) and `mask_truncated_completions` (samples cut at the length limit leave the loss, the
-KL and the entropy; their rewards still count in the leave-one-out baselines) as in GRPO.
+KL and the entropy, which average over the samples kept; their rewards still count in the
+leave-one-out baselines).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class RLOO(Algorithm):
                                           batch.actions, batch.mask)
             batch = batch.replace(log_probs=sequence_sum(per_part, batch.mask))
         return minibatch_update(self.loss, graphdef, model_optimizer, batch, key, config,
-                                num_epochs=config.num_iterations, max_grad_norm=config.max_grad_norm)
+                                num_epochs=config.num_iterations, max_grad_norm=config.max_grad_norm,
+                                shuffle=False)
 
     def from_sequences(self, sequences: Sequences, config: RLOOConfig):
         """Per-part log-probs summed into each sample's."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rollax.envs.registry import EnvFactory, register
+from rollax.envs.registry import EnvFactory, register, registered_ids
 from rollax.networks.kinds import register_policy_kind
 from rollax.rollout.sources import register_batch_sources
 
@@ -21,8 +21,8 @@ def token_env_id(task: str) -> str:
 
 def register_task(name: str, factory: Callable[..., Any]) -> None:
     """Make `factory(**params) -> TokenTask` available as `rollax/Tokens-<Name>-v0`."""
-    if name in _TASKS:
-        raise ValueError(f"token task {name!r} is already registered")
+    if name in _TASKS or token_env_id(name) in registered_ids():
+        raise ValueError(f"token task {name!r} is already registered ({token_env_id(name)})")
     _TASKS[name] = factory
     register(token_env_id(name), _factory(name))
 
@@ -60,11 +60,14 @@ def make_text_env(data: str, name: str = "text", rewards: Sequence[str] | None =
 
     if not isinstance(data, str):
         raise ValueError(f"rollax/Tokens-Text-v0: data={data!r} must be a file path")
-    task = with_rewards(TextTask.from_file(data, name, **options), rewards, reward_weights)
-    return make_token_env(task, partial_credit)
+    try:
+        task = TextTask.from_file(data, name, **options)
+    except TypeError as err:  # an unknown option: say which env it was for
+        raise ValueError(f"rollax/Tokens-Text-v0: {err}") from None
+    return make_token_env(with_rewards(task, rewards, reward_weights), partial_credit)
 
 
-def make_edits_env(partial_credit: bool = False, **options: Any):
+def make_edits_env(partial_credit: bool = False, test_fraction: float = 0.1, seed: int = 0):
     """`rollax/Tokens-Edits-v0`: the shipped word-edit data set (`tools/make_edits_data.py`),
     trained with correctness (`word_accuracy`: each answer word in its place, weight 1) and
     format (`word_count`, 0.1)."""
@@ -72,7 +75,7 @@ def make_edits_env(partial_credit: bool = False, **options: Any):
 
     data = str(files("rollax.tokens") / "data" / "edits.jsonl")
     return make_text_env(data, "edits", ["word_accuracy", "word_count"], [1.0, 0.1],
-                         partial_credit, **options)
+                         partial_credit, test_fraction=test_fraction, seed=seed)
 
 
 def _factory(task: str) -> EnvFactory:

@@ -38,12 +38,24 @@ def register_token_model(name: str, factory: Callable[..., Any], **options: Any)
     if clash := sorted(set(options) & set(RESERVED)):
         raise ValueError(f"token model {name!r}: options {clash} are reserved keys of "
                          "[agent.network]")
-    fields = [("kind", str, dataclasses.field(default=name)),
-              *((key, type(value), dataclasses.field(default=value)) for key, value in options.items()),
-              ("warm_start", bool, dataclasses.field(default=True)),
-              ("warm_start_success", float, dataclasses.field(default=0.3))]
-    config_class = dataclasses.make_dataclass(f"{name}_network", fields, frozen=True)
+    # annotations as names ("int"): what rollax.checks.check_types reads
+    fields = [("kind", "str", dataclasses.field(default=name)),
+              *((key, type(value).__name__, dataclasses.field(default=value))
+                for key, value in options.items()),
+              ("warm_start", "bool", dataclasses.field(default=True)),
+              ("warm_start_success", "float", dataclasses.field(default=0.3))]
+    config_class = dataclasses.make_dataclass(f"{name}_network", fields, frozen=True,
+                                              namespace={"__post_init__": _check})
     register_policy_kind(name, token_model_kind(name, config_class, factory))
+
+
+def _check(config: Any) -> None:
+    """Each `[agent.network]` value has its default's type; `warm_start_success` in (0, 1]."""
+    from rollax.checks import check_number, check_types
+
+    check_types(config, "agent.network")
+    check_number("agent.network.warm_start_success", config.warm_start_success, 0.0, 1.0,
+                 low_open=True)
 
 
 def options_of(config: Any) -> dict[str, Any]:

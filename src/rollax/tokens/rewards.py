@@ -54,7 +54,7 @@ class PythonRewards:
     names: tuple[str, ...]
     functions: tuple[Callable[..., Sequence[float]], ...]
     weights: tuple[float, ...]
-    decode: Callable[[Sequence[int]], str]
+    chars: str  # the tokenizer's characters: id i + 2 is chars[i]
     columns: dict[str, tuple[Any, ...]]  # per data row
     row_of: dict[str, int]  # prompt text -> data row
     failure: str | None = None  # the first failure's message
@@ -81,8 +81,19 @@ class PythonRewards:
             raise ValueError(f"reward_weights={weights!r} must be finite numbers")
         rows = task.rows
         return cls(task.name, tuple(names), tuple(f for _, f in named),
-                   tuple(float(w) for w in weights), task.tokenizer.decode,
+                   tuple(float(w) for w in weights), task.tokenizer.chars,
                    dict(rows.columns), rows.row_of())
+
+    def text(self, ids: Sequence[int], prompt: bool = False) -> str:
+        """Token ids as the rewards see them: up to the first EOS; a prompt's left PAD
+        dropped, a PAD inside a completion shown as U+FFFD (it is not the answer's text)."""
+        out = []
+        for i in map(int, ids):
+            if i == 1:  # EOS
+                break
+            out.append("" if i == 0 and prompt else "\ufffd" if i < 2 or i - 2 >= len(self.chars)
+                       else self.chars[i - 2])
+        return "".join(out)
 
     def score(self, prompts: jax.Array, completions: jax.Array) -> jax.Array:
         """Each function's values `[B, n]` on `prompts [B, P]` and `completions [B, L]` (NaN
@@ -100,8 +111,9 @@ class PythonRewards:
     def host_values(self, prompts: np.ndarray, completions: np.ndarray) -> np.ndarray:
         """`score` on host arrays of token ids."""
         lead = prompts.shape[:-1]
-        prompt_texts = [self.decode(p) for p in np.asarray(prompts).reshape(-1, prompts.shape[-1])]
-        completion_texts = [self.decode(c) for c in
+        prompt_texts = [self.text(p, prompt=True)
+                        for p in np.asarray(prompts).reshape(-1, prompts.shape[-1])]
+        completion_texts = [self.text(c) for c in
                             np.asarray(completions).reshape(-1, completions.shape[-1])]
         rows = [self.row_of.get(p) for p in prompt_texts]
         columns = {key: [None if row is None else values[row] for row in rows]
@@ -122,12 +134,15 @@ class PythonRewards:
         if len(values) != len(prompts):
             return self._fail(f"{where} returned {len(values)} values for {len(prompts)} "
                               f"completions (prompt {prompts[0]!r} among them)", len(prompts))
-        bad = [i for i, v in enumerate(values) if not _finite_number(v)]
+        with np.errstate(over="ignore"):  # 1e39 is finite, not as a float32
+            bad = {i for i, v in enumerate(values)
+                   if not _finite_number(v) or not np.isfinite(np.float32(v))}
         if bad:
-            return self._fail(f"{where} returned {values[bad[0]]!r}, not a finite number, for "
-                              f"prompt {prompts[bad[0]]!r} and completion "
-                              f"{completions[bad[0]]!r}", len(prompts))
-        return np.asarray(values, np.float32)
+            first = min(bad)
+            self._fail(f"{where} returned {values[first]!r}, not a finite float32, for prompt "
+                       f"{prompts[first]!r} and completion {completions[first]!r}", 0)
+        # only the offending completions fault (and so only the seeds they belong to)
+        return np.asarray([np.nan if i in bad else v for i, v in enumerate(values)], np.float32)
 
     def _fail(self, message: str, count: int) -> np.ndarray:
         if self.failure is None:
@@ -160,15 +175,17 @@ def word_accuracy(prompts: list[str], completions: list[str], answer: list[str],
     lists: 1 only for the answer itself, partial credit for each word in its place."""
     out = []
     for completion, target in zip(completions, answer, strict=True):
-        got, want = completion.split(), target.split()
+        got, want = completion.split(" "), target.split(" ")  # "a  b" is not "a b"
         out.append(sum(g == w for g, w in zip(got, want)) / max(len(got), len(want), 1))
     return out
 
 
 def word_count(prompts: list[str], completions: list[str], answer: list[str], **_: Any
                ) -> list[float]:
-    """1 for a completion with as many space-separated words as its answer, else 0: format."""
-    return [float(len(c.split()) == len(a.split())) for c, a in zip(completions, answer, strict=True)]
+    """1 for a completion with as many single-space-separated words as its answer, else 0:
+    format."""
+    return [float(len(c.split(" ")) == len(a.split(" ")))
+            for c, a in zip(completions, answer, strict=True)]
 
 
 register_reward("exact_answer", exact_answer)

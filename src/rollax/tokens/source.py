@@ -40,6 +40,8 @@ class Completions(BatchSource):
     def __init__(self, env: Any, env_params: Any, settings: Any):
         super().__init__(env, env_params, settings)
         self.task = env.task
+        if self.task.rewards is not None:
+            self.task.rewards.failure = None  # a new run: no earlier run's message
         held_out = self.task.held_out
         if held_out is not None and settings.eval_episodes > len(held_out):
             raise ValueError(f"eval.episodes={settings.eval_episodes} is more than task "
@@ -133,9 +135,10 @@ def _generate(graphdef, state, prompts, key, length, greedy, temperature, top_k)
 def check_model_fits(model: Any, task: Any) -> None:
     """A ValueError when `model` is not a token model of `task`'s vocabulary."""
     vocab = getattr(model, "vocab_size", None)
-    if vocab is None:
-        raise ValueError(f"task {task.name!r} samples completions with a token model (one with "
-                         "a vocab_size and a key/value cache): agent.network.kind = 'transformer'")
+    if vocab is None or getattr(model, "max_length", None) is None:
+        raise ValueError(f"task {task.name!r} samples completions with a token model (with "
+                         "vocab_size and max_length attributes; rollax.tokens.models): "
+                         "agent.network.kind = 'transformer' or a registered token model")
     if vocab != task.tokenizer.vocab_size:
         raise ValueError(f"the model's vocab_size={vocab} does not match task {task.name!r}'s "
                          f"vocabulary of {task.tokenizer.vocab_size} tokens")
@@ -224,8 +227,10 @@ def completion_samples(model: Callable, env: Any, env_params: Any, prompts: jax.
 
 def samples_table(task: Any, samples: dict) -> str:
     """`completion_samples` (host arrays) as a Markdown table of texts: TensorBoard's text tab
-    renders it (with a task's Python rewards, each one's value after the sum)."""
-    text = task.tokenizer.decode
+    renders it (with a task's Python rewards, each one's value after the sum, and the texts as
+    those rewards read them: a PAD inside a completion shown as U+FFFD)."""
+    prompt_text = task.tokenizer.decode
+    text = prompt_text if task.rewards is None else task.rewards.text
 
     def reward(kind, i):
         cell = f"{float(samples[f'{kind}_reward'][i]):.2f}"
@@ -237,7 +242,7 @@ def samples_table(task: Any, samples: dict) -> str:
 
     rows = ["| prompt | greedy | reward | sampled | reward |", "|---|---|---|---|---|"]
     for i, prompt in enumerate(samples["prompts"]):
-        rows.append(f"| `{text(prompt)}` | `{text(samples['greedy'][i])}` | {reward('greedy', i)} "
+        rows.append(f"| `{prompt_text(prompt)}` | `{text(samples['greedy'][i])}` | {reward('greedy', i)} "
                     f"| `{text(samples['sampled'][i])}` | {reward('sampled', i)} |")
     return "\n".join(rows)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,15 @@ MAX_PROMPT_LENGTH = 256  # characters; a longer prompt is an error naming its li
 PROBE_ROWS = 4  # training rows each Python reward is tried on when it is attached
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class TextRows:
-    """The data on the host: per row its prompt, answer, other columns and file line."""
+    """The data on the host: per row its prompt, answer and other columns."""
 
-    path: str
     prompts: tuple[str, ...]
     answers: tuple[str, ...]
-    columns: dict[str, tuple[Any, ...]]  # every column but the prompt's, the answer's included
-    lines: tuple[int, ...]
+    # every column but the prompt's; the answer's as text, also as `answer` when it has
+    # another name (the shipped rewards read `answer`)
+    columns: dict[str, tuple[Any, ...]]
     train: np.ndarray  # row indices
     test: np.ndarray
 
@@ -89,7 +90,7 @@ class TextTask(TokenTask):
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     out = []
-    for number, line in enumerate(_text(path).splitlines(), 1):
+    for number, line in enumerate(_text(path).split("\n"), 1):  # JSON strings may hold U+2028
         if not line.strip():
             continue
         try:
@@ -104,9 +105,8 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
 
 
 def _read_csv(path: Path) -> list[tuple[int, dict]]:
-    lines = _text(path).splitlines()
     try:
-        reader = csv.DictReader(lines, strict=True)
+        reader = csv.DictReader(io.StringIO(_text(path), newline=""), strict=True)
         rows = [(reader.line_num, row) for row in reader]
     except csv.Error as err:
         raise ValueError(f"{path}, line {reader.line_num}: not CSV ({err})") from None
@@ -122,7 +122,7 @@ def _text(path: Path) -> str:
     if not path.is_file():
         raise ValueError(f"data file {str(path)!r} does not exist")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark
     except UnicodeDecodeError:
         raise ValueError(f"data file {str(path)!r} is not UTF-8 text") from None
 
@@ -135,8 +135,17 @@ def _task(rows: list[tuple[int, dict]], path: Path, name: str, prompt_key: str,
                          "rollax/Tokens-<Name>-v0)")
     if not rows:
         raise ValueError(f"data file {str(path)!r} holds no rows")
-    if not (isinstance(test_fraction, float | int) and 0 < test_fraction < 1):
+    if isinstance(test_fraction, bool) or not (isinstance(test_fraction, float | int)
+                                               and 0 < test_fraction < 1):
         raise ValueError(f"test_fraction={test_fraction!r} must be in (0, 1)")
+    for key, value in (("seed", seed), ("max_prompt_length", max_prompt_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key}={value!r} must be an integer >= 0")
+    if chars is not None and not isinstance(chars, str):
+        raise ValueError(f"chars={chars!r} must be a string of the vocabulary's characters")
+    for key, value in (("prompt_key", prompt_key), ("answer_key", answer_key)):
+        if not isinstance(value, str):
+            raise ValueError(f"{key}={value!r} must be a column name")
     prompts, answers, lines = [], [], []
     for number, row in rows:
         for key in (prompt_key, answer_key):
@@ -167,8 +176,10 @@ def _task(rows: list[tuple[int, dict]], path: Path, name: str, prompt_key: str,
                          "training or test split")
     columns = {key: tuple(row.get(key) for _, row in rows)
                for key in dict.fromkeys(k for _, row in rows for k in row) if key != prompt_key}
-    text_rows = TextRows(str(path), tuple(prompts), tuple(answers), columns, tuple(lines),
-                         np.sort(order[count:]), np.sort(order[:count]))
+    columns[answer_key] = tuple(answers)  # as the model writes it: text
+    columns.setdefault("answer", tuple(answers))
+    text_rows = TextRows(tuple(prompts), tuple(answers), columns, np.sort(order[count:]),
+                         np.sort(order[:count]))
     return _as_task(name, tokenizer, text_rows)
 
 

@@ -111,7 +111,9 @@ def warm_start(env_id: str, config: WarmStartConfig | None = None, *,
 def _train(model: nnx.Module, task: TokenTask, config: WarmStartConfig) -> dict[str, Any]:
     optimizer = nnx.Optimizer(model, optax.adam(config.learning_rate), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
-    evaluation_prompts = held_out_prompts(task, config.eval_prompts, config.seed)
+    count = config.eval_prompts if task.held_out is None else min(config.eval_prompts,
+                                                                   len(task.held_out))
+    evaluation_prompts = held_out_prompts(task, count, config.seed)
     training_keys = jax.random.fold_in(jax.random.key(config.seed), 0)
 
     @jax.jit
@@ -133,7 +135,7 @@ def _train(model: nnx.Module, task: TokenTask, config: WarmStartConfig) -> dict[
         state, loss, success = jax.device_get(chunk(state, steps))
         steps += config.eval_every
     nnx.update((model, optimizer), state)
-    print(f"warm start: greedy success {success:.3f} on {config.eval_prompts} held-out prompts "
+    print(f"warm start: greedy success {success:.3f} on {count} held-out prompts "
           f"after {steps} steps", file=sys.stderr, flush=True)
     if success < config.target_success:
         warnings.warn(f"warm start reached greedy success {success:.3f} < target "
