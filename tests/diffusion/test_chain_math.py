@@ -138,19 +138,21 @@ def test_grpo_exact_kl_is_the_summed_gaussian_kl_of_the_steps():
     inputs, _ = batch.learned_by(grpo, config)
     groups, _, _ = grpo.prepare(inputs, config, ())
     _, metrics = grpo.loss(policy, groups, config)
-    mine, theirs = policy(obs).distribution, ref
-    s1, s2 = np.exp(np.asarray(mine.log_std)), np.exp(np.asarray(theirs.log_std))
-    m1, m2 = np.asarray(mine.mean), np.asarray(theirs.mean)
-    per_step = np.sum(np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5, axis=-1)
+    per_step = numpy_step_kl(policy, reference, obs)
     np.testing.assert_allclose(metrics["kl_penalty"], per_step.mean(), rtol=1e-4)
 
 
-def numpy_chain_kl(policy, reference, obs):
-    """`[B]` sum over a chain's steps of the closed-form KL, from the two models' Gaussians."""
+def numpy_step_kl(policy, reference, obs):
+    """`[B, K]` closed-form KL of each step's two diagonal Gaussians, from the models' outputs."""
     mine, theirs = policy(obs).distribution, reference(obs).distribution
     s1, s2 = np.exp(np.asarray(mine.log_std)), np.exp(np.asarray(theirs.log_std))
     m1, m2 = np.asarray(mine.mean), np.asarray(theirs.mean)
-    return np.sum(np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5, axis=(-2, -1))
+    return np.sum(np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5, axis=-1)
+
+
+def numpy_chain_kl(policy, reference, obs):
+    """`[B]` sum over a chain's steps of the closed-form KL."""
+    return numpy_step_kl(policy, reference, obs).sum(-1)
 
 
 @pytest.mark.parametrize("name, config", [
