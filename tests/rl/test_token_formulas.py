@@ -75,12 +75,14 @@ def trainer(trainer_class, model, config):
 
 
 def np_token_gae(batch, gamma, lam, kl_coeff):
-    """Per completion, a loop over its tokens: r_t = -kl_coeff * (log pi - log ref) plus the
-    reward on the last token; delta_t = r_t + gamma V_{t+1} (0 after the last) - V_t;
-    A_t = delta_t + gamma lam A_{t+1}."""
+    """Per completion, a loop over its tokens (the positions under `mask`; a tool's tokens
+    between them are skipped): r_t = -kl_coeff * (log pi - log ref) plus the reward on the
+    last token; delta_t = r_t + gamma V_{t+1} (the next counted token's; 0 after the last) -
+    V_t; A_t = delta_t + gamma lam A_{t+1}."""
     advantages = np.zeros(batch["mask"].shape)
-    for row, n in enumerate(COMPLETION_LENGTHS):
-        positions = list(range(PROMPT - 1, PROMPT - 1 + n))
+    for row in range(len(batch["mask"])):
+        positions = list(np.flatnonzero(batch["mask"][row]))
+        n = len(positions)
         following = 0.0
         for i in reversed(range(n)):
             t = positions[i]
@@ -115,6 +117,20 @@ def test_token_ppo_advantages_are_gae_over_each_completions_tokens(batch, gamma,
                                (kept - kept.mean()) / (kept.std() + 1e-8), rtol=1e-4, atol=1e-5)
     per_completion_kl = np.where(mask, batch["old"] - batch["ref"], 0.0).sum(1).mean()
     assert float(metrics["kl_to_reference"]) == pytest.approx(per_completion_kl, rel=1e-5)
+
+
+def test_token_ppo_gae_skips_a_tool_s_tokens(batch):
+    """Tokens a tool wrote (outside `mask`, between the policy's) carry no reward and no
+    value: the GAE runs over the policy's tokens as if they were adjacent."""
+    holed = dict(batch, mask=batch["mask"].copy())
+    holed["mask"][1, PROMPT] = holed["mask"][2, PROMPT:PROMPT + 2] = False  # inside completions
+    arrays = {k: jnp.asarray(v) for k, v in ppo_batch(holed).items()}
+    samples = Sequences(arrays["observations"], arrays["actions"], arrays["mask"], arrays["rewards"],
+                        arrays["log_probs"], arrays["ref_log_probs"], arrays["values"])
+    rows, _ = samples.learned_by(ppo.ALGORITHM, PPOConfig(gamma=0.9, gae_lambda=0.8, kl_coeff=0.05))
+    want = np_token_gae(holed, 0.9, 0.8, 0.05)
+    np.testing.assert_allclose(np.asarray(rows.raw_advantages), want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(want, np_token_gae(batch, 0.9, 0.8, 0.05))  # the holes matter
 
 
 def test_token_ppo_losses_are_means_over_valid_tokens(model, batch):

@@ -107,20 +107,28 @@ class PPO(Algorithm):
                     flat(advantages), flat(normalized)), metrics
 
     def from_sequences(self, sequences: Sequences, config: PPOConfig):
-        """GAE over each sequence's parts, the reward on its last one; with a reference, each
-        part's reward is shaped by kl_coeff * (log pi - log pi_ref)."""
+        """GAE over each sequence's parts under `mask` (the policy's tokens: parts outside it,
+        such as a tool's answer, are skipped, so V of the next counted part bootstraps), the
+        reward on its last one; with a reference, each part's reward is shaped by
+        kl_coeff * (log pi - log pi_ref)."""
         mask = sequences.mask
-        last = mask & ~jnp.pad(mask[:, 1:], ((0, 0), (0, 1)))  # each sequence's final part
+        # the counted parts moved to the front of each row, in order
+        order = jnp.argsort(~mask, axis=1, stable=True)
+        packed = lambda x: jnp.take_along_axis(x, order, axis=1)
+        packed_mask = packed(mask)
+        last = packed_mask & ~jnp.pad(packed_mask[:, 1:], ((0, 0), (0, 1)))  # the final part
         rewards = jnp.where(last, sequences.rewards[:, None], 0.0)
         metrics = {}
         if sequences.ref_log_probs is not None:
             kl = jnp.where(mask, sequences.log_probs - sequences.ref_log_probs, 0.0)
-            rewards = rewards - config.kl_coeff * kl
+            rewards = rewards - config.kl_coeff * packed(kl)
             metrics["kl_to_reference"] = jnp.mean(jnp.sum(kl, 1))  # per sequence
         values = jnp.where(mask, sequences.values, 0.0)
-        extended = jnp.pad(values, ((0, 0), (0, 1)))
+        extended = jnp.pad(packed(values), ((0, 0), (0, 1)))
         advantages = compute_gae_advantages(rewards.T, extended.T, last.T, config.gamma,
                                             config.gae_lambda).T
+        rows = jnp.arange(mask.shape[0])[:, None]
+        advantages = jnp.zeros_like(advantages).at[rows, order].set(advantages)  # back in place
         normalized = normalize_advantages(advantages, mask=mask) if config.normalize_advantages \
             else advantages
         return Rows(sequences.observations, sequences.actions, sequences.log_probs, values,

@@ -103,7 +103,7 @@ class BatchSource:
         raise NotImplementedError(f"{type(self).__name__} shows no texts")
 
     def generate_texts(self, model: Any, prompts: list[str], key: Any, greedy: bool = True,
-                       temperature: float = 1.0, top_k: int = 0) -> list[str]:
+                       temperature: float = 1.0, top_k: int = 0, transcript: bool = False) -> list:
         """Completion texts of `prompts` (on the host, for a loaded agent)."""
         raise ValueError("generate is for agents trained on a token task (rollax/Tokens-*)")
 

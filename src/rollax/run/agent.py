@@ -99,11 +99,13 @@ class Agent:
 
 
     def generate(self, prompts: list[str], greedy: bool = True, key: jax.Array | None = None,
-                 temperature: float = 1.0, top_k: int = 0) -> list[str]:
-        """The texts the policy writes for `prompts` (without the prompt and its end mark), for
-        agents whose batch source writes text: greedy, or sampled (with `key`, else from a key
-        chain that starts at the seed)."""
+                 temperature: float = 1.0, top_k: int = 0, transcript: bool = False) -> list:
+        """The answers the policy writes for `prompts` (without the prompt and its end mark;
+        with a tool, what it wrote after the tool's last answer), for agents whose batch source
+        writes text: greedy, or sampled (with `key`, else from a key chain that starts at the
+        seed). With `transcript`, each episode's turns `[{"role": "policy" | "tool", "text"}]`."""
         checked_flag("greedy", greedy)
+        checked_flag("transcript", transcript)
         if self.source is None:
             raise ValueError(f"generate needs an agent whose batch source writes text; this one "
                              f"was trained on the Gymnasium env {self.experiment.env.id!r}")
@@ -111,7 +113,8 @@ class Agent:
             self._key, key = jax.random.split(self._key)
         else:
             key = checked_key(key)
-        return self.source.generate_texts(self.model, prompts, key, greedy, temperature, top_k)
+        return self.source.generate_texts(self.model, prompts, key, greedy, temperature, top_k,
+                                          transcript)
 
 
     def sample_images(self, classes: Any = None, n: int | None = None, seed: int = 0,

@@ -2,8 +2,9 @@
 
 Observation: the prompt and the tokens generated so far, `[prompt_length + completion_length]`
 ids, PAD after them. Action: the next token. The episode terminates when the action is EOS and
-is truncated (not terminated) after `completion_length` tokens without one; the verifier's
-reward comes on that last step, 0 on the others.
+is truncated (not terminated) after `completion_length` tokens without one (or, with a tool, at
+a call past the turn limit); the verifier's reward comes on that last step, 0 on the others.
+With a tool (`turns.with_tool`), the step of a call writes the tool's answer after it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from rollax.tokens.tokenizer import EOS, PAD
 @struct.dataclass
 class TokenEnvState(environment.EnvState):
     tokens: jax.Array  # [prompt_length + completion_length]
-    time: int  # tokens generated so far
+    time: int  # tokens written so far (the policy's and a tool's)
+    cut: bool = False  # ended by a turn limit
 
 
 @struct.dataclass
@@ -68,10 +70,10 @@ class TokenEnv(environment.Environment[TokenEnvState, TokenEnvParams]):
 
     def step_env(self, key: jax.Array, state: TokenEnvState, action: Any, params: TokenEnvParams):
         action = jnp.asarray(action, jnp.int32)
-        tokens = state.tokens.at[self.prompt_length + state.time].set(action)
-        state = TokenEnvState(tokens=tokens, time=state.time + 1)
+        tokens, time, cut = self.task.turns.step(state.tokens, self.prompt_length, state.time, action)
+        state = TokenEnvState(tokens=tokens, time=time, cut=cut)
         terminated = action == EOS
-        finished = terminated | (state.time >= params.max_steps_in_episode)
+        finished = terminated | cut | (state.time >= params.max_steps_in_episode)
         prompt, completion = tokens[:self.prompt_length], tokens[self.prompt_length:]
         reward = jnp.where(finished, self.task.verify(prompt, completion, params.partial_credit), 0.0)
         return tokens, state, reward.astype(jnp.float32), terminated, {"discount": 1.0 - terminated}
@@ -79,7 +81,7 @@ class TokenEnv(environment.Environment[TokenEnvState, TokenEnvParams]):
     def is_truncated(self, state: TokenEnvState, params: TokenEnvParams) -> jax.Array:
         """Out of room without an EOS: a time limit, not a terminal state."""
         last = state.tokens[self.prompt_length + jnp.maximum(state.time, 1) - 1]
-        return (state.time >= params.max_steps_in_episode) & (last != EOS)
+        return state.cut | ((state.time >= params.max_steps_in_episode) & (last != EOS))
 
 
 def make_token_env(task: TokenTask, partial_credit: bool = False) -> tuple[TokenEnv, TokenEnvParams]:

@@ -9,7 +9,8 @@ the sampling parameters whatever the sampling temperature.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,8 @@ class Generation(NamedTuple):
     tokens: jax.Array  # [B, P + L]: prompt then completion
     completions: jax.Array  # [B, L]
     log_probs: jax.Array  # [B, L], 0 outside mask
-    mask: jax.Array  # [B, L]: the completion's tokens, its EOS included
+    mask: jax.Array  # [B, L]: the tokens the policy wrote, its EOS included (not a tool's)
+    stats: Any = None  # per-row counts of a multi-turn episode (`turns.ToolTurns`)
 
 
 def pick(logits: jax.Array, key: jax.Array, temperature: float, top_k: int, greedy: bool) -> jax.Array:
@@ -55,7 +57,7 @@ def generate(model, prompts: jax.Array, key: jax.Array, max_new_tokens: int, *,
     if not hasattr(model, "decode"):
         return generate_without_cache(model, prompts, key, max_new_tokens, temperature=temperature,
                                       top_k=top_k, greedy=greedy)
-    _check_sampling(model, prompts, max_new_tokens, temperature, top_k)
+    check_sampling(model, prompts, max_new_tokens, temperature, top_k)
     b, p = prompts.shape
     output, cache = model.decode(prompts, 0, model.init_cache(b))
 
@@ -76,7 +78,7 @@ def generate_without_cache(model, prompts: jax.Array, key: jax.Array, max_new_to
                            temperature: float = 1.0, top_k: int = 0, greedy: bool = False) -> Generation:
     """The same sampling, recomputing the whole prefix for every token (no cache): the
     reference the cached path is tested and benchmarked against."""
-    _check_sampling(model, prompts, max_new_tokens, temperature, top_k)
+    check_sampling(model, prompts, max_new_tokens, temperature, top_k)
     b, p = prompts.shape
     tokens = jnp.concatenate([prompts, jnp.full((b, max_new_tokens), PAD, prompts.dtype)], axis=1)
 
@@ -95,7 +97,53 @@ def generate_without_cache(model, prompts: jax.Array, key: jax.Array, max_new_to
     return Generation(tokens, tokens[:, p:], log_probs.T, mask.T)
 
 
-def _check_sampling(model, prompts, max_new_tokens, temperature, top_k) -> None:
+def decoder(model, prompts: jax.Array, max_new_tokens: int):
+    """`(logits [B, V] after the prompt, state, advance)` with `advance(state, token [B],
+    position) -> (logits after it, state)`: one token at a time through the model's cache, or,
+    for a model without one, through the whole prefix (PAD after it is never attended to)."""
+    b, p = prompts.shape
+    if hasattr(model, "decode"):
+        def advance(cache, token, position):
+            output, cache = model.decode(token[:, None], position, cache)
+            return _next(output), cache
+
+        output, cache = model.decode(prompts, 0, model.init_cache(b))
+        return _next(output), cache, advance
+
+    def advance_without_cache(tokens, token, position):
+        tokens = tokens.at[:, position].set(token)
+        return policy_output(model(tokens), True).distribution.logits[:, position], tokens
+
+    tokens = jnp.concatenate([prompts, jnp.full((b, max_new_tokens), PAD, prompts.dtype)], axis=1)
+    return policy_output(model(tokens), True).distribution.logits[:, p - 1], tokens, \
+        advance_without_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SingleTurn:
+    """A task's episode is one completion per prompt, without tools (`turns.ToolTurns` is the
+    multi-turn one): how it is sampled, which demonstration tokens a tool wrote (none), the
+    answer it gives (all of it) and what it adds to a batch's metrics (nothing)."""
+
+    def generate(self, model, prompts: jax.Array, key: jax.Array, max_new_tokens: int,
+                 **sampling: Any) -> Generation:
+        return generate(model, prompts, key, max_new_tokens, **sampling)
+
+    def observed(self, completion: jax.Array) -> jax.Array:
+        return jnp.zeros(completion.shape, bool)
+
+    def final_answer(self, completion: jax.Array) -> jax.Array:
+        return completion
+
+    def step(self, tokens: jax.Array, start: int, time: jax.Array, action: jax.Array):
+        """An env step: `(tokens with action written at start + time, time + 1, not cut)`."""
+        return tokens.at[start + time].set(action), time + 1, jnp.array(False)
+
+    def metrics(self, generation: Generation, rewards: jax.Array) -> dict[str, jax.Array]:
+        return {}
+
+
+def check_sampling(model, prompts, max_new_tokens, temperature, top_k) -> None:
     if prompts.ndim != 2:
         raise ValueError(f"prompts must be token ids [B, P], got shape {prompts.shape}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:

@@ -12,7 +12,8 @@ from rollax.networks.kinds import register_policy_kind
 from rollax.rollout.sources import register_batch_sources
 
 # name -> factory(**params) -> TokenTask; None: the built-in `tasks.<name>_task`
-_TASKS: dict[str, Callable[..., Any] | None] = dict.fromkeys(("reverse", "sort", "addition"))
+_TASKS: dict[str, Callable[..., Any] | None] = dict.fromkeys(
+    ("reverse", "sort", "addition", "multiply", "lookup"))
 
 
 def token_env_id(task: str) -> str:
@@ -25,6 +26,16 @@ def register_task(name: str, factory: Callable[..., Any]) -> None:
         raise ValueError(f"token task {name!r} is already registered ({token_env_id(name)})")
     _TASKS[name] = factory
     register(token_env_id(name), _factory(name))
+
+
+def register_tool(name: str, fn: Callable, *, call_length: int, result_length: int, chars: str,
+                  error: str = "error") -> None:
+    """Make the jittable `fn` the tool `name` (`tool = name` in a token env's params; the
+    protocol: `rollax.tokens.toolbox`)."""
+    from rollax.tokens.toolbox import register_tool as register
+
+    register(name, fn, call_length=call_length, result_length=result_length, chars=chars,
+             error=error)
 
 
 def register_token_model(name: str, factory: Callable[..., Any], **options: Any) -> None:
@@ -79,8 +90,10 @@ def make_edits_env(partial_credit: bool = False, test_fraction: float = 0.1, see
 
 
 def _factory(task: str) -> EnvFactory:
-    def make(partial_credit: bool = False, **task_params: Any):
-        """Task params (e.g. `min_digits`, `max_digits`, `max_operand`) build the task."""
+    def make(partial_credit: bool = False, tool: str | None = None, max_turns: int = 2,
+             demonstration_share: float = 0.5, **task_params: Any):
+        """Task params (e.g. `min_digits`, `max_digits`, `max_operand`) build the task; with a
+        registered `tool`, its episodes may call it (`turns.with_tool`)."""
         from rollax.tokens import tasks
         from rollax.tokens.env import check_task_outputs, make_token_env
 
@@ -89,6 +102,10 @@ def _factory(task: str) -> EnvFactory:
             built = factory(**task_params)
         except TypeError as err:  # an unknown keyword: say which env it was for
             raise ValueError(f"{token_env_id(task)}: {err}") from None
+        if tool is not None:
+            from rollax.tokens.turns import with_tool
+
+            built = with_tool(built, tool, max_turns, demonstration_share)
         env = make_token_env(built, partial_credit)
         if _TASKS[task] is not None:  # a user's task: run it once before anything trains
             check_task_outputs(built)

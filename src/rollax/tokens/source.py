@@ -24,8 +24,9 @@ from rollax.networks.policy import score_actions
 from rollax.rl.utils import sequence_sum, tied_groups
 from rollax.rollout.batches import Sequences
 from rollax.rollout.sources import FAULT, BatchSource, check_whole_samples
-from rollax.tokens.generation import Generation, generate
-from rollax.tokens.tokenizer import EOS
+from rollax.tokens.generation import Generation
+from rollax.tokens.tokenizer import EOS, PAD
+from rollax.tokens.toolbox import RESULT_CLOSE, RESULT_OPEN
 
 HELD_OUT = 1  # the key stream of held-out prompts; training draws from others
 TEXT_SAMPLES = 8  # held-out prompts whose completions a run shows as text
@@ -104,8 +105,11 @@ class Completions(BatchSource):
         return samples_table(self.task, samples)
 
     def generate_texts(self, model: nnx.Module, prompts: list[str], key: jax.Array,
-                       greedy: bool = True, temperature: float = 1.0, top_k: int = 0) -> list[str]:
-        """The completion texts of `prompts` (without the prompt and the end token)."""
+                       greedy: bool = True, temperature: float = 1.0, top_k: int = 0,
+                       transcript: bool = False) -> list[str] | list[list[dict[str, str]]]:
+        """The answers to `prompts` (without the prompt and the end token; with a tool, what the
+        policy wrote after the tool's last answer), or with `transcript` each episode's turns
+        `[{"role": "policy" | "tool", "text": ...}]`."""
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompts must be a list of strings, got {prompts!r}")
         if not prompts:
@@ -121,15 +125,36 @@ class Completions(BatchSource):
                              f"{self.task.tokenizer.vocab_size}] (0: no limit)")
         ids = jnp.asarray(np.stack([self.task.encode_prompt(p) for p in prompts]))
         graphdef, state = nnx.split(model)
-        completions = _generate(graphdef, state, ids, key, self.task.completion_length, greedy,
-                                temperature, top_k)
-        return [self.task.tokenizer.decode(c) for c in np.asarray(completions)]
+        completions, mask, answers = (np.asarray(x) for x in _generate(
+            graphdef, state, ids, key, self.task, greedy, temperature, top_k))
+        if transcript:
+            return [turns_of(self.task.tokenizer, c, m) for c, m in zip(completions, mask, strict=True)]
+        return [self.task.tokenizer.decode(a) for a in answers]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-def _generate(graphdef, state, prompts, key, length, greedy, temperature, top_k):
-    return generate(nnx.merge(graphdef, state), prompts, key, length, temperature=temperature,
-                    top_k=top_k, greedy=greedy).completions
+def _generate(graphdef, state, prompts, key, task, greedy, temperature, top_k):
+    generation = task.turns.generate(nnx.merge(graphdef, state), prompts, key,
+                                     task.completion_length, temperature=temperature,
+                                     top_k=top_k, greedy=greedy)
+    return generation.completions, generation.mask, \
+        jax.vmap(task.turns.final_answer)(generation.completions)
+
+
+def turns_of(tokenizer: Any, completion: np.ndarray, mask: np.ndarray) -> list[dict[str, str]]:
+    """An episode's turns `[{"role": "policy" | "tool", "text": ...}]`: the runs of the
+    policy's tokens (`mask`) and of a tool's (its answer's markers dropped), without EOS."""
+    turns: list[dict[str, str]] = []
+    for token, acting in zip(map(int, completion), map(bool, mask), strict=True):
+        if token in (PAD, EOS):
+            continue
+        role = "policy" if acting else "tool"
+        if not turns or turns[-1]["role"] != role:
+            turns.append({"role": role, "text": ""})
+        char = tokenizer.chars[token - 2]
+        if acting or char not in (RESULT_OPEN, RESULT_CLOSE):
+            turns[-1]["text"] += char
+    return turns
 
 
 def check_model_fits(model: Any, task: Any) -> None:
@@ -170,8 +195,9 @@ def sample_completions(model: Callable, env: Any, env_params: Any, key: jax.Arra
     task = env.task
     check_model_fits(model, task)
     prompts = jnp.repeat(jax.vmap(task.sample)(jax.random.split(prompt_key, num_prompts)), group_size, axis=0)
-    generation = generate(model, prompts, sample_key, task.completion_length)
+    generation = task.turns.generate(model, prompts, sample_key, task.completion_length)
     rewards, metrics = completion_rewards(task, env_params, prompts, generation.completions)
+    metrics.update(task.turns.metrics(generation, rewards))
     observations, actions, mask, log_probs = shifted(generation, task.prompt_length)
     return Sequences(observations, actions, mask, rewards, log_probs,
                      truncated=cut_without_eos(actions, mask), group_size=group_size), metrics
@@ -214,7 +240,8 @@ def completion_samples(model: Callable, env: Any, env_params: Any, prompts: jax.
     out = {"prompts": prompts}
     rewards = env.task.rewards
     for name, greedy in (("greedy", True), ("sampled", False)):
-        completions = generate(model, prompts, key, env.task.completion_length, greedy=greedy).completions
+        completions = env.task.turns.generate(model, prompts, key, env.task.completion_length,
+                                              greedy=greedy).completions
         out[name] = completions
         if rewards is None:
             out[f"{name}_reward"] = jax.vmap(env.task.verify, in_axes=(0, 0, None))(
@@ -279,6 +306,7 @@ def evaluate_completions(model: Callable, task: Any, prompts: jax.Array
     rewards partial credit: evaluations stay comparable across runs, and with the warm start's)
     and length metrics."""
     check_model_fits(model, task)
-    generation = generate(model, prompts, jax.random.key(0), task.completion_length, greedy=True)
+    generation = task.turns.generate(model, prompts, jax.random.key(0), task.completion_length,
+                                     greedy=True)
     success = jax.vmap(task.verify, in_axes=(0, 0, None))(prompts, generation.completions, False)
     return success, completion_metrics(generation.completions, generation.mask)

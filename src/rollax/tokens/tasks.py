@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rollax.tokens.generation import SingleTurn
 from rollax.tokens.tokenizer import EOS, PAD, CharTokenizer
 
 DIGITS = CharTokenizer("0123456789+=")
@@ -32,7 +33,10 @@ class TokenTask:
     - `verify(prompt, completion, partial) -> reward`: 1.0 for the demonstration's tokens up
       to its EOS, else 0.0; with `partial`, the share of those tokens that match;
     - optionally `held_out`, the prompts evaluations are judged on (a data set's test rows),
-      and `rewards`, Python functions on texts that replace `verify` in training.
+      and `rewards`, Python functions on texts that replace `verify` in training;
+    - `turns`: how an episode is sampled (one completion, or turns with a tool:
+      `turns.with_tool`), and `demonstrate_call(prompt) -> call ids`, the call to a tool
+      that the demonstrations of the task with a tool make.
     """
 
     name: str
@@ -47,6 +51,8 @@ class TokenTask:
     held_out: np.ndarray | None = dataclasses.field(default=None, compare=False)
     # training rewards in Python (`rewards.PythonRewards`); None: `verify`
     rewards: Any = dataclasses.field(default=None, compare=False)
+    turns: Any = dataclasses.field(default_factory=SingleTurn)
+    demonstrate_call: Callable[[jax.Array], jax.Array] | None = None
 
     def __post_init__(self):
         if self.verify is None:
@@ -184,6 +190,73 @@ def addition_task(max_operand: int = 999) -> TokenTask:
 
     return TokenTask("addition", DIGITS, prompt_length, sum_width + 1, sample, demonstrate,
                      layout=layout)
+
+
+def multiply_task() -> TokenTask:
+    """`"352*78="` -> `"27456"`: a 3-digit by a 2-digit number, the decimal product. Its
+    demonstrations with a calculator call `352*78` (`with_tool`)."""
+    tokenizer = CharTokenizer("0123456789*=")
+    star, equals = tokenizer.encode("*=")
+
+    def sample(key):
+        a_key, b_key = jax.random.split(key)
+        a = jax.random.randint(a_key, (), 100, 1000)
+        b = jax.random.randint(b_key, (), 10, 100)
+        return jnp.concatenate([_number_digits(a, 3)[0], jnp.array([star]),
+                                _number_digits(b, 2)[0], jnp.array([equals])])
+
+    def demonstrate(prompt):
+        value = lambda digits: jnp.sum((digits - ZERO) * 10 ** jnp.arange(digits.shape[0] - 1, -1, -1))
+        digits, valid = _number_digits(value(prompt[:3]) * value(prompt[4:6]), 5)
+        return _with_eos(digits, valid, 6)
+
+    def layout(text):
+        a, _, b = text[:-1].partition("*")
+        if not text.endswith("=") or len(a) != 3 or len(b) != 2 or not (a + b).isdigit() \
+                or a[0] == "0" or b[0] == "0":
+            raise ValueError(f"multiply prompt {text!r} must read 'a*b=' with a of 3 digits "
+                             "and b of 2 (no leading zeros)")
+        return tokenizer.encode(text)
+
+    return TokenTask("multiply", tokenizer, 7, 6, sample, demonstrate, layout=layout,
+                     demonstrate_call=lambda prompt: prompt[:-1])
+
+
+LOOKUP_KEYS = "abcdefgh"
+
+
+def lookup_task(entries: int = 4) -> TokenTask:
+    """`"a31b07c52d90c="` -> `"52"`: the value of the queried key in the prompt's table of
+    distinct keys with two-digit values. Its demonstrations with the `lookup` tool call `c`."""
+    if not isinstance(entries, int) or not 1 <= entries <= len(LOOKUP_KEYS):
+        raise ValueError(f"entries={entries!r} must be an int in [1, {len(LOOKUP_KEYS)}]")
+    tokenizer = CharTokenizer("0123456789=" + LOOKUP_KEYS)
+    equals = tokenizer.encode("=")[0]
+    first_key = tokenizer.encode(LOOKUP_KEYS[0])[0]
+    length = 3 * entries + 2
+
+    def sample(key):
+        key_key, value_key, query_key = jax.random.split(key, 3)
+        keys = first_key + jax.random.permutation(key_key, len(LOOKUP_KEYS))[:entries]
+        values = ZERO + jax.random.randint(value_key, (entries, 2), 0, 10)
+        table = jnp.concatenate([keys[:, None], values], axis=1).reshape(-1)
+        query = keys[jax.random.randint(query_key, (), 0, entries)]
+        return jnp.concatenate([table, jnp.array([query, equals])])
+
+    def demonstrate(prompt):
+        table = prompt[:-2].reshape(entries, 3)
+        row = jnp.argmax(table[:, 0] == prompt[-2])
+        return jnp.concatenate([table[row, 1:], jnp.array([EOS])])
+
+    def layout(text):
+        ids = tokenizer.encode(text)
+        if len(ids) != length or text[-1] != "=" or text[-2] not in text[:-2:3]:
+            raise ValueError(f"lookup prompt {text!r} must read {entries} entries 'k12' then "
+                             "'k=' with k one of them")
+        return ids
+
+    return TokenTask("lookup", tokenizer, length, 3, sample, demonstrate, layout=layout,
+                     demonstrate_call=lambda prompt: prompt[-2:-1])
 
 
 def _check_digits(min_digits: int, max_digits: int) -> None:

@@ -67,11 +67,12 @@ def token_policy(task: TokenTask, config: WarmStartConfig, value_head: bool = Fa
 
 
 def demonstration_loss(model, prompts: jax.Array, task: TokenTask) -> jax.Array:
-    """Mean cross-entropy of the demonstrations' tokens (up to and including EOS)."""
+    """Mean cross-entropy of the demonstrations' tokens (up to and including EOS) that the
+    policy writes (a tool's answers are context, not targets)."""
     demos = jax.vmap(task.demonstrate)(prompts)
     tokens = jnp.concatenate([prompts, demos], axis=1)
     logits = policy_output(model(tokens[:, :-1]), True).distribution.logits[:, task.prompt_length - 1:]
-    counted = jax.vmap(through_first_eos)(demos)
+    counted = jax.vmap(through_first_eos)(demos) & ~jax.vmap(task.turns.observed)(demos)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, demos)
     return jnp.sum(nll * counted) / jnp.sum(counted)
 
