@@ -53,11 +53,12 @@ class ToolTurns:
     def answer(self, call: jax.Array, prompt: jax.Array, valid: jax.Array):
         """`(answer ids [result_length + 2] between the answer markers, ok, bad)`: the tool's
         answer to `call` (ids, PAD after), its error text unless the call is `valid` and the
-        tool accepts it; `bad` when it wrote a character outside the vocabulary."""
-        chars = self.tokenizer.chars
-        to_code = jnp.array([0, 0] + [ord(c) for c in chars], jnp.int32)
-        to_id = jnp.full(max(map(ord, chars)) + 1, -1, jnp.int32)
-        to_id = to_id.at[jnp.array([ord(c) for c in chars])].set(jnp.arange(2, len(chars) + 2))
+        tool accepts it; `bad` when it wrote a character outside its `chars`."""
+        to_code = jnp.array([0, 0] + [ord(c) for c in self.tokenizer.chars], jnp.int32)
+        writes = self.tool.chars
+        to_id = jnp.full(max(map(ord, writes)) + 1, -1, jnp.int32)
+        to_id = to_id.at[jnp.array([ord(c) for c in writes])].set(
+            jnp.array(self.tokenizer.encode(writes), jnp.int32))
         result, ok = self.tool.fn(to_code[call], to_code[prompt])
         ok = jnp.asarray(ok, bool) & valid
         error = jnp.zeros(self.tool.result_length, jnp.int32).at[:len(self.tool.error)].set(
@@ -76,7 +77,7 @@ class ToolTurns:
                  temperature: float = 1.0, top_k: int = 0, greedy: bool = False) -> Generation:
         """Episodes of `max_new_tokens` tokens after `prompts [B, P]` (PAD after their end),
         with `stats`: per episode its `calls` answered, `good_calls` (well-formed ones) and
-        `bad_results` (answers with characters outside the vocabulary)."""
+        `bad_results` (answers with characters outside the tool's `chars`)."""
         check_sampling(model, prompts, max_new_tokens, temperature, top_k)
         b = prompts.shape[0]
         width = self.tool.call_length
@@ -176,8 +177,8 @@ class ToolTurns:
             "reward_with_tool": mean_where(rewards, used),
             "reward_without_tool": mean_where(rewards, ~used),
             "turns": jnp.mean(1.0 + calls),
-            f"{FAULT}tool {self.tool.name!r} answered with characters outside the task's "
-            f"vocabulary (declare them in its chars)": jnp.sum(stats["bad_results"]),
+            f"{FAULT}tool {self.tool.name!r} answered with characters outside its chars "
+            f"{self.tool.chars!r}": jnp.sum(stats["bad_results"]),
         }
 
 
