@@ -90,6 +90,7 @@ def test_envs_lists_every_gymnax_and_rollax_id_without_gymnax():
         "rollax/VAEDigit-v0", "rollax/VAEReconstruct-v0", "rollax/GANDiscriminator-v0",
         "rollax/DiffusionDigit-v0", "rollax/FlowDigit-v0",
         "rollax/Tokens-Reverse-v0", "rollax/Tokens-Sort-v0", "rollax/Tokens-Addition-v0",
+        "rollax/Tokens-Multiply-v0", "rollax/Tokens-Lookup-v0",
         "rollax/Tokens-Text-v0", "rollax/Tokens-Edits-v0"}
     assert set(out.split()) == expected
 

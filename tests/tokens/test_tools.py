@@ -178,7 +178,7 @@ def test_stepping_the_env_with_the_policy_s_tokens_gives_the_sampled_episodes():
 def test_cached_and_recomputed_sampling_agree_on_episodes():
     task = with_tool(multiply_task(), "calculator")
     model = TransformerPolicy(task.tokenizer.vocab_size, task.prompt_length + task.completion_length,
-                              width=32, layers=2, heads=2, rngs=nnx.Rngs(3))
+                              width=16, layers=1, heads=2, rngs=nnx.Rngs(3))
 
     class WithoutCache:  # the same model, recomputing the prefix for every token
         vocab_size, max_length = model.vocab_size, model.max_length
@@ -186,9 +186,11 @@ def test_cached_and_recomputed_sampling_agree_on_episodes():
         def __call__(self, tokens):
             return model(tokens)
 
-    prompts = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), 16))
-    cached = task.turns.generate(model, prompts, jax.random.key(1), task.completion_length)
-    recomputed = task.turns.generate(WithoutCache(), prompts, jax.random.key(1), task.completion_length)
+    prompts = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), 8))
+    cached = task.turns.generate(model, prompts, jax.random.key(1), 16)
+    recomputed = task.turns.generate(WithoutCache(), prompts, jax.random.key(1), 16)
+    tool_tokens = (np.asarray(cached.completions) != PAD) & ~np.asarray(cached.mask)
+    assert tool_tokens.any()  # some random "]" was answered (with "{err}" or a result)
     np.testing.assert_array_equal(cached.completions, recomputed.completions)
     np.testing.assert_array_equal(cached.mask, recomputed.mask)
     np.testing.assert_allclose(cached.log_probs, recomputed.log_probs, atol=1e-5)
@@ -287,24 +289,22 @@ TINY = ["budget.total_steps=64", "budget.num_envs=32", "eval.episodes=4", "eval.
         "agent.config.num_generations=4", "agent.network.warm_start=false", "logging.plot=false"]
 
 
-@pytest.mark.parametrize("preset", ["tools_multiply_grpo", "tools_lookup_ppo"])
-def test_a_tool_run_logs_tool_metrics_and_transcripts(tmp_path, monkeypatch, preset):
+def test_a_tool_run_logs_tool_metrics_and_transcripts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    overrides = TINY if preset.endswith("grpo") else [t for t in TINY if "num_generations" not in t]
-    result = rollax.train(rollax.load_experiment(preset, overrides), progress=False)
+    result = rollax.train(rollax.load_experiment("tools_multiply_grpo", TINY), progress=False)
     records = [json.loads(r) for r in (result.run_dir / "seed_0" / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in records if "train/tool_calls" in r]
     assert trained
     for name in ("well_formed_calls", "frac_used_tool", "reward_with_tool", "reward_without_tool", "turns"):
         assert f"train/{name}" in trained[-1]
     agent = rollax.load_agent(result.run_dir)
-    prompt = "352*78=" if "multiply" in preset else "a31b07c52d90c="
+    prompt = "352*78="
     answers = agent.generate([prompt, prompt])
     turns = agent.generate([prompt], transcript=True)[0]
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     assert all(t["role"] in ("policy", "tool") for t in turns)
-    if turns and turns[-1]["role"] == "policy":  # the answer is the text after the last tool turn
-        assert turns[-1]["text"] == answers[0] or "[" in turns[-1]["text"]
+    if turns and turns[-1]["role"] == "policy":  # the answer: what follows the last "}"
+        assert answers[0] == turns[-1]["text"].rsplit("}", 1)[-1]
     with pytest.raises(ValueError, match=r"prompt '\[1\]=' holds the tool marker '\['"):
         agent.generate(["[1]="])
 
