@@ -8,10 +8,10 @@ from rollax.tokens.ids import (
     register_task,
     register_text_task,
     register_token_model,
-    register_tool,
     token_env_id,
 )
 from rollax.tokens.rewards import register_reward
+from rollax.tokens.toolbox import register_tool
 
 __all__ = ["TextTask", "register_reward", "register_task", "register_text_task",
            "register_token_model", "register_tool", "token_env_id"]

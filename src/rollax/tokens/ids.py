@@ -28,16 +28,6 @@ def register_task(name: str, factory: Callable[..., Any]) -> None:
     register(token_env_id(name), _factory(name))
 
 
-def register_tool(name: str, fn: Callable, *, call_length: int, result_length: int, chars: str,
-                  error: str = "error") -> None:
-    """Make the jittable `fn` the tool `name` (`tool = name` in a token env's params; the
-    protocol: `rollax.tokens.toolbox`)."""
-    from rollax.tokens.toolbox import register_tool as register
-
-    register(name, fn, call_length=call_length, result_length=result_length, chars=chars,
-             error=error)
-
-
 def register_token_model(name: str, factory: Callable[..., Any], **options: Any) -> None:
     """Your own causal language model as `[agent.network] kind = name` (the protocol:
     `rollax.tokens.models`)."""
