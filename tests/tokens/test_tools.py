@@ -187,8 +187,8 @@ def test_cached_and_recomputed_sampling_agree_on_episodes():
             return model(tokens)
 
     prompts = jax.vmap(task.sample)(jax.random.split(jax.random.key(0), 8))
-    cached = task.turns.generate(model, prompts, jax.random.key(1), 16)
-    recomputed = task.turns.generate(WithoutCache(), prompts, jax.random.key(1), 16)
+    sample = lambda m: jax.jit(lambda p: task.turns.generate(m, p, jax.random.key(1), 16))(prompts)
+    cached, recomputed = sample(model), sample(WithoutCache())
     tool_tokens = (np.asarray(cached.completions) != PAD) & ~np.asarray(cached.mask)
     assert tool_tokens.any()  # some random "]" was answered (with "{err}" or a result)
     np.testing.assert_array_equal(cached.completions, recomputed.completions)
