@@ -139,6 +139,13 @@ def sort_task(min_digits: int = 3, max_digits: int = 6) -> TokenTask:
                                verify=None)
 
 
+def decimal_value(symbols: jax.Array, mask: jax.Array, zero: int = ZERO) -> jax.Array:
+    """The decimal value of the digits under `mask` (most significant first), each digit the
+    symbol `zero + d` (ids here; code points, `zero = ord("0")`, in the tools)."""
+    place = jnp.cumsum(mask[::-1])[::-1] - 1
+    return jnp.sum(jnp.where(mask, (symbols - zero) * 10 ** jnp.maximum(place, 0), 0))
+
+
 def _number_digits(x: jax.Array, width: int):
     """Decimal digit ids of `x >= 0` in `width` slots and the mask without leading zeros."""
     powers = 10 ** jnp.arange(width - 1, -1, -1)
@@ -175,16 +182,11 @@ def addition_task(max_operand: int = 999) -> TokenTask:
         return np.asarray(prompt(*(jnp.int32(int(x)) for x in operands))).tolist()
 
     def demonstrate(prompt):
-        values = jnp.where((prompt >= ZERO) & (prompt < ZERO + 10), prompt - ZERO, 0)
         plus = jnp.argmax(prompt == PLUS)
         is_digit = (prompt >= ZERO) & (prompt < ZERO + 10)
         position = jnp.arange(prompt_length)
-
-        def number(mask):  # the decimal value of the digits under `mask`
-            place = jnp.cumsum(mask[::-1])[::-1] - 1
-            return jnp.sum(jnp.where(mask, values * 10 ** jnp.maximum(place, 0), 0))
-
-        total = number(is_digit & (position < plus)) + number(is_digit & (position > plus))
+        total = decimal_value(prompt, is_digit & (position < plus)) + \
+            decimal_value(prompt, is_digit & (position > plus))
         digits, valid = _number_digits(total, sum_width)
         return _with_eos(digits, valid, sum_width + 1)
 
@@ -206,7 +208,7 @@ def multiply_task() -> TokenTask:
                                 _number_digits(b, 2)[0], jnp.array([equals])])
 
     def demonstrate(prompt):
-        value = lambda digits: jnp.sum((digits - ZERO) * 10 ** jnp.arange(digits.shape[0] - 1, -1, -1))
+        value = lambda digits: decimal_value(digits, jnp.ones(digits.shape, bool))
         digits, valid = _number_digits(value(prompt[:3]) * value(prompt[4:6]), 5)
         return _with_eos(digits, valid, 6)
 

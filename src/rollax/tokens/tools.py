@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from rollax.tokens.tasks import pack
+from rollax.tokens.tasks import decimal_value, pack
 from rollax.tokens.toolbox import Tool
 
 MAX_OPERAND_DIGITS = 4  # 9999 * 9999 < 2**31: exact in int32
@@ -13,12 +13,6 @@ NUMBER_SLOTS = 9  # digits of the largest |result| written
 
 def is_digit(codes):
     return (codes >= ord("0")) & (codes <= ord("9"))
-
-
-def decimal_value(codes, mask):
-    """The decimal value of the digit code points under `mask` (most significant first)."""
-    place = jnp.cumsum(mask[::-1])[::-1] - 1
-    return jnp.sum(jnp.where(mask, (codes - ord("0")) * 10 ** jnp.maximum(place, 0), 0))
 
 
 def write_number(value, length: int):
@@ -41,7 +35,7 @@ def calculate(call, prompt):
     ok = (jnp.sum(is_operator) == 1) & jnp.all(is_digit(call) | is_operator | ~used) \
         & (jnp.sum(left) >= 1) & (jnp.sum(left) <= MAX_OPERAND_DIGITS) \
         & (jnp.sum(right) >= 1) & (jnp.sum(right) <= MAX_OPERAND_DIGITS)
-    a, b = decimal_value(call, left), decimal_value(call, right)
+    a, b = decimal_value(call, left, ord("0")), decimal_value(call, right, ord("0"))
     operator = call[at]
     value = jnp.where(operator == ord("+"), a + b, jnp.where(operator == ord("-"), a - b, a * b))
     return write_number(value, CALCULATOR_RESULT), ok
