@@ -1,8 +1,11 @@
 """Write the shipped word-edit data set, `src/rollax/tokens/data/edits.jsonl`.
 
-Each row asks for one edit of the order of 2 or 3 three-letter words: `rev` (the words
-backwards), `swap` (the first and last word exchanged), `rot` (the first word moved to the
-end). Columns: `prompt` ("swap owl fox yak="), `answer` ("yak fox owl"), `op`, `words`
+Each row asks for one reordering of three three-letter words: `rev` (the words backwards),
+`rol` (the first word moved to the end), `ror` (the last word moved to the front). The three
+give three different answers for every prompt, so the op word always matters (with 2 words,
+or with a first-last swap, several edits coincide and a policy that ignores the op scores
+high). The 24 words start with 24 different letters, so a word is known by its first
+character. Columns: `prompt` ("rol owl fox yak="), `answer` ("fox yak owl"), `op`, `words`
 (the answer's word count). Deterministic: the same file for
 the same seed. Run `python tools/make_edits_data.py` after changing it; the tests read the
 shipped file.
@@ -15,12 +18,12 @@ import json
 import random
 from pathlib import Path
 
-WORDS = ["ant", "bee", "cat", "dog", "elk", "fox", "gnu", "hen", "jay", "kid", "owl", "pig",
-         "ram", "yak", "bat", "cow", "eel", "emu", "ape", "asp", "koi", "ray", "rat", "yew"]
+WORDS = ["ant", "bee", "cat", "dog", "elk", "fox", "gnu", "hen", "ivy", "jay", "koi", "log",
+         "mud", "nut", "owl", "pig", "rat", "sun", "tea", "urn", "van", "wax", "yak", "zoo"]
 OPS = {
     "rev": lambda words: words[::-1],
-    "swap": lambda words: [words[-1], *words[1:-1], words[0]],
-    "rot": lambda words: [*words[1:], words[0]],
+    "rol": lambda words: [*words[1:], words[0]],
+    "ror": lambda words: [words[-1], *words[:-1]],
 }
 OUT = Path(__file__).resolve().parent.parent / "src" / "rollax" / "tokens" / "data" / "edits.jsonl"
 
@@ -30,7 +33,7 @@ def rows(count: int, seed: int) -> list[dict]:
     seen, out = set(), []
     while len(out) < count:
         op = rng.choice(sorted(OPS))
-        words = rng.sample(WORDS, rng.randint(2, 3))
+        words = rng.sample(WORDS, 3)
         prompt = f"{op} {' '.join(words)}="
         if prompt in seen:
             continue

@@ -70,12 +70,11 @@ def make_text_env(data: str, name: str = "text", rewards: Sequence[str] | None =
 
 def make_edits_env(partial_credit: bool = False, test_fraction: float = 0.1, seed: int = 0):
     """`rollax/Tokens-Edits-v0`: the shipped word-edit data set (`tools/make_edits_data.py`),
-    trained with correctness (`word_accuracy`: each answer word in its place, weight 1) and
-    format (`word_count`, 0.1)."""
+    trained with correctness (`exact_answer`, weight 1) and format (`word_count`, 0.1)."""
     from importlib.resources import files
 
     data = str(files("rollax.tokens") / "data" / "edits.jsonl")
-    return make_text_env(data, "edits", ["word_accuracy", "word_count"], [1.0, 0.1],
+    return make_text_env(data, "edits", ["exact_answer", "word_count"], [1.0, 0.1],
                          partial_credit, test_fraction=test_fraction, seed=seed)
 
 

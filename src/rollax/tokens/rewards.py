@@ -169,17 +169,6 @@ def exact_answer(prompts: list[str], completions: list[str], answer: list[str], 
     return [float(c == a) for c, a in zip(completions, answer, strict=True)]
 
 
-def word_accuracy(prompts: list[str], completions: list[str], answer: list[str], **_: Any
-                  ) -> list[float]:
-    """The share of positions holding the answer's word, over the longer of the two word
-    lists: 1 only for the answer itself, partial credit for each word in its place."""
-    out = []
-    for completion, target in zip(completions, answer, strict=True):
-        got, want = completion.split(" "), target.split(" ")  # "a  b" is not "a b"
-        out.append(sum(g == w for g, w in zip(got, want)) / max(len(got), len(want), 1))
-    return out
-
-
 def word_count(prompts: list[str], completions: list[str], answer: list[str], **_: Any
                ) -> list[float]:
     """1 for a completion with as many single-space-separated words as its answer, else 0:
@@ -189,5 +178,4 @@ def word_count(prompts: list[str], completions: list[str], answer: list[str], **
 
 
 register_reward("exact_answer", exact_answer)
-register_reward("word_accuracy", word_accuracy)
 register_reward("word_count", word_count)
