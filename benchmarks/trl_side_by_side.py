@@ -12,7 +12,13 @@ vocabulary, rollax's `grpo_tokens` transformer size (width 64, 2 layers, 4 heads
 configuration of the same width, layers, heads, vocabulary and context, both randomly
 initialised (rollax's warm start off); 16 prompts x 8 completions per iteration, every
 completion the full completion length (TRL through `min_new_tokens`; rollax's sampler always
-runs it), temperature 1, KL coefficient 0 (no reference model on either side), Adam at 3e-4.
+runs it), temperature 1, KL coefficient 0 and no entropy bonus (no reference model on either
+side), Adam at 3e-4.
+
+It also prints the model arithmetic per completion (the standard count: 2 FLOPs per weight
+per token, the attention's products, backward = 2 x forward) and the machine's float32 matrix
+multiply rate through JAX, so that a speed-up goal can be checked against what the cores can
+do at all.
 """
 
 from __future__ import annotations
@@ -37,6 +43,32 @@ def distinct_words(prompts: list[str], completions: list[str], **_) -> list[floa
     return out
 
 
+def flops_per_completion(width: int, layers: int, vocab: int, prompt: int, completion: int
+                         ) -> float:
+    """Sampling (the prompt once, then one token at a time through a key/value cache) plus
+    one training pass (forward and backward, 3x a forward) over prompt and completion: 2 FLOPs
+    per weight per token (12 width^2 per block, the unembedding), 4 x context x width per
+    block for the attention's two products."""
+    tokens = prompt + completion
+    per_token = 2 * (12 * layers * width**2 + width * vocab) + 4 * layers * tokens * width
+    return 4 * tokens * per_token
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
+    """This machine's float32 matrix multiply rate through JAX on large matrices: more than
+    any trainer of a width-64 model reaches on it."""
+    import jax
+
+    a = jax.random.normal(jax.random.key(0), (size, size))
+    product = jax.jit(lambda x: x @ a)
+    x = jax.block_until_ready(product(a))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        x = product(x / size)
+    jax.block_until_ready(x)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
 def rollax_timing(iterations: int, prompts: int, python_reward: bool) -> dict:
     """One seed's compiled training chunk of `iterations` iterations (sample, reward, update),
     timed on its second run (the first compiles and warms up), as `token_sampling.py` does."""
@@ -53,7 +85,8 @@ def rollax_timing(iterations: int, prompts: int, python_reward: bool) -> dict:
     experiment = load_experiment("tokens_edits_grpo", [
         "logging.enabled=false", "env.id=rollax/Tokens-Text-v0",
         f"env.params={{data = '{data}', name = 'edits'{rewards}}}", "agent.config.beta=0.0",
-        "agent.network.warm_start=false", f"agent.config.num_generations={GENERATIONS}",
+        "agent.config.entropy_coeff=0.0", "agent.network.warm_start=false",
+        f"agent.config.num_generations={GENERATIONS}",
         f"budget.num_envs={completions}", f"budget.total_steps={2 * iterations * completions}",
         f"budget.iterations_per_chunk={iterations}", "eval.episodes=16"], seeds=1)
     _, program = make_program(experiment)
@@ -104,6 +137,14 @@ def main() -> None:
         print(f"| {name} | {timing['seconds_per_iteration']:.4f} | "
               f"{timing['completions_per_second']:,.0f} | "
               f"{timing['completions_per_second'] / best_trl:.1f}x |")
+    flops = flops_per_completion(64, 2, task.tokenizer.vocab_size, task.prompt_length,
+                                 task.completion_length)
+    peak = matmul_gflops()
+    print(f"\nmodel arithmetic {flops / 1e6:.1f} MFLOP per completion; rollax runs "
+          f"{rows[0][1]['completions_per_second'] * flops / 1e9:.0f} GFLOP/s, TRL (best) "
+          f"{best_trl * flops / 1e9:.0f}; 20x TRL would need {20 * best_trl * flops / 1e9:.0f} "
+          f"GFLOP/s; this machine multiplies {peak:.0f} GFLOP/s (float32, {os.cpu_count()} CPUs, "
+          f"1024 x 1024 matrices)")
     python, jitted = rows[0][1], rows[1][1]
     print(f"\nPython reward cost inside rollax: "
           f"{1e3 * (python['seconds_per_iteration'] - jitted['seconds_per_iteration']):.2f} ms "
