@@ -318,18 +318,10 @@ def test_the_calculator_is_learned_on_every_seed(name, at_least, at_most, shared
                                                  capsys):
     """5 seeds, greedy exact match on 500 held-out prompts: with the calculator >= 0.9 on
     every seed; without it (the same model, warm-start settings and budget) <= 0.5."""
-    import time
+    from held_out import before_and_after
 
-    from rollax.run.program import make_program
-    from rollax.run.seeds import eval_keys
-
-    experiment = rollax.load_experiment(name, [f"logging.root={tmp_path}"], seeds=5)
-    _, program = make_program(experiment)
-    seeds = experiment.seed_list
-    before, _ = jax.device_get(program.evaluate(program.init(seeds), eval_keys(seeds, 0)))
-    start = time.perf_counter()
-    after = rollax.train(experiment, progress=False).eval_returns.mean(1)
+    before, after, seconds = before_and_after(name, tmp_path)
     with capsys.disabled():
-        print(f"\n{name} ({time.perf_counter() - start:.0f} s): warm start "
-              f"{np.round(before.mean(1), 3).tolist()}, after {np.round(after, 3).tolist()}")
+        print(f"\n{name} ({seconds:.0f} s): warm start {np.round(before, 3).tolist()}, after "
+              f"{np.round(after, 3).tolist()}")
     assert np.all((after >= at_least) & (after <= at_most)), after
