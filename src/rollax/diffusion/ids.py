@@ -13,8 +13,6 @@ from rollax.rollout.sources import register_batch_sources
 if TYPE_CHECKING:
     from rollax.diffusion.env import ChainParams, DenoisingChain
 
-NOISE = {"ddpm": 1.0, "flow": 0.7}  # DDIM's eta (ancestral), Flow-GRPO's noise level a
-
 
 def make_digit_chain(model: str, *, num_steps: int = 10, noise: float | None = None,
                      target_class: int = -1, class_weight: float = 1.0,
@@ -23,7 +21,8 @@ def make_digit_chain(model: str, *, num_steps: int = 10, noise: float | None = N
     """A digit base model's denoising chain of `num_steps` steps, conditioned on a class
     (uniform, or `target_class`); reward = class_weight * log p(class | x) + realism_weight *
     VAE realism (the latent envs' reward), judged by the digits' independent judge. `noise`:
-    DDIM's eta ("ddpm") or the flow SDE's a ("flow"); `denoiser`: the base model's config."""
+    DDIM's eta ("ddpm") or the flow SDE's a ("flow"), None: the sampler's memoryless default;
+    `denoiser`: the base model's config."""
     from rollax.diffusion.env import DenoisingChain
     from rollax.diffusion.pretrained import denoiser_config, load_denoiser
     from rollax.generative.judge import load_digit_judge
@@ -31,7 +30,7 @@ def make_digit_chain(model: str, *, num_steps: int = 10, noise: float | None = N
     from rollax.generative.rewards import ClassAndRealismReward
 
     config = denoiser_config({**(denoiser or {}), "model": model})
-    sampler = config.sampler(num_steps, NOISE[model] if noise is None else noise)
+    sampler = config.sampler(num_steps, noise)
     base, _ = load_denoiser(config)
     classifier, _ = load_pretrained("classifier")
     vae, _ = load_pretrained("vae")

@@ -19,7 +19,7 @@ from rollax.diffusion.models import Denoiser
 from rollax.diffusion.samplers import DDIMSampler, FlowSampler, sample
 from rollax.weights import cached_or_trained
 
-CACHE_FORMAT_VERSION = 2  # bump when the model, its training or its report changes
+CACHE_FORMAT_VERSION = 3  # bump when the model, its training or its report changes
 MODELS = ("ddpm", "flow")
 
 
@@ -46,11 +46,12 @@ class DenoiserConfig:
         if not self.learning_rate > 0:
             raise ValueError(f"denoiser.learning_rate={self.learning_rate!r} must be > 0")
 
-    def sampler(self, num_steps: int, noise: float) -> DDIMSampler | FlowSampler:
-        """The chain's sampler: `noise` is DDIM's eta, or the flow SDE's noise level a."""
+    def sampler(self, num_steps: int, noise: float | None = None) -> DDIMSampler | FlowSampler:
+        """The chain's sampler: `noise` is DDIM's eta, or the flow SDE's noise level a (None:
+        the sampler's memoryless default)."""
         if self.model == "ddpm":
-            return DDIMSampler(num_steps, noise, self.train_steps)
-        return FlowSampler(num_steps, noise)
+            return DDIMSampler(num_steps, 1.0 if noise is None else noise, self.train_steps)
+        return FlowSampler(num_steps) if noise is None else FlowSampler(num_steps, noise)
 
 
 def denoiser_config(overrides: Any = None) -> DenoiserConfig:
@@ -90,7 +91,7 @@ def _train(config: DenoiserConfig) -> tuple[Denoiser, dict]:
     from rollax.generative.training import fit
 
     images = 2.0 * load_digits_split().train_images - 1.0  # the data range [-1, 1]
-    sampler = config.sampler(1, 1.0)
+    sampler = config.sampler(1)
     model = _build(config)
 
     def loss(model: Denoiser, batch: tuple[jax.Array, ...], key: jax.Array) -> jax.Array:
@@ -112,7 +113,7 @@ def quality(model: Denoiser, config: DenoiserConfig) -> dict:
     from rollax.diffusion.env import to_images
     from rollax.generative.judge import load_digit_judge
 
-    sampler = config.sampler(10, 1.0 if config.model == "ddpm" else 0.7)
+    sampler = config.sampler(10)
 
     judge = load_digit_judge()
     images = to_images(jax.jit(lambda key: sample(model, sampler, key, QUALITY_SAMPLES,

@@ -5,15 +5,23 @@ A chain has `num_steps` (K) steps; step k (k = 0 at pure noise) maps x to the ne
 samplers take the denoiser's output at `(x, model_time(k))` and give `(mean, std)`.
 
 - `DDIMSampler`: a DDPM (noise prediction, linear betas over `train_steps`, Ho et al., 2020)
-  sampled on K strided timesteps with DDIM's eta (Song et al., 2021, eq. 12 and 16); eta = 1 is
-  the ancestral sampler. The predicted clean image is not clipped to the data range: clipping
-  zeroes the gradient of the noisy early steps, where the class of the digit is decided. The last step lands on timestep 0 (a little noise, std ~ 0.01):
-  every step, the last included, keeps a log-probability (as DDPO's sampler does).
+  sampled on K strided timesteps with DDIM's mean at eta (Song et al., 2021, eq. 12 and 16) and
+  eta times Ho et al.'s larger step std sqrt(beta) (the posterior's on the last step): eta = 1
+  is ancestral sampling with sigma^2 = beta, eta = 0 DDIM's deterministic chain. The predicted
+  clean image is not clipped to the data range: clipping zeroes the gradient of the noisy early
+  steps, where the class of the digit is decided. The last step lands on timestep 0: every
+  step, the last included, keeps a log-probability (as DDPO's sampler does).
 - `FlowSampler`: rectified flow (x_t = (1 - t) x_0 + t noise, velocity v = noise - x_0; Liu et
   al., 2023) sampled with the SDE that has the ODE's marginals (Flow-GRPO, Liu et al., 2025,
   eq. 8-9): x_{t-h} = x_t - h [v + sigma_t^2 / (2t) (x_t + (1 - t) v)] + sigma_t sqrt(h) z,
   sigma_t = a sqrt(t / (1 - t)), with t = 1 read as 1 - h in the denominator (Flow-GRPO's
   code does the same) and a = `noise_level`.
+
+Both are memoryless at the shipped noise (eta = 1; a = sqrt 2, where sigma_t^2 = 2 t / (1 - t)
+is Adjoint Matching's memoryless schedule of this flow, Domingo-Enrich et al., 2025): the
+chain's last image is independent of its first noise, which is what lets a KL-anchored
+fine-tuning reach the base model tilted by the reward rather than a per-noise tilt that
+loses diversity.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ class DDIMSampler:
     train_steps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    min_std: float = 0.1  # a floor on the step std (see the module docstring)
+    min_std: float = 0.1  # a floor on the step std: the last would be 0.01 (docs/diffusion.md)
 
     def __post_init__(self):
         _check_steps(self.num_steps, self.train_steps - 1, "the DDPM's train_steps - 1")
@@ -54,25 +62,31 @@ class DDIMSampler:
     def _tables(self):
         alphas = self.alphas_cumprod()[self.timesteps()[::-1]]  # [K + 1], from the noisiest
         current, previous = alphas[:-1], alphas[1:]
-        std = self.eta * np.sqrt((1 - previous) / (1 - current) * (1 - current / previous))
-        std = np.maximum(std, self.min_std) if self.eta > 0 else std
+        posterior = self.eta * np.sqrt((1 - previous) / (1 - current) * (1 - current / previous))
+        # Ho et al.'s larger variance sigma^2 = beta (strided: 1 - a / a_prev) on every step but
+        # the last: the posterior's smaller one shrinks a 10-step chain's samples (on data
+        # N(0, 0.5^2) with the exact denoiser they end with std 0.35; with beta, 0.50)
+        std = np.append(self.eta * np.sqrt(1 - current / previous)[:-1], posterior[-1])
+        if self.eta > 0:
+            posterior, std = np.maximum(posterior, self.min_std), np.maximum(std, self.min_std)
         times = self.timesteps()[::-1][:-1] / self.train_steps
-        return (jnp.asarray(current, jnp.float32), jnp.asarray(previous, jnp.float32),
-                jnp.asarray(std, jnp.float32), jnp.asarray(times, jnp.float32))
+        return tuple(jnp.asarray(table, jnp.float32)
+                     for table in (current, previous, posterior, std, times))
 
     def model_time(self, step: jax.Array) -> jax.Array:
-        return self._tables()[3][step]
+        return self._tables()[4][step]
 
     def step_std(self, step: jax.Array) -> jax.Array:
-        return self._tables()[2][step]
+        return self._tables()[3][step]
 
     def transition(self, output: jax.Array, x: jax.Array, step: jax.Array
                    ) -> tuple[jax.Array, jax.Array]:
-        """`(mean, std)` of the next x given the predicted noise `output` at chain step `step`."""
-        current, previous, std, _ = self._tables()
-        a, a_prev, s = (table[step][..., None] for table in (current, previous, std))
+        """`(mean, std)` of the next x given the predicted noise `output` at chain step `step`:
+        DDIM's mean at eta (the posterior's at 1), the step std of `_tables`."""
+        current, previous, posterior, std, _ = self._tables()
+        a, a_prev, p, s = (table[step][..., None] for table in (current, previous, posterior, std))
         x0 = (x - jnp.sqrt(1 - a) * output) / jnp.sqrt(a)
-        mean = jnp.sqrt(a_prev) * x0 + jnp.sqrt(jnp.maximum(1 - a_prev - s**2, 0.0)) * output
+        mean = jnp.sqrt(a_prev) * x0 + jnp.sqrt(jnp.maximum(1 - a_prev - p**2, 0.0)) * output
         return mean, s[..., 0]
 
     def training_pair(self, images: jax.Array, key: jax.Array) -> tuple[jax.Array, ...]:
@@ -87,7 +101,7 @@ class DDIMSampler:
 @dataclasses.dataclass(frozen=True)
 class FlowSampler:
     num_steps: int = 10
-    noise_level: float = 0.7
+    noise_level: float = 2.0**0.5  # memoryless (module docstring); Flow-GRPO used 0.7
 
     def __post_init__(self):
         _check_steps(self.num_steps, None, "")
