@@ -11,22 +11,14 @@ from rollax.presets import load_experiment
 from rollax.run import train
 
 
-def missed(why: str):
-    """A target this preset does not reach yet (measured figures in docs/diffusion.md)."""
-    return pytest.mark.xfail(reason=why, strict=False)
-
-
-# experiment, least judge success, least per-class diversity, least realistic share (per seed);
-# PPO reaches the figures with images that fool the judge (docs/diffusion.md: not digits)
+# experiment, least judge success, least per-class diversity, least realistic share (per seed)
 CASES = [
     ("diffusion_ppo", 0.95, 0.7, 0.9),
-    pytest.param("diffusion_grpo", 0.95, 0.7, 0.9, marks=missed("diversity 0.645 worst seed")),
-    pytest.param("flow_grpo", 0.95, 0.7, 0.9, marks=missed("diversity 0.685 worst seed")),
-    pytest.param("diffusion_reinforce", 0.95, 0.7, 0.9,
-                 marks=missed("success 0.945 and diversity 0.673 worst seed")),
-    pytest.param("diffusion_rloo", 0.95, 0.7, 0.9,
-                 marks=missed("success 0.920 and diversity 0.660 worst seed")),
-    pytest.param("diffusion_dpo", 0.9, 0.7, 0.9, marks=missed("success 0.825 and diversity 0.679 worst seed")),
+    ("diffusion_grpo", 0.95, 0.7, 0.9),
+    ("flow_grpo", 0.95, 0.7, 0.9),
+    ("diffusion_reinforce", 0.95, 0.7, 0.9),
+    ("diffusion_rloo", 0.95, 0.7, 0.9),
+    ("diffusion_dpo", 0.9, 0.7, 0.9),
 ]
 SEEDS = 5
 
@@ -44,6 +36,7 @@ def test_diffusion_preset_reaches_its_targets_on_every_seed(name, success, diver
     with capsys.disabled():
         print(f"\n{name} ({wall:.0f} s): " + ", ".join(
             f"{key} mean {v.mean():.3f} worst {v.min():.3f}" for key, v in metrics.items()))
-    assert np.all(metrics["judge_success"] >= success), metrics
-    assert np.all(metrics["diversity"] >= diversity), metrics
-    assert np.all(metrics["realistic"] >= realistic), metrics
+    tolerance = 1e-6  # the shares are float32: 190 of 200 reads 0.94999999
+    assert np.all(metrics["judge_success"] >= success - tolerance), metrics
+    assert np.all(metrics["diversity"] >= diversity - tolerance), metrics
+    assert np.all(metrics["realistic"] >= realistic - tolerance), metrics
