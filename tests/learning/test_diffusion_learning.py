@@ -10,7 +10,6 @@ import pytest
 from rollax.presets import load_experiment
 from rollax.run import train
 
-
 # experiment, least judge success, least per-class diversity, least realistic share (per seed)
 CASES = [
     ("diffusion_ppo", 0.95, 0.7, 0.9),
